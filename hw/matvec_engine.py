@@ -1,0 +1,196 @@
+"""Matrix-vector engine: compressed weights in, ``y = requant(W x + b)`` out, with checks."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.weights import Encoding, word_bytes
+
+from .config import EngineConfig
+from .decompressor import Decompressor
+from .errors import EngineError
+from .mac_array import MacArray
+from .memory_reader import MemoryReader
+from .requantizer import Requantizer
+
+
+class MatVecEngine(wiring.Component):
+    """Run one compressed layer: fetch, decompress, multiply-accumulate, requantize, write.
+
+    The host loads the activation vector, writes the layer's header fields, and pulses
+    ``start``. The engine checks the shape against its buffers, streams the weight words and
+    row parameters from their memories, and writes one int8 result per row. Any malformed
+    input stops it with an ``EngineError`` code in ``error`` and ``done`` high; it never
+    writes past row ``rows - 1``. Each start resets the datapath, so a run after an error
+    starts clean.
+
+    Interface
+    ---------
+    start : In(1)
+        Latch the header fields and run.
+    rows, cols, n_words, nnz, encoding, codebook, crc_stream, crc_params : In
+        The image header (``golden.weights.Header``).
+    w_req_addr, w_req_valid, w_req_ready, w_resp_data, w_resp_valid
+        Weight stream memory port (see ``MemoryReader``).
+    p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
+        Row parameter memory port (72-bit records: bias, multiplier, shift).
+    act_waddr, act_wdata, act_we : In
+        Activation buffer write port.
+    out_addr, out_data, out_we : Out
+        Output buffer write port.
+    busy, done : Out(1) ; error : Out(4)
+    cycles, macs, zero_acts, stalls, nnz_seen : Out(32)
+        Performance counters of the last run: busy cycles, products done, products skipped
+        for zero activations, cycles the MAC array waited for weights, weights decoded.
+    """
+
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = cfg
+        addr_cols = max(1, (cfg.max_cols - 1).bit_length())
+        addr_rows = max(1, (cfg.max_rows - 1).bit_length())
+        super().__init__({
+            "start": In(1),
+            "rows": In(16), "cols": In(16), "n_words": In(32), "nnz": In(32),
+            "encoding": In(8), "codebook": In(data.ArrayLayout(signed(8), 16)),
+            "crc_stream": In(32), "crc_params": In(32),
+            "w_req_addr": Out(cfg.waddr_bits), "w_req_valid": Out(1), "w_req_ready": In(1),
+            "w_resp_data": In(cfg.word_bits), "w_resp_valid": In(1),
+            "p_req_addr": Out(addr_rows), "p_req_valid": Out(1), "p_req_ready": In(1),
+            "p_resp_data": In(cfg.param_bits), "p_resp_valid": In(1),
+            "act_waddr": In(addr_cols), "act_wdata": In(signed(8)), "act_we": In(1),
+            "out_addr": Out(addr_rows), "out_data": Out(signed(8)), "out_we": Out(1),
+            "busy": Out(1), "done": Out(1), "error": Out(4),
+            "cycles": Out(32), "macs": Out(32), "zero_acts": Out(32), "stalls": Out(32),
+            "nnz_seen": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        restart = Signal()  # one-cycle synchronous reset of the datapath at each start
+
+        # Header fields, latched at start.
+        rows, cols = Signal(16), Signal(16)
+        n_words, nnz = Signal(32), Signal(32)
+        encoding = Signal(8)
+        codebook = Signal(data.ArrayLayout(signed(8), 16))
+        crc_stream, crc_params = Signal(32), Signal(32)
+
+        wr = MemoryReader(width=cfg.word_bits, addr_bits=cfg.waddr_bits,
+                          depth=cfg.fifo_depth, pad_to=8 * word_bytes(cfg.lanes))
+        pr = MemoryReader(width=cfg.param_bits, addr_bits=max(1, (cfg.max_rows - 1).bit_length()),
+                          depth=cfg.fifo_depth)
+        dec = Decompressor(cfg)
+        mac = MacArray(cfg)
+        rq = Requantizer()
+        for name, block in (("wreader", wr), ("preader", pr), ("decompressor", dec),
+                            ("mac_array", mac), ("requantizer", rq)):
+            m.submodules[name] = ResetInserter(restart)(block)
+        m.submodules.acc_fifo = acc_q = ResetInserter(restart)(
+            fifo.SyncFIFO(width=32, depth=cfg.fifo_depth))
+
+        running = Signal()
+        ce = Signal()
+        out_count = Signal(17)
+        error = Signal(4)
+        done = Signal()
+        cycles, macs, zero_acts, stalls = (Signal(32, name=n) for n in
+                                           ("cycles", "macs", "zero_acts", "stalls"))
+
+        m.d.comb += [
+            ce.eq(running & acc_q.w_rdy),
+            # weight stream -> decompressor
+            wr.enable.eq(running), wr.count.eq(n_words),
+            self.w_req_addr.eq(wr.req_addr), self.w_req_valid.eq(wr.req_valid),
+            wr.req_ready.eq(self.w_req_ready),
+            wr.resp_data.eq(self.w_resp_data), wr.resp_valid.eq(self.w_resp_valid),
+            dec.ce.eq(ce), dec.in_word.eq(wr.out_data), dec.in_valid.eq(wr.out_valid),
+            dec.in_last.eq(wr.out_last), wr.out_ready.eq(dec.in_ready),
+            dec.encoding.eq(encoding), dec.codebook.eq(codebook),
+            dec.cols.eq(cols), dec.rows.eq(rows),
+            # decompressor -> MAC array -> row sums
+            mac.ce.eq(ce),
+            mac.in_valid.eq(dec.out_valid), mac.in_end.eq(dec.out_end),
+            mac.in_col.eq(dec.out_col), mac.in_weight.eq(dec.out_weight),
+            mac.in_nz.eq(dec.out_nz), mac.in_first.eq(dec.out_first),
+            mac.act_waddr.eq(self.act_waddr), mac.act_wdata.eq(self.act_wdata),
+            mac.act_we.eq(self.act_we & ~running),
+            acc_q.w_data.eq(mac.row_acc), acc_q.w_en.eq(mac.row_valid),
+            # row parameters joined with row sums -> requantizer
+            pr.enable.eq(running), pr.count.eq(rows),
+            self.p_req_addr.eq(pr.req_addr), self.p_req_valid.eq(pr.req_valid),
+            pr.req_ready.eq(self.p_req_ready),
+            pr.resp_data.eq(self.p_resp_data), pr.resp_valid.eq(self.p_resp_valid),
+        ]
+        join = running & acc_q.r_rdy & pr.out_valid
+        m.d.comb += [
+            acc_q.r_en.eq(join), pr.out_ready.eq(join),
+            rq.in_valid.eq(join), rq.acc.eq(acc_q.r_data),
+            rq.bias.eq(pr.out_data[0:32]), rq.multiplier.eq(pr.out_data[32:64]),
+            rq.shift.eq(pr.out_data[64:72]),
+            self.out_addr.eq(out_count),
+            self.out_data.eq(rq.out),
+            self.out_we.eq(running & rq.out_valid & (out_count < rows)),
+        ]
+        with m.If(self.out_we):
+            m.d.sync += out_count.eq(out_count + 1)
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        rows.eq(self.rows), cols.eq(self.cols), n_words.eq(self.n_words),
+                        nnz.eq(self.nnz), encoding.eq(self.encoding),
+                        codebook.eq(self.codebook),
+                        crc_stream.eq(self.crc_stream), crc_params.eq(self.crc_params),
+                        error.eq(0), done.eq(0), out_count.eq(0),
+                        cycles.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
+                    ]
+                    m.d.comb += restart.eq(1)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += cycles.eq(cycles + 1)
+                shape_bad = ((rows == 0) | (cols == 0) | (rows > cfg.max_rows)
+                             | (cols > cfg.max_cols) | (n_words == 0)
+                             | (n_words > cfg.weight_depth))
+                with m.If(shape_bad):
+                    m.d.sync += [error.eq(EngineError.SHAPE), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(encoding > Encoding.CODEBOOK):
+                    m.d.sync += [error.eq(EngineError.ENCODING), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += running.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.sync += [
+                    cycles.eq(cycles + 1),
+                    macs.eq(macs + mac.macs),
+                    zero_acts.eq(zero_acts + mac.zero_acts),
+                    # the MAC array starves: no word ready, or held by a full row FIFO
+                    stalls.eq(stalls + (~wr.done & ~(ce & wr.out_valid))),
+                ]
+                with m.If(dec.error != 0):
+                    m.d.sync += [error.eq(dec.error), done.eq(1), running.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif((out_count == rows) & wr.done & ~dec.out_valid):
+                    m.d.sync += running.eq(0)
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                m.d.sync += [cycles.eq(cycles + 1), done.eq(1)]
+                with m.If(dec.nnz != nnz):
+                    m.d.sync += error.eq(EngineError.NNZ)
+                with m.Elif(wr.crc != crc_stream):
+                    m.d.sync += error.eq(EngineError.CRC_STREAM)
+                with m.Elif(pr.crc != crc_params):
+                    m.d.sync += error.eq(EngineError.CRC_PARAMS)
+                m.next = "IDLE"
+        m.d.comb += [
+            self.busy.eq(~fsm.ongoing("IDLE")),
+            self.done.eq(done), self.error.eq(error),
+            self.cycles.eq(cycles), self.macs.eq(macs), self.zero_acts.eq(zero_acts),
+            self.stalls.eq(stalls), self.nnz_seen.eq(dec.nnz),
+        ]
+        return m

@@ -1,0 +1,83 @@
+"""Sequential reader: words 0..count-1 of a memory with wait states, as a stream."""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from .crc32 import Crc32
+
+
+class MemoryReader(wiring.Component):
+    """Fetch ``count`` words from address 0 up, keeping one request in flight per free FIFO slot.
+
+    The memory side is a request/response pair: a request is taken when ``req_valid`` and
+    ``req_ready`` are both high (``req_ready`` low is a wait state); responses come back in
+    order, any number of cycles later, flagged by ``resp_valid``. Credits make sure every
+    response has a FIFO slot, so the memory is never back-pressured.
+
+    Interface
+    ---------
+    The engine restarts it with a synchronous reset (``ResetInserter``) before each run.
+
+    enable : In(1)
+        Issue requests while high.
+    count : In(addr_bits + 1)
+        Words to read.
+    req_addr, req_valid : Out ; req_ready : In
+    resp_data, resp_valid : In
+    out_data : Out(width) ; out_last : Out(1) ; out_valid : Out(1) ; out_ready : In(1)
+        The words in order; ``out_last`` marks word ``count - 1``.
+    done : Out(1)
+        All ``count`` words have left through ``out``.
+    crc : Out(32)
+        CRC-32 of the words received so far, each padded to ``pad_to`` bits.
+    """
+
+    def __init__(self, *, width: int, addr_bits: int, depth: int = 4, pad_to: int | None = None):
+        self._width, self._addr_bits, self._depth = width, addr_bits, depth
+        self._pad_to = pad_to
+        super().__init__({
+            "enable": In(1), "count": In(addr_bits + 1),
+            "req_addr": Out(addr_bits), "req_valid": Out(1), "req_ready": In(1),
+            "resp_data": In(width), "resp_valid": In(1),
+            "out_data": Out(width), "out_last": Out(1), "out_valid": Out(1), "out_ready": In(1),
+            "done": Out(1), "crc": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._addr_bits + 1
+        m.submodules.fifo = q = fifo.SyncFIFO(width=self._width + 1, depth=self._depth)
+        m.submodules.crc = crc = Crc32(width=self._width, pad_to=self._pad_to)
+
+        issued = Signal(n)
+        received = Signal(n)
+        popped = Signal(n)
+        inflight = Signal(range(self._depth + 1))
+
+        can_issue = self.enable & (issued < self.count) & (inflight + q.level < self._depth)
+        take = can_issue & self.req_ready
+        m.d.comb += [
+            self.req_addr.eq(issued),
+            self.req_valid.eq(can_issue),
+            q.w_data.eq(self.resp_data | ((received == self.count - 1) << self._width)),
+            q.w_en.eq(self.resp_valid),
+            crc.en.eq(self.resp_valid),
+            crc.data.eq(self.resp_data),
+            self.crc.eq(crc.value),
+            self.out_data.eq(q.r_data[:self._width]),
+            self.out_last.eq(q.r_data[self._width]),
+            self.out_valid.eq(q.r_rdy),
+            q.r_en.eq(self.out_ready),
+            self.done.eq(popped == self.count),
+        ]
+        m.d.sync += inflight.eq(inflight + take - self.resp_valid)
+        with m.If(take):
+            m.d.sync += issued.eq(issued + 1)
+        with m.If(self.resp_valid):
+            m.d.sync += received.eq(received + 1)
+        with m.If(q.r_rdy & self.out_ready):
+            m.d.sync += popped.eq(popped + 1)
+        return m
