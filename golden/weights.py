@@ -405,19 +405,24 @@ def decompress(image: bytes) -> Matrix:
     h, params, _ = sections(image)
     words = stream_words(image)
     per_word = entries_per_word(h.lanes, h.encoding)
+    step = 2 if h.encoding == Encoding.INT8 else 1
     w = np.zeros((h.rows, h.cols), dtype=np.int8)
     row, pos, nnz = 0, 0, 0
+    row_has_weight = False
     for k, word in enumerate(words):
+        if word >> word_bits(h.lanes):
+            raise ImageError(f"word {k}: padding bits above bit {word_bits(h.lanes)} are set")
         end, split, slots = unpack_word(word, h.lanes)
         if split > per_word or (not end and split != per_word):
             raise ImageError(f"word {k}: split {split} invalid (end={end}, {per_word} entries)")
-        if end and row >= h.rows:
-            raise ImageError(f"word {k}: stream ends more rows than the {h.rows} in the header")
-        step = 2 if h.encoding == Encoding.INT8 else 1
+        if row >= h.rows:
+            raise ImageError(f"word {k}: the stream goes on after its last row")
         for e in range(per_word):
             if end and e == split:
-                row, pos = row + 1, 0
+                row, pos, row_has_weight = row + 1, 0, False
             delta = slots[e * step][0]
+            if step == 2 and slots[e * step + 1][0]:
+                raise ImageError(f"word {k}: int8 low-nibble slot {e * step + 1} has a delta")
             codes = tuple(s[1] for s in slots[e * step:e * step + step])
             pos += delta
             if pos >= h.cols:
@@ -425,18 +430,20 @@ def decompress(image: bytes) -> Matrix:
             if any(codes):
                 if row >= h.rows:
                     raise ImageError(f"word {k}: weights after the last row")
+                if delta == 0 and row_has_weight:
+                    raise ImageError(f"word {k}: column {pos} of row {row} repeated")
                 w[row, pos] = decode_code(codes, h.encoding, h.codebook)
+                row_has_weight = True
                 nnz += 1
         if end and split == per_word:
-            row, pos = row + 1, 0
+            row, pos, row_has_weight = row + 1, 0, False
     if row != h.rows:
         raise ImageError(f"stream ends {row} rows, header says {h.rows}: truncated stream")
     if nnz != h.nnz:
         raise ImageError(f"stream holds {nnz} nonzero weights, header says {h.nnz}")
     recs = [struct.unpack_from("<iib", params, i * PARAM_BYTES) for i in range(h.rows)]
-    bias, mult, shift = (np.array(c) for c in zip(*recs))
-    return Matrix(w, bias.astype(np.int32), mult.astype(np.int32), shift.astype(np.int8),
-                  h.encoding, h.codebook)
+    bias, mult, shift = _check_params(h.rows, *(np.array(c) for c in zip(*recs)))
+    return Matrix(w, bias, mult, shift, h.encoding, h.codebook)
 
 
 # ---------------------------------------------------------------------------- compute

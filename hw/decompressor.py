@@ -118,11 +118,23 @@ class Decompressor(wiring.Component):
         nz = Signal(L)
         m.d.comb += nz.eq(Cat(*[active[j] & (value[j] != 0) for j in range(L)]))
 
+        # A weight with delta 0 after another weight of its row would land on the same
+        # column twice; an int8 low-nibble slot must not carry a delta.
+        row_has_weight = Signal()
+        seen_a, seen_b = row_has_weight, 0
+        slot_bad = []
+        for j in range(L):
+            seen = Mux(first[j], seen_a, seen_b)
+            low_delta = (is8 & (d[2 * j + 1] != 0)) if j < L // 2 else 0
+            slot_bad.append((nz[j] & (delta[j] == 0) & seen) | low_delta)
+            seen_a = seen_a | (nz[j] & first[j])
+            seen_b = seen_b | (nz[j] & ~first[j])
+
         rows_done = Signal(16)
         last_row_ends = end & (rows_done + 1 == self.rows)
         split_err = (split > per_word) | (~end & (split != per_word))
         length_err = (rows_done >= self.rows) | (last_row_ends & (nz & ~first).any())
-        col_err = Cat(*col_bad).any()
+        col_err = Cat(*col_bad).any() | Cat(*slot_bad).any()
         trunc_err = self.in_last & (rows_done + end != self.rows)
         code = Mux(split_err, EngineError.SPLIT,
                Mux(length_err, EngineError.LENGTH,
@@ -146,6 +158,7 @@ class Decompressor(wiring.Component):
                 with m.If(code == 0):
                     m.d.sync += [
                         base.eq(Mux(end, prefix[-1] - q, base + prefix[-1])),
+                        row_has_weight.eq(Mux(end, seen_b, seen_a)),
                         rows_done.eq(rows_done + end),
                         nnz.eq(nnz + popcount(nz)),
                         self.out_end.eq(end),

@@ -59,11 +59,13 @@ class MacArray(wiring.Component):
             "row_valid": Out(1), "row_acc": Out(signed(32)),
             "macs": Out(cnt), "zero_acts": Out(cnt),
         })
+        #: The activation buffer (a testbench may load it directly).
+        self.acts = Memory(shape=signed(8), depth=cfg.max_cols, init=[])
 
     def elaborate(self, platform):
         m = Module()
         L, ce = self.cfg.lanes, self.ce
-        m.submodules.acts = acts = Memory(shape=signed(8), depth=self.cfg.max_cols, init=[])
+        m.submodules.acts = acts = self.acts
         wp = acts.write_port()
         m.d.comb += [wp.addr.eq(self.act_waddr), wp.data.eq(self.act_wdata), wp.en.eq(self.act_we)]
 

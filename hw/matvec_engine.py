@@ -65,6 +65,7 @@ class MatVecEngine(wiring.Component):
             "cycles": Out(32), "macs": Out(32), "zero_acts": Out(32), "stalls": Out(32),
             "nnz_seen": Out(32),
         })
+        self.mac_array = MacArray(cfg)
 
     def elaborate(self, platform):
         m = Module()
@@ -83,7 +84,7 @@ class MatVecEngine(wiring.Component):
         pr = MemoryReader(width=cfg.param_bits, addr_bits=max(1, (cfg.max_rows - 1).bit_length()),
                           depth=cfg.fifo_depth)
         dec = Decompressor(cfg)
-        mac = MacArray(cfg)
+        mac = self.mac_array
         rq = Requantizer()
         for name, block in (("wreader", wr), ("preader", pr), ("decompressor", dec),
                             ("mac_array", mac), ("requantizer", rq)):

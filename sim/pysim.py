@@ -1,0 +1,65 @@
+"""Run ``MatVecHarness`` jobs in the Amaranth simulator (fast unit tests, no Verilator)."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from hw.config import EngineConfig
+
+from .harness import MatVecHarness
+from .job import SENTINEL, MatVecJob, RunResult
+
+
+def run_jobs(cfg: EngineConfig, jobs, *, wait_level: int = 0, seed: int = 1,
+             vcd: str | None = None) -> list[RunResult]:
+    """Run ``jobs`` back to back on one harness (so each run starts from the last one's
+    state, as on hardware) and return their results."""
+    dut = MatVecHarness(cfg)
+    results: list[RunResult] = []
+
+    async def testbench(ctx):
+        for job in jobs:
+            _load(ctx, dut, job)
+            ctx.set(dut.wait_level, wait_level)
+            ctx.set(dut.wait_seed, seed)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            limit = 64 * (job.header.n_words + job.header.rows) + 1000
+            for _ in range(limit):
+                await ctx.tick()
+                if ctx.get(dut.done):
+                    break
+            else:
+                raise AssertionError(f"engine hung: not done within {limit} cycles")
+            out = np.array([ctx.get(dut.out_mem.data[i]) for i in range(cfg.max_rows)])
+            results.append(RunResult(
+                outputs=out, error=ctx.get(dut.error), cycles=ctx.get(dut.cycles),
+                macs=ctx.get(dut.macs), zero_acts=ctx.get(dut.zero_acts),
+                stalls=ctx.get(dut.stalls), nnz_seen=ctx.get(dut.nnz_seen)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    return results
+
+
+def _load(ctx, dut, job: MatVecJob):
+    for i, w in enumerate(job.words):
+        ctx.set(dut.weight_mem.data[i], w)
+    for i, p in enumerate(job.params):
+        ctx.set(dut.param_mem.data[i], p)
+    acts = dut.engine.mac_array.acts
+    for i, v in enumerate(job.x):
+        ctx.set(acts.data[i], int(v))
+    for i in range(dut.cfg.max_rows):
+        ctx.set(dut.out_mem.data[i], SENTINEL)
+    for name, value in job.fields().items():
+        port = getattr(dut, name)
+        ctx.set(port.as_value() if name == "codebook" else port, value)
