@@ -6,7 +6,9 @@ tests under Verilator. Memories are loaded in bulk by the testbench (no per-word
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from pathlib import Path
+
+from amaranth import Cat, ClockSignal, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -37,19 +39,60 @@ class Lfsr16(wiring.Component):
         return m
 
 
+#: Behavioural RAM used instead of Amaranth memories in Verilator builds.
+SIM_RAM_VERILOG = Path(__file__).with_name("verilog") / "nep_sim_ram.v"
+
+
+class _Ram:
+    """A RAM with a synchronous read port and a write port, as an Amaranth ``Memory`` (for
+    the Amaranth simulator) or as an instance of ``nep_sim_ram`` (for Verilator, where a
+    large Amaranth memory costs minutes of Verilog generation for its zero initializer)."""
+
+    def __init__(self, name, shape, depth, verilog: bool):
+        self.name, self.shape, self.depth = name, shape, depth
+        self.memory = None if verilog else Memory(shape=shape, depth=depth, init=[])
+        aw = max(1, (depth - 1).bit_length())
+        width = shape.width if hasattr(shape, "width") else shape
+        self.raddr, self.ren = Signal(aw, name=f"{name}_raddr"), Signal(name=f"{name}_ren")
+        self.rdata = Signal(shape, name=f"{name}_rdata")
+        self.waddr, self.we = Signal(aw, name=f"{name}_waddr"), Signal(name=f"{name}_we")
+        self.wdata = Signal(shape, name=f"{name}_wdata")
+        self._width, self._aw = width, aw
+
+    def elaborate_into(self, m):
+        if self.memory is not None:
+            m.submodules[self.name] = self.memory
+            rp, wp = self.memory.read_port(), self.memory.write_port()
+            m.d.comb += [rp.addr.eq(self.raddr), rp.en.eq(self.ren), self.rdata.eq(rp.data),
+                         wp.addr.eq(self.waddr), wp.en.eq(self.we), wp.data.eq(self.wdata)]
+        else:
+            m.submodules[self.name] = Instance(
+                "nep_sim_ram", p_WIDTH=self._width, p_DEPTH=self.depth, p_AW=self._aw,
+                i_clk=ClockSignal(), i_raddr=self.raddr, i_ren=self.ren, o_rdata=self.rdata,
+                i_waddr=self.waddr, i_we=self.we, i_wdata=self.wdata)
+
+
 class MatVecHarness(wiring.Component):
     """``MatVecEngine`` plus weight, parameter and output memories.
 
     ``wait_level`` (0..255) sets the chance, out of 256 per cycle, that a memory refuses a
     request (a wait state); ``wait_seed`` seeds the generators when ``start`` is pulsed.
+    With ``verilog_rams`` the memories are ``nep_sim_ram`` instances (add
+    ``SIM_RAM_VERILOG`` to the sources); otherwise Amaranth memories, reachable as
+    ``weight_mem``, ``param_mem`` and ``out_mem``.
     """
 
-    def __init__(self, cfg: EngineConfig):
+    def __init__(self, cfg: EngineConfig, *, verilog_rams: bool = False):
         self.cfg = cfg
         self.engine = MatVecEngine(cfg)
-        self.weight_mem = Memory(shape=cfg.word_bits, depth=cfg.weight_depth, init=[])
-        self.param_mem = Memory(shape=cfg.param_bits, depth=cfg.max_rows, init=[])
-        self.out_mem = Memory(shape=signed(8), depth=cfg.max_rows, init=[])
+        self._rams = {
+            "weight_mem": _Ram("weight_mem", cfg.word_bits, cfg.weight_depth, verilog_rams),
+            "param_mem": _Ram("param_mem", cfg.param_bits, cfg.max_rows, verilog_rams),
+            "out_mem": _Ram("out_mem", signed(8), cfg.max_rows, verilog_rams),
+        }
+        self.weight_mem = self._rams["weight_mem"].memory
+        self.param_mem = self._rams["param_mem"].memory
+        self.out_mem = self._rams["out_mem"].memory
         eng = self.engine.signature.members
         ports = {
             name: eng[name] for name in (
@@ -57,19 +100,15 @@ class MatVecHarness(wiring.Component):
                 "crc_stream", "crc_params", "act_waddr", "act_wdata", "act_we",
                 "busy", "done", "error", "cycles", "macs", "zero_acts", "stalls", "nnz_seen")
         }
-        ports.update({
-            "wait_level": In(8), "wait_seed": In(16),
-            "out_raddr": In(eng["out_addr"].shape), "out_rdata": Out(signed(8)),
-        })
+        ports.update({"wait_level": In(8), "wait_seed": In(16)})
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         eng = self.engine
         m.submodules.engine = eng
-        m.submodules.weight_mem = self.weight_mem
-        m.submodules.param_mem = self.param_mem
-        m.submodules.out_mem = self.out_mem
+        for ram in self._rams.values():
+            ram.elaborate_into(m)
         for name in ("start", "rows", "cols", "n_words", "nnz", "encoding", "codebook",
                      "crc_stream", "crc_params", "act_waddr", "act_wdata", "act_we"):
             m.d.comb += getattr(eng, name).eq(getattr(self, name))
@@ -77,27 +116,24 @@ class MatVecHarness(wiring.Component):
                      "nnz_seen"):
             m.d.comb += getattr(self, name).eq(getattr(eng, name))
 
-        for prefix, mem, salt in (("w", self.weight_mem, 0x5A5A), ("p", self.param_mem, 0x3C3C)):
+        for prefix, ram, salt in (("w", self._rams["weight_mem"], 0x5A5A),
+                                  ("p", self._rams["param_mem"], 0x3C3C)):
             lfsr = Lfsr16()
             m.submodules[f"{prefix}_lfsr"] = lfsr
             m.d.comb += [lfsr.seed.eq(self.wait_seed ^ salt), lfsr.load.eq(self.start)]
-            rp = mem.read_port()
             ready = lfsr.byte >= self.wait_level
             take = getattr(eng, f"{prefix}_req_valid") & ready
             resp_valid = Signal(name=f"{prefix}_resp_valid")
             m.d.sync += resp_valid.eq(take)
             m.d.comb += [
                 getattr(eng, f"{prefix}_req_ready").eq(ready),
-                rp.addr.eq(getattr(eng, f"{prefix}_req_addr")),
-                rp.en.eq(take),
-                getattr(eng, f"{prefix}_resp_data").eq(rp.data),
+                ram.raddr.eq(getattr(eng, f"{prefix}_req_addr")),
+                ram.ren.eq(take),
+                getattr(eng, f"{prefix}_resp_data").eq(ram.rdata),
                 getattr(eng, f"{prefix}_resp_valid").eq(resp_valid),
             ]
 
-        wp = self.out_mem.write_port()
-        rp = self.out_mem.read_port(domain="comb")
-        m.d.comb += [
-            wp.addr.eq(eng.out_addr), wp.data.eq(eng.out_data), wp.en.eq(eng.out_we),
-            rp.addr.eq(self.out_raddr), self.out_rdata.eq(rp.data),
-        ]
+        out = self._rams["out_mem"]
+        m.d.comb += [out.waddr.eq(eng.out_addr), out.wdata.eq(eng.out_data),
+                     out.we.eq(eng.out_we)]
         return m

@@ -70,8 +70,11 @@ class MatVecJob:
         return f
 
     @property
-    def ideal_cycles(self) -> int:
-        return -(-self.header.nnz // self.header.lanes)
+    def bits_per_weight(self) -> float:
+        """Bits of the whole image (header, parameters, stream) per matrix weight."""
+        h = self.header
+        size = gw.HEADER_BYTES + h.rows * gw.PARAM_BYTES + h.n_words * gw.word_bytes(h.lanes)
+        return 8 * size / (h.rows * h.cols)
 
     def check(self, res: RunResult) -> list[str]:
         """Everything wrong with a run's result (empty when it is right)."""

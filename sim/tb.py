@@ -33,15 +33,16 @@ class MatVecTB:
     def load(self, job: MatVecJob):
         """Write the image sections into the harness memories (no clock cycles)."""
         dut = self.dut
+        weights, params = dut.weight_mem.mem, dut.param_mem.mem
         for i, w in enumerate(job.words):
-            dut.weight_mem[i].value = w
+            weights[i].value = w
         for i, p in enumerate(job.params):
-            dut.param_mem[i].value = p
+            params[i].value = p
         # The activation buffer sits inside the MAC array: reach it the same way.
         acts = dut.engine.mac_array.acts
         for i, v in enumerate(job.x):
             acts[i].value = int(v) & 0xFF
-        out = dut.out_mem
+        out = dut.out_mem.mem
         for i in range(len(out)):
             out[i].value = SENTINEL
 
@@ -65,7 +66,7 @@ class MatVecTB:
         except SimTimeoutError:
             raise AssertionError(f"engine hung: not done within {limit} cycles") from None
         await ReadOnly()
-        out = np.array([v.value.to_signed() for v in dut.out_mem], dtype=np.int64)
+        out = np.array([v.value.to_signed() for v in dut.out_mem.mem], dtype=np.int64)
         res = RunResult(
             outputs=out, error=int(dut.error.value), cycles=int(dut.cycles.value),
             macs=int(dut.macs.value), zero_acts=int(dut.zero_acts.value),

@@ -91,14 +91,15 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(component, toplevel: str, *, waves: bool = False) -> Path:
+def build(component, toplevel: str, *, waves: bool = False, extra_sources=()) -> Path:
     """Generate Verilog and build it with Verilator for cocotb; return the build folder."""
     from cocotb_tools.runner import get_runner
 
     setup_verilator_env()
     text = generate_verilog(component, toplevel, strip_zero_init=True)
     opts = waiver_args() + ["--public-flat-rw", "-O2"] + (["--trace"] if waves else [])
-    key = hashlib.sha256((text + repr(opts) + MAKEFLAGS).encode()).hexdigest()[:16]
+    extra = "".join(Path(p).read_text() for p in extra_sources)
+    key = hashlib.sha256((text + extra + repr(opts) + MAKEFLAGS).encode()).hexdigest()[:16]
     build_dir = cache_dir() / "verilator" / f"{toplevel}-{key}"
     src = build_dir / f"{toplevel}.v"
     with _locked(cache_dir() / "verilator" / f"{toplevel}-{key}.lock"):
@@ -107,7 +108,7 @@ def build(component, toplevel: str, *, waves: bool = False) -> Path:
             src.write_text(text)
             runner = get_runner("verilator")
             runner.build(
-                sources=[src], hdl_toplevel=toplevel, build_dir=build_dir,
+                sources=[src, *extra_sources], hdl_toplevel=toplevel, build_dir=build_dir,
                 build_args=opts, waves=waves, always=True,
             )
             (build_dir / "done").write_text(key)

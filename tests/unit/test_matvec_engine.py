@@ -1,0 +1,86 @@
+"""MatVecEngine in the Amaranth simulator: bit-exact results, error codes, recovery, cycles."""
+
+import numpy as np
+import pytest
+
+from golden.weights import Encoding
+from hw.config import EngineConfig
+from hw.errors import EngineError
+from sim.job import CORRUPTIONS, corrupt, make_job
+from sim.perf_model import PIPELINE_LATENCY, predict_cycles
+from sim.pysim import run_jobs
+
+CFG = EngineConfig(lanes=4, max_rows=48, max_cols=80, weight_depth=2048)
+
+
+def _check_all(jobs, results):
+    problems = [f"job {i}: {p}" for i, (j, r) in enumerate(zip(jobs, results))
+                for p in j.check(r)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_bit_exact_across_sparsities(encoding):
+    rng = np.random.default_rng(int(encoding))
+    jobs = [make_job(rng, rows=int(rng.integers(1, 40)), cols=int(rng.integers(1, 80)),
+                     sparsity=sp, encoding=encoding, lanes=CFG.lanes)
+            for sp in (0.0, 0.5, 0.75, 0.9, 1.0)]
+    results = run_jobs(CFG, jobs)
+    _check_all(jobs, results)
+    for job, res in zip(jobs, results):
+        # Without wait states the model is exact: one word per cycle plus the pipeline.
+        assert res.cycles == job.header.n_words + PIPELINE_LATENCY
+        assert res.macs + res.zero_acts == job.header.nnz
+
+
+def test_lanes_8_and_long_gaps():
+    """8 lanes, and rows whose nonzeros sit more than 31 columns apart (escape slots)."""
+    cfg = EngineConfig(lanes=8, max_rows=16, max_cols=200, weight_depth=256)
+    rng = np.random.default_rng(5)
+    jobs = [make_job(rng, rows=9, cols=200, sparsity=0.97, encoding=Encoding.INT4, lanes=8),
+            make_job(rng, rows=16, cols=3, sparsity=0.2, encoding=Encoding.INT8, lanes=8)]
+    _check_all(jobs, run_jobs(cfg, jobs))
+
+
+@pytest.mark.parametrize("wait_level", [64, 200])
+def test_wait_states_change_timing_not_results(wait_level):
+    rng = np.random.default_rng(wait_level)
+    jobs = [make_job(rng, rows=20, cols=60, sparsity=0.6, encoding=Encoding.CODEBOOK,
+                     lanes=CFG.lanes) for _ in range(2)]
+    base = run_jobs(CFG, jobs)
+    slow = run_jobs(CFG, jobs, wait_level=wait_level, seed=11)
+    _check_all(jobs, slow)
+    for job, b, s in zip(jobs, base, slow):
+        np.testing.assert_array_equal(b.outputs, s.outputs)
+        assert s.cycles > b.cycles and s.stalls > b.stalls
+        model = predict_cycles(job.header.n_words, wait_level=wait_level, seed=11)
+        assert abs(s.cycles - model) <= 0.05 * model, (s.cycles, model)
+
+
+def test_zero_activations_are_counted_as_skipped():
+    rng = np.random.default_rng(9)
+    job = make_job(rng, rows=10, cols=50, sparsity=0.3, encoding=Encoding.INT4,
+                   lanes=CFG.lanes, zero_acts=0.5)
+    (res,) = run_jobs(CFG, [job])
+    _check_all([job], [res])
+    w_nz = np.ones((10, 50), bool)  # recount from the decoded image
+    from golden.weights import decompress
+    from sim.job import _image_of
+    w = decompress(_image_of(job)).weights
+    w_nz = w != 0
+    assert res.macs == int((w_nz & (job.x != 0)).sum())
+    assert res.zero_acts == int((w_nz & (job.x == 0)).sum())
+
+
+def test_every_malformed_input_errors_cleanly_and_the_next_run_recovers():
+    rng = np.random.default_rng(1)
+    good = make_job(rng, rows=12, cols=70, sparsity=0.5, encoding=Encoding.INT4, lanes=4)
+    good8 = make_job(rng, rows=12, cols=70, sparsity=0.5, encoding=Encoding.INT8, lanes=4)
+    jobs = []
+    for kind in CORRUPTIONS:
+        base = good8 if kind == "int8_low_delta" else good
+        jobs += [corrupt(base, kind, CFG), good]  # each error, then a clean run
+    results = run_jobs(CFG, jobs)
+    _check_all(jobs, results)
+    seen = {EngineError(r.error) for r in results}
+    assert seen == set(CORRUPTIONS.values()) | {EngineError.OK}
