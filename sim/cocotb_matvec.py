@@ -45,8 +45,8 @@ async def run_plan(dut):
         job = build_case(case, cfg)
         res = await tb.run(job, wait_level=case.get("wait_level", 0), seed=case["seed"])
         problems = job.check(res)
-        predicted = predict_cycles(job.header.n_words, wait_level=case.get("wait_level", 0),
-                                   seed=case["seed"])
+        predicted = predict_cycles(list(job.words), cfg.lanes, job.header.rows,
+                                   wait_level=case.get("wait_level", 0), seed=case["seed"])
         if not job.expected_error and abs(res.cycles - predicted) > CYCLE_TOLERANCE * predicted:
             problems.append(f"cycles {res.cycles} vs model {predicted}")
         h = job.header

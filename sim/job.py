@@ -168,7 +168,7 @@ def corrupt(job: MatVecJob, kind: str, cfg) -> MatVecJob:
     elif kind == "length":
         ov["rows"] = h.rows - 1
     elif kind == "column":
-        w = gw.decompress(_image_of(job)).weights
+        w = gw.decompress(image_of(job)).weights
         ov["cols"] = int(np.flatnonzero(w.any(axis=0)).max())
     elif kind == "split_range":
         words[0] = (words[0] & ~(((1 << gw.split_bits(h.lanes)) - 1) << 1)) | ((per_word + 1) << 1) | 1
@@ -197,7 +197,8 @@ def corrupt(job: MatVecJob, kind: str, cfg) -> MatVecJob:
                    expected_error=CORRUPTIONS[kind])
 
 
-def _image_of(job: MatVecJob) -> bytes:
+def image_of(job: MatVecJob) -> bytes:
+    """The image bytes the job's memory contents came from."""
     wb = gw.word_bytes(job.header.lanes)
     stream = b"".join(w.to_bytes(wb, "little") for w in job.words)
     params = b"".join(p.to_bytes(gw.PARAM_BYTES, "little") for p in job.params)

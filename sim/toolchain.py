@@ -128,10 +128,13 @@ def run_cocotb(build_dir: Path, toplevel: str, test_module: str, *, env: dict | 
     tag = hashlib.sha256(repr((test_module, testcase, sorted((env or {}).items()))).encode())
     results = BUILD / "cocotb" / f"{test_module}-{tag.hexdigest()[:12]}.xml"
     results.parent.mkdir(parents=True, exist_ok=True)
-    runner.test(
-        hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
-        build_dir=build_dir,
-        test_dir=build_dir, extra_env=dict(env or {}),
-        testcase=testcase, results_xml=str(results), waves=waves,
-    )
+    results.unlink(missing_ok=True)
+    try:
+        runner.test(
+            hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
+            build_dir=build_dir, test_dir=build_dir, extra_env=dict(env or {}),
+            testcase=testcase, results_xml=str(results), waves=waves,
+        )
+    except SystemExit:
+        pass  # the runner exits on a failed test; the results file says what failed
     return results

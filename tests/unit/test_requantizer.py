@@ -93,31 +93,34 @@ def test_edge_grid():
 
 def test_hand_worked_values():
     # Independent of golden: values worked out from docs/numerics.md by hand.
+    # SRDHM(a, M) = floor(a*M / 2^31 + 1/2): TFLite's nudge and C truncation round exact ties
+    # toward +infinity (so -1.5 -> -1); RoundingDivideByPOT rounds ties away from zero.
     M = 1 << 30  # 0.5
     cases = [
-        # SRDHM(x, 2^30) = round_half_away(x / 2): exact ties in both signs
-        ((3, 0, M, 0), 2), ((-3, 0, M, 0), -2), ((1, 0, M, 0), 1), ((-1, 0, M, 0), -1),
-        # RoundingDivideByPOT ties: SRDHM(6, 2^30) = 3, 3 / 2 = 1.5 -> 2
+        # SRDHM(x, 2^30) ties: 1.5 -> 2, -1.5 -> -1, 0.5 -> 1, -0.5 -> 0
+        ((3, 0, M, 0), 2), ((-3, 0, M, 0), -1), ((1, 0, M, 0), 1), ((-1, 0, M, 0), 0),
+        # RoundingDivideByPOT ties: SRDHM(6, 2^30) = 3, 3 / 2 = 1.5 -> 2 (and -2)
         ((6, 0, M, -1), 2), ((-6, 0, M, -1), -2), ((12, 0, M, -2), 2), ((-12, 0, M, -2), -2),
-        # double rounding: 5 * 0.25 = 1.25 yet SRDHM gives 3 (2.5 away), then 3 / 2 -> 2
-        ((5, 0, M, -1), 2), ((-5, 0, M, -1), -2),
-        # just below a tie rounds toward zero
+        # double rounding: 5 * 0.25 = 1.25, but SRDHM gives 3 (2.5 up), then 3 / 2 -> 2;
+        # -5: SRDHM -2 (-2.5 up), -2 / 2 = -1
+        ((5, 0, M, -1), 2), ((-5, 0, M, -1), -1),
+        # below a tie rounds to nearest
         ((10, 0, M, -2), 1), ((-10, 0, M, -2), -1),
-        # bias is added before scaling, with 32-bit wrap: INT32_MAX + 1 -> INT32_MIN
-        ((INT32_MAX, 1, M, -31), 0), ((INT32_MAX, 1, INT32_MAX, -24), -128),
+        # bias is added before scaling, with 32-bit wrap: INT32_MAX + 1 -> INT32_MIN;
+        # SRDHM(INT32_MIN, 2^30) = -2^30, RDBPOT(-2^30, 31) = -0.5 -> -1
+        ((INT32_MAX, 1, M, -31), -1), ((INT32_MAX, 1, INT32_MAX, -24), -128),
         ((100, -100, INT32_MAX, 7), 0), ((50, 50, M, 0), 50),
         # INT32_MIN * INT32_MIN saturates SRDHM to INT32_MAX; INT32_MAX / 2^31 rounds to 1
         ((INT32_MIN, 0, INT32_MIN, 0), 127), ((INT32_MIN, 0, INT32_MIN, -31), 1),
         ((0, INT32_MIN, INT32_MIN, -31), 1),
-        # left shift saturates to int32 before the multiply: (2^28 << 7) -> INT32_MAX
-        ((1 << 28, 0, M, 7), 127), ((1 << 28, 0, INT32_MAX, -24), 16),
-        ((1 << 28, 0, INT32_MAX, 7 - 31), 64), ((-(1 << 28), 0, INT32_MAX, 7 - 31), -64),
-        ((1 << 28, 0, M, 7 - 31), 64), ((-(1 << 28), 0, M, 7 - 31), -64),
+        # left shift saturates to int32 before the multiply: 2^28 << 7 -> INT32_MAX, * 0.5
+        ((1 << 28, 0, M, 7), 127), ((1 << 27, 0, INT32_MAX, 7), 127),
+        ((1 << 28, 0, INT32_MAX, -24), 16), ((1 << 28, 0, M, -21), 64), ((-(1 << 28), 0, M, -21), -64),
         # multiplier 0 gives 0 whatever the input
         ((INT32_MAX, 0, 0, 7), 0), ((INT32_MIN, 0, 0, 7), 0),
-        # plain values
+        # int8 saturation, and the tie toward +infinity just inside it
         ((200, 0, M, 0), 100), ((-400, 0, M, 0), -128), ((254, 0, M, 0), 127),
-        ((255, 0, M, 0), 127), ((-257, 0, M, 0), -128),
+        ((255, 0, M, 0), 127), ((-255, 0, M, 0), -127), ((-257, 0, M, 0), -128),
     ]
     inputs = [c for c, _ in cases]
     expected = [e for _, e in cases]

@@ -1,0 +1,372 @@
+"""Decompressor (``hw/decompressor.py``) in the Amaranth simulator.
+
+Random images from ``golden.weights.compress`` (every encoding, 4/8/16 lanes) are fed with
+``ce`` stalls and input bubbles; the weight matrix rebuilt from the lane outputs must equal
+``golden.weights.decompress``. Malformed streams built with ``pack_word`` must latch the
+``EngineError`` code of ``docs/weight-format.md`` section 5, and the golden reader must
+reject the same streams.
+"""
+
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from amaranth import Signal
+from amaranth.hdl import ResetInserter
+from amaranth.sim import Simulator
+
+from golden.weights import (
+    VERSION,
+    Encoding,
+    Header,
+    ImageError,
+    compress,
+    decompress,
+    pack_params,
+    pack_word,
+    stream_words,
+    word_bytes,
+)
+from hw.config import EngineConfig
+from hw.decompressor import Decompressor
+from hw.errors import EngineError
+
+MAX_COLS = 128
+ADDR_BITS = (MAX_COLS - 1).bit_length()
+
+
+def make_cfg(lanes):
+    return EngineConfig(lanes=lanes, max_rows=64, max_cols=MAX_COLS, weight_depth=512)
+
+
+def signed8(v):
+    return v - 256 if v & 0x80 else v
+
+
+def pack_codebook(cb):
+    return sum((v & 0xFF) << (8 * i) for i, v in enumerate(cb))
+
+
+def random_codebook(rng):
+    vals = rng.sample([v for v in range(-128, 128) if v != 0], 15)
+    return (0, *vals)
+
+
+def random_matrix(rng, rows, cols, density, encoding, codebook, empty_rows=()):
+    if encoding == Encoding.INT8:
+        pool = [v for v in range(-128, 128) if v != 0]
+    elif encoding == Encoding.INT4:
+        pool = [v for v in range(-8, 8) if v != 0]
+    else:
+        pool = list(codebook[1:])
+    w = np.zeros((rows, cols), dtype=np.int64)
+    for r in range(rows):
+        if r in empty_rows:
+            continue
+        for c in range(cols):
+            if rng.random() < density:
+                w[r, c] = rng.choice(pool)
+    return w
+
+
+def make_image(rng, encoding, lanes, rows, cols, density, empty_rows=()):
+    cb = random_codebook(rng) if encoding == Encoding.CODEBOOK else None
+    w = random_matrix(rng, rows, cols, density, encoding, cb, empty_rows)
+    zeros = np.zeros(rows, dtype=np.int64)
+    return compress(w, zeros, zeros, zeros, encoding=encoding, lanes=lanes, codebook=cb)
+
+
+class Bench:
+    """A Decompressor behind a synchronous reset, so one simulation can run many streams."""
+
+    def __init__(self, lanes):
+        self.cfg = make_cfg(lanes)
+        self.L = lanes
+        self.dut = Decompressor(self.cfg)
+        self.rst = Signal()
+        self.top = ResetInserter(self.rst)(self.dut)
+
+    def run(self, body):
+        sim = Simulator(self.top)
+        sim.add_clock(1e-8)
+        sim.add_testbench(body)
+        sim.run()
+
+    async def reset(self, ctx, encoding, codebook, rows, cols):
+        d = self.dut
+        ctx.set(d.ce, 0)
+        ctx.set(d.in_valid, 0)
+        ctx.set(d.encoding, int(encoding))
+        ctx.set(d.codebook.as_value(), pack_codebook(codebook))
+        ctx.set(d.rows, rows)
+        ctx.set(d.cols, cols)
+        ctx.set(self.rst, 1)
+        await ctx.tick()
+        ctx.set(self.rst, 0)
+
+    def snapshot(self, ctx):
+        d = self.dut
+        return (ctx.get(d.out_valid), ctx.get(d.out_end), ctx.get(d.out_col.as_value()),
+                ctx.get(d.out_weight.as_value()), ctx.get(d.out_nz), ctx.get(d.out_first),
+                ctx.get(d.error), ctx.get(d.nnz), ctx.get(d.rows_done))
+
+    def lanes_of(self, snap):
+        """(col, weight, nz, first) per lane from a snapshot."""
+        _, _, cols, weights, nz, first = snap[:6]
+        amask = (1 << ADDR_BITS) - 1
+        return [((cols >> (ADDR_BITS * j)) & amask, signed8((weights >> (8 * j)) & 0xFF),
+                 (nz >> j) & 1, (first >> j) & 1) for j in range(self.L)]
+
+
+def rebuild(bench, outputs, rows, cols):
+    """The weight matrix the lane outputs describe: lanes flagged first belong to the row
+    that ends in this word (or goes on), the others start the next row."""
+    w = np.zeros((rows, cols), dtype=np.int64)
+    r = 0
+    for snap in outputs:
+        end = snap[1]
+        lanes = bench.lanes_of(snap)
+        if not end:
+            assert all(first for _, _, _, first in lanes), "a word without end must be all first"
+        for col, val, nz, first in lanes:
+            if not nz:
+                continue
+            row = r if first else r + 1
+            assert row < rows and col < cols, f"lane weight at ({row}, {col}) outside {rows}x{cols}"
+            assert w[row, col] == 0, f"({row}, {col}) written twice"
+            assert val != 0, "nz lane with a zero weight"
+            w[row, col] = val
+        r += end
+    assert r == rows, f"{r} row ends in the output, expected {rows}"
+    return w
+
+
+async def stream_through(bench, ctx, rng, words, p_ce, p_valid, max_cycles):
+    """Feed ``words`` with random ce stalls and input bubbles; return the output snapshots
+    taken after every ce-high edge that produced a word. Checks that everything holds
+    while ce is low and that in_ready is ce & ~error."""
+    d = bench.dut
+    outputs = []
+    i = 0
+    prev = bench.snapshot(ctx)
+    cycles = 0
+    drain = 0
+    while drain < 2:
+        assert cycles < max_cycles, f"stuck after {i}/{len(words)} words"
+        ce = int(rng.random() < p_ce)
+        valid = int(i < len(words) and rng.random() < p_valid)
+        ctx.set(d.ce, ce)
+        ctx.set(d.in_valid, valid)
+        # garbage on the word and last when not valid must not matter
+        ctx.set(d.in_word, words[i] if valid else rng.getrandbits(bench.cfg.word_bits))
+        ctx.set(d.in_last, int(i == len(words) - 1) if valid else rng.getrandbits(1))
+        assert ctx.get(d.in_ready) == ce, "in_ready should equal ce while error is 0"
+        fired = ce and valid
+        await ctx.tick()
+        cycles += 1
+        snap = bench.snapshot(ctx)
+        if not ce:
+            assert snap == prev, f"cycle {cycles}: outputs changed while ce was low"
+        else:
+            assert snap[0] == fired, f"cycle {cycles}: out_valid={snap[0]}, word fired={fired}"
+            if fired:
+                outputs.append(snap)
+                i += 1
+            elif i == len(words):
+                drain += 1
+        prev = snap
+    return outputs, prev
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_random_images_all_encodings(lanes):
+    rng = random.Random(100 + lanes)
+    bench = Bench(lanes)
+    cases = []
+    for enc in (Encoding.INT8, Encoding.INT4, Encoding.CODEBOOK):
+        cases.append(make_image(rng, enc, lanes, 7, 100, 0.25, empty_rows={0, 4}))
+        cases.append(make_image(rng, enc, lanes, 5, MAX_COLS, 0.04, empty_rows={2}))  # escapes
+        cases.append(make_image(rng, enc, lanes, 4, 19, 0.9))  # dense, many split words
+    cases.append(make_image(rng, Encoding.INT4, lanes, 3, 40, 0.0))  # all rows empty
+    cases.append(make_image(rng, Encoding.INT8, lanes, 1, 33, 0.5))  # one row
+    cases.append(make_image(rng, Encoding.CODEBOOK, lanes, 2, 1, 1.0))  # one column
+    for _ in range(12):  # random shapes and densities
+        rows, cols = rng.randint(1, 12), rng.randint(1, MAX_COLS)
+        empty = {r for r in range(rows) if rng.random() < 0.2}
+        enc = rng.choice(list(Encoding))
+        cases.append(make_image(rng, enc, lanes, rows, cols,
+                                rng.choice([0.01, 0.05, 0.2, 0.5, 0.95]), empty))
+
+    async def tb(ctx):
+        for image in cases:
+            m = decompress(image)
+            words = stream_words(image)
+            rows, cols = m.weights.shape
+            await bench.reset(ctx, m.encoding, m.codebook, rows, cols)
+            outputs, last = await stream_through(bench, ctx, rng, words, p_ce=0.7, p_valid=0.85,
+                                           max_cycles=20 * len(words) + 50)
+            assert len(outputs) == len(words)
+            got = rebuild(bench, outputs, rows, cols)
+            assert np.array_equal(got, m.weights.astype(np.int64)), \
+                f"{m.encoding.name} {rows}x{cols}: decoded weights differ from golden"
+            error, nnz, rows_done = last[6:]
+            assert error == EngineError.OK
+            assert nnz == np.count_nonzero(m.weights), f"nnz {nnz}"
+            assert rows_done == rows, f"rows_done {rows_done}"
+
+    bench.run(tb)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def golden_image(words, rows, cols, encoding, lanes, codebook=None):
+    """An image around raw stream words (CRCs right, nnz unchecked by the stream rules)."""
+    cb = tuple(codebook) if codebook is not None else (0,) * 16
+    stream = b"".join(w.to_bytes(word_bytes(lanes), "little") for w in words)
+    zeros = [0] * rows
+    params = pack_params(zeros, zeros, zeros)
+    h = Header(VERSION, encoding, lanes, rows, cols, len(words), 0, cb,
+               zlib.crc32(params), zlib.crc32(stream), 0)
+    head = h.pack_without_crc()
+    return head + struct.pack("<I", zlib.crc32(head)) + params + stream
+
+
+L8 = 8
+I4, I8 = Encoding.INT4, Encoding.INT8
+P8 = [(0, 0)] * 8  # padding slots
+
+# (name, encoding, rows, cols, words, expected code, golden message fragment or None).
+# Every word before the last of a case is valid; the last one breaks a rule. A message of
+# None marks priority cases, where the golden reader (entry by entry) names another rule.
+ERROR_CASES = [
+    ("split > per_word", I4, 2, 20, [pack_word(True, 9, [(0, 1)], L8)], EngineError.SPLIT, "split"),
+    ("int8 split > per_word", I8, 2, 20, [pack_word(True, 5, [(0, 1), (0, 1)], L8)], EngineError.SPLIT, "split"),
+    ("split without end", I4, 2, 20, [pack_word(False, 3, [(1, 1)], L8)], EngineError.SPLIT, "split"),
+    ("int8 split=lanes without end", I8, 2, 20, [pack_word(False, 8, [(1, 1), (0, 2)], L8)],
+     EngineError.SPLIT, "split"),
+    ("column past cols", I4, 2, 20, [pack_word(False, 8, [(19, 1), (1, 2)], L8)], EngineError.COLUMN, "out of range"),
+    ("escape past cols", I4, 2, 20, [pack_word(False, 8, [(19, 0), (1, 0)], L8)], EngineError.COLUMN, "out of range"),
+    ("next row column past cols", I4, 2, 20, [pack_word(True, 1, [(5, 1), (20, 1)], L8)],
+     EngineError.COLUMN, "out of range"),
+    ("column past cols across words", I4, 2, 20,
+     [pack_word(False, 8, [(10, 1)], L8), pack_word(False, 8, [(9, 1), (1, 1)], L8)],
+     EngineError.COLUMN, "out of range"),
+    ("repeated column", I4, 2, 20, [pack_word(False, 8, [(2, 1), (0, 3)], L8)], EngineError.COLUMN, "repeated"),
+    ("repeated column after padding", I4, 2, 20, [pack_word(False, 8, [(2, 1), (0, 0), (0, 3)], L8)],
+     EngineError.COLUMN, "repeated"),
+    ("repeated column across words", I4, 2, 20,
+     [pack_word(False, 8, [(2, 1)], L8), pack_word(False, 8, [(0, 3)], L8)], EngineError.COLUMN, "repeated"),
+    ("repeated column in the next row", I4, 3, 20, [pack_word(True, 1, [(2, 1), (0, 3), (0, 4)], L8)],
+     EngineError.COLUMN, "repeated"),
+    ("int8 low slot with a delta", I8, 2, 20, [pack_word(False, 4, [(3, 1), (1, 2)], L8)],
+     EngineError.COLUMN, "low-nibble"),
+    ("word after the last row", I4, 1, 20,
+     [pack_word(True, 8, [(0, 1)], L8), pack_word(False, 8, [], L8)], EngineError.LENGTH, "after its last row"),
+    ("nonzero after the last row end", I4, 1, 20, [pack_word(True, 1, [(0, 1), (1, 2)], L8)],
+     EngineError.LENGTH, "after the last row"),
+    ("int8 nonzero after the last row end", I8, 2, 20,
+     [pack_word(True, 4, [(0, 1), (0, 1)], L8), pack_word(True, 1, [(0, 1), (0, 0), (0, 0), (0, 5)], L8)],
+     EngineError.LENGTH, "after the last row"),
+    ("last word too early", I4, 2, 20, [pack_word(True, 1, [(0, 1), (3, 2)], L8)], EngineError.TRUNCATED, "truncated"),
+    ("last word without end", I4, 1, 20, [pack_word(False, 8, [(0, 1)], L8)], EngineError.TRUNCATED, "truncated"),
+    # priorities: SPLIT > LENGTH > COLUMN > TRUNCATED
+    ("split beats length", I4, 1, 20,
+     [pack_word(True, 8, [(0, 1)], L8), pack_word(False, 2, [], L8)], EngineError.SPLIT, "split"),
+    ("length beats column", I4, 1, 20, [pack_word(True, 1, [(0, 1), (25, 2)], L8)], EngineError.LENGTH, None),
+    ("column beats truncated", I4, 2, 20, [pack_word(False, 8, [(25, 1)], L8)], EngineError.COLUMN, "out of range"),
+]
+
+# Streams that look close to the errors above but are valid.
+VALID_CASES = [
+    ("delta 0 at the start of the next row", I4, 2, 20,
+     [pack_word(True, 1, [(2, 1), (0, 3), (19, 0)], L8), pack_word(True, 0, P8, L8)]),
+    ("delta 0 after a row ending on the word's last entry", I4, 2, 20,
+     [pack_word(True, 8, [(2, 1)] + [(0, 0)] * 7, L8), pack_word(True, 1, [(0, 5)], L8)]),
+    ("padding and escapes after the last row end", I4, 1, 20,
+     [pack_word(True, 1, [(19, 1), (0, 0), (19, 0), (0, 0)], L8)]),
+    ("int8 column cols-1", I8, 1, 20, [pack_word(True, 4, [(19, 8), (0, 1)], L8)]),
+]
+
+
+def error_bench_run(cases, check):
+    bench = Bench(L8)
+
+    async def tb(ctx):
+        d = bench.dut
+        for case in cases:
+            name, enc, rows, cols, words = case[:5]
+            await bench.reset(ctx, enc, [0] * 16, rows, cols)
+            assert ctx.get(d.error) == 0, f"{name}: error not cleared by reset"
+            history = []
+            for k, word in enumerate(words):
+                ctx.set(d.ce, 1)
+                ctx.set(d.in_valid, 1)
+                ctx.set(d.in_word, word)
+                ctx.set(d.in_last, int(k == len(words) - 1))
+                assert ctx.get(d.in_ready) == 1, f"{name}: not ready before word {k}"
+                await ctx.tick()
+                history.append(bench.snapshot(ctx))
+            # Afterwards: more words (some valid-looking), ce toggling.
+            for k in range(4):
+                ctx.set(d.ce, k % 2)
+                ctx.set(d.in_word, pack_word(False, 8, [], L8))
+                ctx.set(d.in_last, 0)
+                history.append((ctx.get(d.in_ready),) + bench.snapshot(ctx))
+                await ctx.tick()
+            check(case, history)
+
+    bench.run(tb)
+
+
+def test_error_codes_latch_and_drop_ready():
+    def check(case, history):
+        name, _, _, _, words, code = case[:6]
+        n = len(words)
+        for k, snap in enumerate(history[:n - 1]):
+            assert snap[6] == 0, f"{name}: valid word {k} flagged error {EngineError(snap[6]).name}"
+            assert snap[0] == 1, f"{name}: valid word {k} gave no output"
+        bad = history[n - 1]
+        assert bad[6] == code, \
+            f"{name}: expected {code.name}, got {EngineError(bad[6]).name if bad[6] < 10 else bad[6]}"
+        assert bad[0] == 0, f"{name}: the bad word must not produce an output"
+        for after in history[n:]:
+            ready, snap = after[0], after[1:]
+            assert ready == 0, f"{name}: in_ready must stay low after an error"
+            assert snap[6] == code, f"{name}: the error must stay latched"
+            assert snap[0] == 0 and snap[7:] == bad[7:], f"{name}: nothing may move after an error"
+
+    error_bench_run(ERROR_CASES, check)
+
+
+def test_valid_edge_streams_are_accepted():
+    def check(case, history):
+        name, _, rows, _, words = case
+        for k, snap in enumerate(history[:len(words)]):
+            assert snap[6] == 0, f"{name}: word {k} flagged {EngineError(snap[6]).name}"
+        assert history[len(words) - 1][8] == rows, f"{name}: rows_done"
+
+    error_bench_run(VALID_CASES, check)
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_golden_rejects_the_error_streams(case):
+    # Keeps the hardware cases honest: the reference reader must reject each stream too.
+    name, enc, rows, cols, words, _, msg = case
+    image = golden_image(words, rows, cols, enc, L8)
+    with pytest.raises(ImageError) as e:
+        decompress(image)
+    if msg is not None:
+        assert msg in str(e.value), f"{name}: golden says {e.value}"
+
+
+@pytest.mark.parametrize("case", VALID_CASES, ids=[c[0] for c in VALID_CASES])
+def test_golden_accepts_the_valid_streams(case):
+    name, enc, rows, cols, words = case
+    image = golden_image(words, rows, cols, enc, L8)
+    try:
+        decompress(image)
+    except ImageError as e:
+        assert "holds" in str(e), f"{name}: golden rejects it: {e}"  # only the nnz check may fail
