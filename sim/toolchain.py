@@ -30,9 +30,6 @@ VERILATOR_WAIVERS = {
     # Amaranth lowers FSMs and Array indexing to casez without a default arm; the
     # uncovered patterns are unreachable state codes or indices past the array.
     "CASEINCOMPLETE": "casez over FSM states and Array indices without a default arm",
-    # Amaranth emits one always block per memory and wide packed structs; Verilator may
-    # split them for speed, which it reports but handles correctly.
-    "UNOPTFLAT": "combinational signal bits feeding each other across a flattened vector",
 }
 
 

@@ -7,6 +7,7 @@ Random images from ``golden.weights.compress`` (every encoding, 4/8/16 lanes) ar
 reject the same streams.
 """
 
+import collections
 import random
 import struct
 import zlib
@@ -222,13 +223,13 @@ def test_random_images_all_encodings(lanes):
 # ---------------------------------------------------------------------------- errors
 
 
-def golden_image(words, rows, cols, encoding, lanes, codebook=None):
-    """An image around raw stream words (CRCs right, nnz unchecked by the stream rules)."""
+def golden_image(words, rows, cols, encoding, lanes, codebook=None, nnz=0):
+    """An image around raw stream words (CRCs right; nnz is checked last by golden)."""
     cb = tuple(codebook) if codebook is not None else (0,) * 16
     stream = b"".join(w.to_bytes(word_bytes(lanes), "little") for w in words)
     zeros = [0] * rows
     params = pack_params(zeros, zeros, zeros)
-    h = Header(VERSION, encoding, lanes, rows, cols, len(words), 0, cb,
+    h = Header(VERSION, encoding, lanes, rows, cols, len(words), nnz, cb,
                zlib.crc32(params), zlib.crc32(stream), 0)
     head = h.pack_without_crc()
     return head + struct.pack("<I", zlib.crc32(head)) + params + stream
@@ -261,6 +262,10 @@ ERROR_CASES = [
      [pack_word(False, 8, [(2, 1)], L8), pack_word(False, 8, [(0, 3)], L8)], EngineError.COLUMN, "repeated"),
     ("repeated column in the next row", I4, 3, 20, [pack_word(True, 1, [(2, 1), (0, 3), (0, 4)], L8)],
      EngineError.COLUMN, "repeated"),
+    ("repeated column across a split", I4, 2, 20,
+     [pack_word(True, 1, [(2, 1), (3, 2)], L8), pack_word(True, 1, [(0, 3)], L8)], EngineError.COLUMN, "repeated"),
+    ("escape past cols after the last row end", I4, 1, 20, [pack_word(True, 1, [(0, 1), (20, 0)], L8)],
+     EngineError.COLUMN, "out of range"),
     ("int8 low slot with a delta", I8, 2, 20, [pack_word(False, 4, [(3, 1), (1, 2)], L8)],
      EngineError.COLUMN, "low-nibble"),
     ("word after the last row", I4, 1, 20,
@@ -287,6 +292,8 @@ VALID_CASES = [
      [pack_word(True, 8, [(2, 1)] + [(0, 0)] * 7, L8), pack_word(True, 1, [(0, 5)], L8)]),
     ("padding and escapes after the last row end", I4, 1, 20,
      [pack_word(True, 1, [(19, 1), (0, 0), (19, 0), (0, 0)], L8)]),
+    ("escape then delta 0 at the start of the next row", I4, 2, 20,
+     [pack_word(True, 1, [(2, 1), (3, 0)], L8), pack_word(True, 1, [(0, 3)], L8)]),
     ("int8 column cols-1", I8, 1, 20, [pack_word(True, 4, [(19, 8), (0, 1)], L8)]),
 ]
 
@@ -370,3 +377,108 @@ def test_golden_accepts_the_valid_streams(case):
         decompress(image)
     except ImageError as e:
         assert "holds" in str(e), f"{name}: golden rejects it: {e}"  # only the nnz check may fail
+
+
+# ---------------------------------------------------------------------------- fuzz
+
+
+def golden_verdict(words, rows, cols, enc, lanes, cb):
+    """(word index, allowed RTL codes) of the golden reader's first complaint, or None.
+
+    The golden reader checks a word entry by entry, the RTL by priority (SPLIT > LENGTH >
+    COLUMN > TRUNCATED), so a word breaking a column rule may show as LENGTH in hardware.
+    The decompressor has no nnz check, so an nnz complaint counts as accepted."""
+    try:
+        decompress(golden_image(words, rows, cols, enc, lanes, cb))
+    except ImageError as e:
+        msg = str(e)
+        if "nonzero weights, header says" in msg:
+            return None
+        if "truncated stream" in msg:
+            return len(words) - 1, {EngineError.TRUNCATED}
+        k = int(msg.split(":")[0].split()[1])
+        if "split" in msg:
+            return k, {EngineError.SPLIT}
+        if "after its last row" in msg or "weights after the last row" in msg:
+            return k, {EngineError.LENGTH}
+        if "out of range" in msg or "repeated" in msg or "low-nibble" in msg:
+            return k, {EngineError.COLUMN, EngineError.LENGTH}
+        raise AssertionError(f"unexpected golden message {msg!r}")
+    return None
+
+
+def golden_weights(words, rows, cols, enc, lanes, cb):
+    """Golden decode of a stream it accepts, with the header nnz set to what it counts."""
+    try:
+        return decompress(golden_image(words, rows, cols, enc, lanes, cb)).weights.astype(np.int64)
+    except ImageError as e:
+        nnz = int(str(e).split("holds ")[1].split()[0])
+    return decompress(golden_image(words, rows, cols, enc, lanes, cb, nnz)).weights.astype(np.int64)
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_fuzz_corrupted_streams_against_golden(lanes):
+    # Valid images with one or two bits flipped in one word (or a word dropped or repeated):
+    # the RTL must flag the same word as the golden reader, with a compatible code, and
+    # decode the streams golden accepts to the same matrix.
+    rng = random.Random(500 + lanes)
+    bench = Bench(lanes)
+    wbits = bench.cfg.word_bits
+    cases = []
+    for _ in range(100):
+        enc = rng.choice(list(Encoding))
+        rows, cols = rng.randint(1, 5), rng.randint(1, 45)
+        image = make_image(rng, enc, lanes, rows, cols, rng.choice([0.05, 0.3, 0.8]))
+        m = decompress(image)
+        words = stream_words(image)
+        r = rng.random()
+        if r < 0.1 and len(words) > 1:
+            del words[rng.randrange(len(words))]
+        elif r < 0.2:
+            k = rng.randrange(len(words))
+            words.insert(k, words[k])
+        else:
+            k = rng.randrange(len(words))
+            for _ in range(rng.choice([1, 1, 2])):
+                words[k] ^= 1 << rng.randrange(wbits)
+        cases.append((enc, m.codebook, rows, cols, words))
+    results = []
+
+    async def tb(ctx):
+        d = bench.dut
+        for enc, cb, rows, cols, words in cases:
+            await bench.reset(ctx, enc, cb, rows, cols)
+            outputs, first_err, code = [], None, 0
+            for k, word in enumerate(words):
+                ctx.set(d.ce, 1)
+                ctx.set(d.in_valid, 1)
+                ctx.set(d.in_word, word)
+                ctx.set(d.in_last, int(k == len(words) - 1))
+                await ctx.tick()
+                snap = bench.snapshot(ctx)
+                if snap[6]:
+                    first_err, code = k, snap[6]
+                    break
+                outputs.append(snap)
+            results.append((first_err, code, outputs))
+
+    bench.run(tb)
+    flagged = collections.Counter()
+    for (enc, cb, rows, cols, words), (first_err, code, outputs) in zip(cases, results):
+        verdict = golden_verdict(words, rows, cols, enc, lanes, cb)
+        what = f"{enc.name} {rows}x{cols} words={[hex(w) for w in words]}"
+        if verdict is None:
+            assert code == 0, f"{what}: golden accepts, RTL flags {EngineError(code).name} at word {first_err}"
+            got = rebuild(bench, outputs, rows, cols)
+            ref = golden_weights(words, rows, cols, enc, lanes, cb)
+            assert np.array_equal(got, ref), f"{what}: decoded weights differ from golden"
+            assert outputs[-1][7:] == (np.count_nonzero(ref), rows), f"{what}: nnz/rows_done"
+        else:
+            k, allowed = verdict
+            assert code != 0, f"{what}: golden rejects word {k}, RTL accepts"
+            assert first_err == k and code in allowed, \
+                f"{what}: golden flags word {k} ({sorted(c.name for c in allowed)}), " \
+                f"RTL flags word {first_err} with code {code}"
+            flagged[EngineError(code).name] += 1
+    # the fuzz really produced malformed streams of several kinds
+    assert sum(flagged.values()) >= 30 and len(flagged) >= 3, flagged

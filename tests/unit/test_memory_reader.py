@@ -25,6 +25,8 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
         popped = 0
         t = 0
         idle_after_done = 0
+        crc_so_far = 0  # zlib CRC of the responses delivered before this cycle
+        nbytes = (width if pad_to is None else pad_to) // 8
         while t < max_cycles and idle_after_done < tail:
             en = enable(t)
             req_ready = int(rng.random() < p_req_ready)
@@ -32,10 +34,12 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
             ctx.set(dut.enable, en)
             ctx.set(dut.req_ready, req_ready)
             ctx.set(dut.out_ready, out_ready)
+            assert ctx.get(dut.crc) == crc_so_far, f"cycle {t}: crc is not that of the words received"
             if pending and pending[0][0] == t:
                 _, addr = pending.pop(0)
                 ctx.set(dut.resp_valid, 1)
                 ctx.set(dut.resp_data, mem[addr])
+                crc_so_far = zlib.crc32(mem[addr].to_bytes(nbytes, "little"), crc_so_far)
             else:
                 ctx.set(dut.resp_valid, 0)
                 ctx.set(dut.resp_data, rng.getrandbits(width))  # garbage when not valid
