@@ -18,7 +18,7 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 #: Left shifts allowed in a quantized multiplier (multipliers up to 2**7).
 MAX_LEFT_SHIFT = 7
-#: Right shifts allowed (TFLite clamps multipliers below 2**-31 to zero).
+#: Right shifts allowed (TFLite flushes multipliers needing more, below about 2**-32, to 0).
 MAX_RIGHT_SHIFT = 31
 
 
@@ -34,8 +34,9 @@ def saturate(x, lo: int, hi: int):
 def saturating_rounding_doubling_high_mul(a, b):
     """TFLite ``SaturatingRoundingDoublingHighMul`` on int32 values.
 
-    Returns the high 32 bits of ``2 * a * b`` rounded half away from zero; the one case
-    that overflows (``a == b == INT32_MIN``) saturates to ``INT32_MAX``.
+    Returns the high 32 bits of ``2 * a * b``, rounded to nearest; exact ties round toward
+    +infinity (TFLite's nudge of ``1 - 2**30`` for negative products). The one case that
+    overflows (``a == b == INT32_MIN``) saturates to ``INT32_MAX``.
     """
     a, b = _i64(a), _i64(b)
     overflow = (a == INT32_MIN) & (b == INT32_MIN)
