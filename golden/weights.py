@@ -19,9 +19,13 @@ import numpy as np
 from .numerics import (
     INT8_MAX,
     INT8_MIN,
+    INT16_MAX,
+    INT16_MIN,
     MAX_LEFT_SHIFT,
     MAX_RIGHT_SHIFT,
+    multiply_by_quantized_multiplier,
     requantize_to_int8,
+    saturate,
     wrap_int32,
 )
 
@@ -449,11 +453,25 @@ def decompress(image: bytes) -> Matrix:
 # ---------------------------------------------------------------------------- compute
 
 
-def matvec(weights, x, bias, multiplier, shift) -> np.ndarray:
-    """Golden quantized matrix-vector product: ``y = requant(wrap32(W @ x + b))`` as int8."""
+#: Output modes of the matrix-vector product (the engine's ``out_mode`` codes, in order).
+OUT_MODES = ("int8", "relu", "int16")
+
+
+def matvec(weights, x, bias, multiplier, shift, *, mode: str = "int8") -> np.ndarray:
+    """Golden quantized matrix-vector product ``y = requant(wrap32(W @ x + b))``.
+
+    ``mode`` sets the result: ``"int8"``, ``"relu"`` (int8, negatives to 0) or ``"int16"``
+    (saturated to int16: the LSTM's Q3.12 gate pre-activations).
+    """
+    if mode not in OUT_MODES:
+        raise ValueError(f"mode must be one of {OUT_MODES}, got {mode!r}")
     acc = np.asarray(weights, dtype=np.int64) @ np.asarray(x, dtype=np.int64)
     acc = wrap_int32(acc + np.asarray(bias, dtype=np.int64))
-    return requantize_to_int8(acc, multiplier, shift)
+    if mode == "int16":
+        return saturate(multiply_by_quantized_multiplier(acc, multiplier, shift),
+                        INT16_MIN, INT16_MAX).astype(np.int16)
+    y = requantize_to_int8(acc, multiplier, shift)
+    return np.maximum(y, 0).astype(np.int8) if mode == "relu" else y
 
 
 def image_bits_per_weight(image: bytes) -> float:

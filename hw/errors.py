@@ -14,3 +14,4 @@ class EngineError(enum.IntEnum):
     NNZ = 7  #: nonzero weights in the stream disagree with the header
     CRC_STREAM = 8  #: the stream words fail their CRC
     CRC_PARAMS = 9  #: the row parameters fail their CRC
+    MODE = 10  #: unknown output mode (not int8, int8 with ReLU or int16)

@@ -13,7 +13,7 @@ from .decompressor import Decompressor
 from .errors import EngineError
 from .mac_array import MacArray
 from .memory_reader import MemoryReader
-from .requantizer import Requantizer
+from .requantizer import MODE_INT16, Requantizer
 
 
 class MatVecEngine(wiring.Component):
@@ -32,6 +32,8 @@ class MatVecEngine(wiring.Component):
         Latch the header fields and run.
     rows, cols, n_words, nnz, encoding, codebook, crc_stream, crc_params : In
         The image header (``golden.weights.Header``).
+    out_mode : In(2)
+        Result range (``hw.requantizer``): int8, int8 with ReLU, or int16 (LSTM gates).
     w_req_addr, w_req_valid, w_req_ready, w_resp_data, w_resp_valid
         Weight stream memory port (see ``MemoryReader``).
     p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
@@ -54,13 +56,13 @@ class MatVecEngine(wiring.Component):
             "start": In(1),
             "rows": In(16), "cols": In(16), "n_words": In(32), "nnz": In(32),
             "encoding": In(8), "codebook": In(data.ArrayLayout(signed(8), 16)),
-            "crc_stream": In(32), "crc_params": In(32),
+            "crc_stream": In(32), "crc_params": In(32), "out_mode": In(2),
             "w_req_addr": Out(cfg.waddr_bits), "w_req_valid": Out(1), "w_req_ready": In(1),
             "w_resp_data": In(cfg.word_bits), "w_resp_valid": In(1),
             "p_req_addr": Out(addr_rows), "p_req_valid": Out(1), "p_req_ready": In(1),
             "p_resp_data": In(cfg.param_bits), "p_resp_valid": In(1),
             "act_waddr": In(addr_cols), "act_wdata": In(signed(8)), "act_we": In(1),
-            "out_addr": Out(addr_rows), "out_data": Out(signed(8)), "out_we": Out(1),
+            "out_addr": Out(addr_rows), "out_data": Out(signed(16)), "out_we": Out(1),
             "busy": Out(1), "done": Out(1), "error": Out(4),
             "cycles": Out(32), "macs": Out(32), "zero_acts": Out(32), "stalls": Out(32),
             "nnz_seen": Out(32),
@@ -78,6 +80,7 @@ class MatVecEngine(wiring.Component):
         encoding = Signal(8)
         codebook = Signal(data.ArrayLayout(signed(8), 16))
         crc_stream, crc_params = Signal(32), Signal(32)
+        out_mode = Signal(2)
 
         wr = MemoryReader(width=cfg.word_bits, addr_bits=cfg.waddr_bits,
                           depth=cfg.fifo_depth, pad_to=8 * word_bytes(cfg.lanes))
@@ -130,7 +133,7 @@ class MatVecEngine(wiring.Component):
             acc_q.r_en.eq(join), pr.out_ready.eq(join),
             rq.in_valid.eq(join), rq.acc.eq(acc_q.r_data),
             rq.bias.eq(pr.out_data[0:32]), rq.multiplier.eq(pr.out_data[32:64]),
-            rq.shift.eq(pr.out_data[64:72]),
+            rq.shift.eq(pr.out_data[64:72]), rq.mode.eq(out_mode),
             self.out_addr.eq(out_count),
             self.out_data.eq(rq.out),
             self.out_we.eq(running & rq.out_valid & (out_count < rows)),
@@ -146,6 +149,7 @@ class MatVecEngine(wiring.Component):
                         nnz.eq(self.nnz), encoding.eq(self.encoding),
                         codebook.eq(self.codebook),
                         crc_stream.eq(self.crc_stream), crc_params.eq(self.crc_params),
+                        out_mode.eq(self.out_mode),
                         error.eq(0), done.eq(0), out_count.eq(0),
                         cycles.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
                     ]
@@ -161,6 +165,9 @@ class MatVecEngine(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(encoding > Encoding.CODEBOOK):
                     m.d.sync += [error.eq(EngineError.ENCODING), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(out_mode > MODE_INT16):
+                    m.d.sync += [error.eq(EngineError.MODE), done.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += running.eq(1)

@@ -1,33 +1,43 @@
-"""Requantizer: int32 accumulator plus bias to int8, bit-exact with ``golden.numerics``."""
+"""Requantizer: int32 accumulator plus bias to int8 or int16, bit-exact with golden."""
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .fixed_point import rounding_divide_by_pot, saturate
+
+INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+#: Output modes: the saturation range of the result.
+MODE_INT8, MODE_RELU, MODE_INT16 = 0, 1, 2
 
 
 class Requantizer(wiring.Component):
     """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding) as a 6-stage pipeline.
 
     Stages: add bias (wrap); saturating left shift; 32x32 multiply; doubling high half with
-    round-half-away nudge (``INT32_MIN^2`` saturates); rounding right shift; saturate to
-    int8. One result per cycle, no back-pressure. ``docs/numerics.md`` gives the formulas.
+    TFLite's nudge (``INT32_MIN^2`` saturates); rounding right shift; saturate. One result
+    per cycle, no back-pressure. ``docs/numerics.md`` gives the formulas.
 
     Interface
     ---------
     in_valid, acc, bias, multiplier, shift : In
         ``shift`` is in -31..7 (checked by the compiler, see ``golden.weights``).
+    mode : In(2)
+        Saturation of the result: ``MODE_INT8`` (-128..127), ``MODE_RELU`` (0..127),
+        ``MODE_INT16`` (-32768..32767, the LSTM's Q3.12 gates). It travels down the
+        pipeline with its element, so it may change every cycle.
     out_valid, out : Out
     """
 
     def __init__(self):
         super().__init__({
             "in_valid": In(1), "acc": In(signed(32)), "bias": In(signed(32)),
-            "multiplier": In(signed(32)), "shift": In(signed(8)),
-            "out_valid": Out(1), "out": Out(signed(8)),
+            "multiplier": In(signed(32)), "shift": In(signed(8)), "mode": In(2),
+            "out_valid": Out(1), "out": Out(signed(16)),
         })
 
     def elaborate(self, platform):
@@ -54,7 +64,7 @@ class Requantizer(wiring.Component):
         m.d.comb += wide.eq(x1 << left1)
         m.d.sync += [
             v2.eq(v1), m2.eq(m1), right2.eq(right1),
-            x2.eq(Mux(wide > INT32_MAX, INT32_MAX, Mux(wide < INT32_MIN, INT32_MIN, wide))),
+            x2.eq(saturate(wide, INT32_MIN, INT32_MAX)),
         ]
         # 3: full product.
         v3 = Signal()
@@ -81,14 +91,16 @@ class Requantizer(wiring.Component):
         # 5: rounding divide by 2^right.
         v5 = Signal()
         q5 = Signal(signed(32))
-        mask = Signal(unsigned(32))
-        m.d.comb += mask.eq((1 << right4) - 1)
-        remainder = h4.as_unsigned() & mask
-        threshold = (mask >> 1) + (h4 < 0)
-        m.d.sync += [v5.eq(v4), q5.eq((h4 >> right4) + (remainder > threshold))]
-        # 6: saturate to int8.
+        m.d.sync += [v5.eq(v4), q5.eq(rounding_divide_by_pot(m, h4, right4, name="rdbpot"))]
+        # 6: saturate to the mode's range (the mode followed its element down stages 1-5).
+        modes = [Signal(2, name=f"mode{i}") for i in range(1, 6)]
+        m.d.sync += modes[0].eq(self.mode)
+        m.d.sync += [modes[i].eq(modes[i - 1]) for i in range(1, 5)]
+        mode = modes[-1]
+        hi = Mux(mode == MODE_INT16, INT16_MAX, 127)
+        lo = Mux(mode == MODE_INT16, INT16_MIN, Mux(mode == MODE_RELU, 0, -128))
         m.d.sync += [
             self.out_valid.eq(v5),
-            self.out.eq(Mux(q5 > 127, 127, Mux(q5 < -128, -128, q5))),
+            self.out.eq(saturate(q5, lo, hi)),
         ]
         return m

@@ -28,7 +28,8 @@ CYCLE_TOLERANCE = 0.05
 def build_case(case: dict, cfg: EngineConfig):
     rng = np.random.default_rng(case["seed"])
     job = make_job(rng, rows=case["rows"], cols=case["cols"], sparsity=case["sparsity"],
-                   encoding=case["encoding"], lanes=cfg.lanes)
+                   encoding=case["encoding"], lanes=cfg.lanes,
+                   out_mode=case.get("out_mode", 0))
     if case.get("corrupt"):
         job = corrupt(job, case["corrupt"], cfg)
     return job

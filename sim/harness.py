@@ -88,7 +88,7 @@ class MatVecHarness(wiring.Component):
         self._rams = {
             "weight_mem": _Ram("weight_mem", cfg.word_bits, cfg.weight_depth, verilog_rams),
             "param_mem": _Ram("param_mem", cfg.param_bits, cfg.max_rows, verilog_rams),
-            "out_mem": _Ram("out_mem", signed(8), cfg.max_rows, verilog_rams),
+            "out_mem": _Ram("out_mem", signed(16), cfg.max_rows, verilog_rams),
         }
         self.weight_mem = self._rams["weight_mem"].memory
         self.param_mem = self._rams["param_mem"].memory
@@ -97,7 +97,7 @@ class MatVecHarness(wiring.Component):
         ports = {
             name: eng[name] for name in (
                 "start", "rows", "cols", "n_words", "nnz", "encoding", "codebook",
-                "crc_stream", "crc_params", "act_waddr", "act_wdata", "act_we",
+                "crc_stream", "crc_params", "out_mode", "act_waddr", "act_wdata", "act_we",
                 "busy", "done", "error", "cycles", "macs", "zero_acts", "stalls", "nnz_seen")
         }
         ports.update({"wait_level": In(8), "wait_seed": In(16)})
@@ -110,7 +110,7 @@ class MatVecHarness(wiring.Component):
         for ram in self._rams.values():
             ram.elaborate_into(m)
         for name in ("start", "rows", "cols", "n_words", "nnz", "encoding", "codebook",
-                     "crc_stream", "crc_params", "act_waddr", "act_wdata", "act_we"):
+                     "crc_stream", "crc_params", "out_mode", "act_waddr", "act_wdata", "act_we"):
             m.d.comb += getattr(eng, name).eq(getattr(self, name))
         for name in ("busy", "done", "error", "cycles", "macs", "zero_acts", "stalls",
                      "nnz_seen"):

@@ -47,15 +47,16 @@ class MatVecJob:
     words: tuple[int, ...]
     params: tuple[int, ...]
     x: np.ndarray  # int8 [cols]
-    expected: np.ndarray  # int8 [rows], golden outputs (meaningful when no error)
+    expected: np.ndarray  # [rows], golden outputs (meaningful when no error)
     expected_error: EngineError = EngineError.OK
     overrides: dict = field(default_factory=dict)
 
     @classmethod
-    def from_image(cls, image: bytes, x, expected) -> "MatVecJob":
+    def from_image(cls, image: bytes, x, expected, *, out_mode: int = 0) -> "MatVecJob":
         return cls(gw.parse_header(image), tuple(gw.stream_words(image)),
                    tuple(gw.param_words(image)), np.asarray(x, dtype=np.int8),
-                   np.asarray(expected, dtype=np.int8))
+                   np.asarray(expected, dtype=np.int64),
+                   overrides={"out_mode": out_mode} if out_mode else {})
 
     def fields(self) -> dict[str, int]:
         """Header values for the engine's inputs (codebook packed as 16 bytes)."""
@@ -65,7 +66,7 @@ class MatVecJob:
             cb |= (v & 0xFF) << (8 * i)
         f = {"rows": h.rows, "cols": h.cols, "n_words": h.n_words, "nnz": h.nnz,
              "encoding": int(h.encoding), "codebook": cb,
-             "crc_stream": h.crc_stream, "crc_params": h.crc_params}
+             "crc_stream": h.crc_stream, "crc_params": h.crc_params, "out_mode": 0}
         f.update(self.overrides)
         return f
 
@@ -91,14 +92,10 @@ class MatVecJob:
                                 f"{int(got[r])} != golden {int(self.expected[r])}")
             if res.nnz_seen != self.header.nnz:
                 problems.append(f"decoded {res.nnz_seen} weights, image has {self.header.nnz}")
-        beyond = np.flatnonzero(res.outputs[rows:] != _sentinel_int8())
+        beyond = np.flatnonzero(res.outputs[rows:] != SENTINEL)
         if beyond.size:
             problems.append(f"wrote past the layer: buffer entry {rows + int(beyond[0])}")
         return problems
-
-
-def _sentinel_int8() -> int:
-    return SENTINEL - 256 if SENTINEL >= 128 else SENTINEL
 
 
 def random_weights(rng, rows, cols, sparsity, encoding):
@@ -118,8 +115,13 @@ def random_weights(rng, rows, cols, sparsity, encoding):
     return w
 
 
-def make_job(rng, *, rows, cols, sparsity, encoding, lanes, zero_acts=0.1) -> MatVecJob:
-    """A random layer with realistic requantization (outputs spread over int8)."""
+def make_job(rng, *, rows, cols, sparsity, encoding, lanes, zero_acts=0.1,
+             out_mode: int = 0) -> MatVecJob:
+    """A random layer with realistic requantization (outputs spread over int8).
+
+    ``out_mode`` indexes ``golden.weights.OUT_MODES``; int16 layers get a 256x larger
+    scale so their outputs spread over int16 the same way.
+    """
     encoding = gw.Encoding(encoding)
     w = random_weights(rng, rows, cols, sparsity, encoding)
     x = rng.integers(-128, 128, cols)
@@ -129,12 +131,15 @@ def make_job(rng, *, rows, cols, sparsity, encoding, lanes, zero_acts=0.1) -> Ma
     acc_rms = max(1.0, float(np.sqrt(np.mean((w.astype(float) @ x) ** 2))))
     mult, shift = [], []
     for r in range(rows):
-        mm, ss = quantize_multiplier(float(60.0 / acc_rms * rng.uniform(0.5, 2.0)))
+        gain = 256.0 if gw.OUT_MODES[out_mode] == "int16" else 1.0
+        real = gain * 60.0 / acc_rms * rng.uniform(0.5, 2.0)
+        mm, ss = quantize_multiplier(float(min(real, 100.0)))  # NEP multipliers stay < 128
         mult.append(mm)
         shift.append(ss)
     cb = DEFAULT_CODEBOOK if encoding == gw.Encoding.CODEBOOK else None
     image = gw.compress(w, bias, mult, shift, encoding=encoding, lanes=lanes, codebook=cb)
-    return MatVecJob.from_image(image, x, gw.matvec(w, x, bias, mult, shift))
+    expected = gw.matvec(w, x, bias, mult, shift, mode=gw.OUT_MODES[out_mode])
+    return MatVecJob.from_image(image, x, expected, out_mode=out_mode)
 
 
 #: Ways to break a job, each with the error the engine must report.
@@ -147,6 +152,7 @@ CORRUPTIONS = {
     "words_too_many": EngineError.SHAPE, "zero_rows": EngineError.SHAPE,
     "encoding": EngineError.ENCODING,
     "repeat_column": EngineError.COLUMN, "int8_low_delta": EngineError.COLUMN,
+    "out_mode": EngineError.MODE,
 }
 
 
@@ -155,7 +161,7 @@ def corrupt(job: MatVecJob, kind: str, cfg) -> MatVecJob:
     a column > 0, and a nonzero weight whose code can change without becoming zero)."""
     h = job.header
     per_word = gw.entries_per_word(h.lanes, h.encoding)
-    words, params, ov = list(job.words), list(job.params), {}
+    words, params, ov = list(job.words), list(job.params), dict(job.overrides)
     if kind == "crc_stream":
         k, bit = _flippable_code_bit(job)
         words[k] ^= 1 << bit
@@ -184,6 +190,8 @@ def corrupt(job: MatVecJob, kind: str, cfg) -> MatVecJob:
         ov["rows"] = 0
     elif kind == "encoding":
         ov["encoding"] = 3
+    elif kind == "out_mode":
+        ov["out_mode"] = 3
     elif kind == "repeat_column":
         k, slot = _second_weight_of_a_row(job)
         words[k] &= ~(gw.MAX_DELTA << (1 + gw.split_bits(h.lanes) + slot * gw.SLOT_BITS))

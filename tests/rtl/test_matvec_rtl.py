@@ -42,7 +42,8 @@ def random_cases(lanes: int, n: int, seed: int) -> list[dict]:
             words /= 2
         cases.append({"rows": rows, "cols": cols, "sparsity": sparsity,
                       "encoding": int(encoding), "seed": int(rng.integers(1, 1 << 30)),
-                      "wait_level": int(rng.choice([0, 0, 40, 128, 220]))})
+                      "wait_level": int(rng.choice([0, 0, 40, 128, 220])),
+                      "out_mode": int(rng.choice([0, 0, 1, 2]))})
     return cases
 
 

@@ -58,6 +58,21 @@ def test_wait_states_change_timing_not_results(wait_level):
         assert s.cycles == model
 
 
+@pytest.mark.parametrize("out_mode", [1, 2])
+def test_output_modes_relu_and_int16(out_mode):
+    """ReLU clamps at zero; int16 mode gives the LSTM's Q3.12 gates (sat16)."""
+    rng = np.random.default_rng(20 + out_mode)
+    jobs = [make_job(rng, rows=30, cols=50, sparsity=0.5, encoding=e, lanes=CFG.lanes,
+                     out_mode=out_mode) for e in Encoding]
+    results = run_jobs(CFG, jobs)
+    _check_all(jobs, results)
+    outs = np.concatenate([r.outputs[:30] for r in results])
+    if out_mode == 1:
+        assert outs.min() == 0 and outs.max() > 0
+    else:
+        assert outs.max() > 127 and outs.min() < -128  # really beyond int8
+
+
 def test_zero_activations_are_counted_as_skipped():
     rng = np.random.default_rng(9)
     job = make_job(rng, rows=10, cols=50, sparsity=0.3, encoding=Encoding.INT4,

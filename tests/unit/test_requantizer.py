@@ -4,9 +4,17 @@
 import itertools
 import random
 
+import numpy as np
 from amaranth.sim import Simulator
 
-from golden.numerics import INT32_MAX, INT32_MIN, requantize_to_int8, wrap_int32
+from golden.numerics import (
+    INT32_MAX,
+    INT32_MIN,
+    multiply_by_quantized_multiplier,
+    requantize_to_int8,
+    saturate,
+    wrap_int32,
+)
 from hw.requantizer import Requantizer
 
 LATENCY = 6  # clock edges from in_valid to out_valid (one register per stage)
@@ -16,7 +24,7 @@ def golden(acc, bias, mult, shift):
     return int(requantize_to_int8(wrap_int32(acc + bias), mult, shift))
 
 
-def run(inputs):
+def run(inputs, mode=0):
     """Present ``inputs`` (None = bubble, else (acc, bias, mult, shift)) one per cycle,
     then flush; return (out_valid, out) after every edge."""
     dut = Requantizer()
@@ -24,6 +32,7 @@ def run(inputs):
     script = list(inputs) + [None] * (LATENCY + 2)
 
     async def tb(ctx):
+        ctx.set(dut.mode, mode)
         for item in script:
             if item is None:
                 # Garbage on the data ports during a bubble must not matter.
@@ -47,9 +56,9 @@ def run(inputs):
     return script, seen
 
 
-def check(inputs, expected=None):
+def check(inputs, expected=None, mode=0):
     """Every output must appear exactly LATENCY edges after its input, equal to the reference."""
-    script, seen = run(inputs)
+    script, seen = run(inputs, mode)
     for j, (valid, out) in enumerate(seen):
         i = j - (LATENCY - 1)  # seen[j] is after edge j+1; input i was presented before edge i+1
         src = script[i] if i >= 0 else None
@@ -137,3 +146,17 @@ def test_back_to_back_and_isolated_bubbles():
     inputs = [(rng.randint(-5000, 5000), rng.randint(-100, 100), rng.randint(1 << 30, INT32_MAX),
                rng.randint(-12, 0)) if p else None for p in pattern]
     check(inputs)
+
+
+def test_relu_and_int16_modes():
+    """Mode 1 clamps the int8 result at zero; mode 2 saturates to int16 instead of int8."""
+    rng = np.random.default_rng(77)
+    inputs = [(int(rng.integers(-(1 << 24), 1 << 24)), int(rng.integers(-1000, 1000)),
+               int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(-12, 2)))
+              for _ in range(300)]
+    relu = [max(golden(*i), 0) for i in inputs]
+    check(inputs, relu, mode=1)
+    wide = [int(saturate(multiply_by_quantized_multiplier(wrap_int32(a + b), m, s),
+                         -(1 << 15), (1 << 15) - 1)) for a, b, m, s in inputs]
+    assert max(wide) > 127 and min(wide) < -128
+    check(inputs, wide, mode=2)

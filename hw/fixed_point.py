@@ -1,0 +1,20 @@
+"""Fixed-point building blocks shared by the datapaths (formulas in ``docs/numerics.md``)."""
+
+from __future__ import annotations
+
+from amaranth import Mux, Signal
+
+
+def rounding_divide_by_pot(m, x, e, *, name: str):
+    """TFLite ``RoundingDivideByPOT`` of a signed 32-bit ``x`` by ``2**e`` (``e`` 0..31):
+    rounded half away from zero. Adds its mask signal to ``m``; returns the expression."""
+    mask = Signal(32, name=f"{name}_mask")
+    m.d.comb += mask.eq((1 << e) - 1)
+    remainder = x.as_unsigned() & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> e) + (remainder > threshold)
+
+
+def saturate(x, lo, hi):
+    """Clamp ``x`` to ``[lo, hi]`` (bounds may be values or constants)."""
+    return Mux(x > hi, hi, Mux(x < lo, lo, x))
