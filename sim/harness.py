@@ -39,6 +39,9 @@ class Lfsr16(wiring.Component):
         return m
 
 
+#: Seeds of the two wait-state generators are ``wait_seed`` XOR these (``sim.perf_model``).
+WEIGHT_SALT, PARAM_SALT = 0x5A5A, 0x3C3C
+
 #: Behavioural RAM used instead of Amaranth memories in Verilator builds.
 SIM_RAM_VERILOG = Path(__file__).with_name("verilog") / "nep_sim_ram.v"
 
@@ -116,8 +119,8 @@ class MatVecHarness(wiring.Component):
                      "nnz_seen"):
             m.d.comb += getattr(self, name).eq(getattr(eng, name))
 
-        for prefix, ram, salt in (("w", self._rams["weight_mem"], 0x5A5A),
-                                  ("p", self._rams["param_mem"], 0x3C3C)):
+        for prefix, ram, salt in (("w", self._rams["weight_mem"], WEIGHT_SALT),
+                                  ("p", self._rams["param_mem"], PARAM_SALT)):
             lfsr = Lfsr16()
             m.submodules[f"{prefix}_lfsr"] = lfsr
             m.d.comb += [lfsr.seed.eq(self.wait_seed ^ salt), lfsr.load.eq(self.start)]

@@ -15,14 +15,16 @@ from __future__ import annotations
 from collections import deque
 
 from golden.weights import unpack_word
+from hw.config import EngineConfig
+
+from .harness import PARAM_SALT, WEIGHT_SALT
 
 #: CHECK (1), memory request/response and FIFO (2), decode (1), MAC array (4), row FIFO
 #: (1), requantizer (6), FINISH (1).
 PIPELINE_LATENCY = 16
-FIFO_DEPTH = 4  # EngineConfig.fifo_depth
+FIFO_DEPTH = EngineConfig().fifo_depth
 MAC_STAGES = 3  # registers between the decoder output and the row FIFO write
 REQUANT_STAGES = 6
-WEIGHT_SALT, PARAM_SALT = 0x5A5A, 0x3C3C  # must match sim.harness.MatVecHarness
 
 
 def _step8(s: int) -> int:

