@@ -9,6 +9,13 @@ any state (beam search does).
 
 The decoder (``golden/decoding.py``) takes ``predictor(token, state)``,
 ``joint(enc_frame, pred_out)`` and ``logit_scale``; a backend provides exactly those.
+
+Optional batched method (:class:`BatchedJoint`): ``joint_batch(enc_int8, preds_int8)``
+scores one encoder frame against several predictor outputs in one call (row ``i`` equals
+``joint(enc_int8, preds_int8[i])``); beam search uses it for all hypotheses of a frame
+when the backend has it, and calls ``joint`` once per hypothesis otherwise. A backend
+without it is still a complete :class:`Backend`, and the results are identical either
+way.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from .lstm import LSTMState
-from .model import FAST, SLOW, EncoderState, QuantModel
+from .model import FAST, SLOW, EncoderState, FastKernels, QuantModel
 
-__all__ = ["STEPS", "Backend", "GoldenBackend", "MacCost"]
+__all__ = ["STEPS", "Backend", "BatchedJoint", "GoldenBackend", "MacCost", "joint_rows"]
 
 #: Step names accepted by :meth:`Backend.step_cost`.
 STEPS = ("arbitrate", "encoder_fast", "encoder_slow", "predictor", "joint")
@@ -83,12 +90,40 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchedJoint(Protocol):
+    """Optional extension of :class:`Backend`: the joint of one frame, batched.
+
+    Not part of :class:`Backend` (so ``isinstance(obj, Backend)`` does not require it);
+    callers detect it with ``isinstance(backend, BatchedJoint)`` and fall back to
+    :func:`joint_rows` semantics (one ``joint`` call per row) otherwise.
+    """
+
+    def joint_batch(self, enc_int8: np.ndarray, preds_int8: np.ndarray) -> np.ndarray:
+        """int8 logits ``[n, V]`` for ``preds_int8`` of shape ``[n, pred_dim]``: row ``i``
+        must equal ``joint(enc_int8, preds_int8[i])`` bit for bit. One call counts as
+        ``n`` joint calls in the cost model (the device still runs ``n`` joints)."""
+        ...
+
+
+def joint_rows(joint, enc_int8: np.ndarray, preds_int8) -> np.ndarray:
+    """The fallback of ``joint_batch``: ``joint(enc, p)`` for each row, stacked."""
+    return np.stack([np.asarray(joint(enc_int8, p)) for p in preds_int8])
+
+
 class GoldenBackend:
     """The bit-exact NumPy backend: runs a :class:`~golden.model.QuantModel`.
+
+    The steps run on :class:`~golden.model.FastKernels` (the same integers as the
+    model's own methods, with less per-call overhead, and a :class:`BatchedJoint`);
+    ``fast=False`` runs the model's plain reference methods instead, and
+    ``joint_batch`` is then :func:`joint_rows` over ``model.joint``.
 
     Parameters
     ----------
     model : QuantModel
+    fast : bool
+        Use :class:`~golden.model.FastKernels` (default True).
 
     Attributes
     ----------
@@ -98,10 +133,12 @@ class GoldenBackend:
         Token strings, blank first (the logits' order).
     """
 
-    def __init__(self, model: QuantModel):
+    def __init__(self, model: QuantModel, *, fast: bool = True):
         if not isinstance(model, QuantModel):
             raise TypeError(f"GoldenBackend needs a QuantModel, got {type(model).__name__}")
         self.model = model
+        self.fast = bool(fast)
+        self._kernels = FastKernels(model) if self.fast else model
         self.logit_scale = model.logit_scale
         self.vocabulary = model.config.vocabulary
         lay = model.layers
@@ -119,19 +156,26 @@ class GoldenBackend:
         }
 
     def arbitrate(self, feat_int8: np.ndarray, backlog_q: int) -> int:
-        return self.model.arbitrate(feat_int8, backlog_q)
+        return self._kernels.arbitrate(feat_int8, backlog_q)
 
     def encoder_step(self, branch: int, feat_int8: np.ndarray,
                      state: EncoderState) -> tuple[np.ndarray, EncoderState]:
-        return self.model.encoder_step(branch, feat_int8, state)
+        return self._kernels.encoder_step(branch, feat_int8, state)
 
     def predictor_step(self, token: int, state: LSTMState) -> tuple[np.ndarray, LSTMState]:
-        return self.model.predictor_step(token, state)
+        return self._kernels.predictor_step(token, state)
 
-    predictor = predictor_step
+    def predictor(self, token: int, state: LSTMState) -> tuple[np.ndarray, LSTMState]:
+        return self._kernels.predictor_step(token, state)
 
     def joint(self, enc_int8: np.ndarray, pred_int8: np.ndarray) -> np.ndarray:
-        return self.model.joint(enc_int8, pred_int8)
+        return self._kernels.joint(enc_int8, pred_int8)
+
+    def joint_batch(self, enc_int8: np.ndarray, preds_int8: np.ndarray) -> np.ndarray:
+        """See :class:`BatchedJoint`."""
+        if self.fast:
+            return self._kernels.joint_batch(enc_int8, preds_int8)
+        return joint_rows(self.model.joint, enc_int8, preds_int8)
 
     def initial_encoder_state(self) -> EncoderState:
         return self.model.initial_encoder_state()

@@ -7,10 +7,22 @@ The network is reached only through two callables (``docs/decoding.md``):
 * ``joint(enc_frame, pred_out) -> logits``: 1-D integer logits over the vocabulary
   (blank = id 0), with ``real = logit_scale * q``.
 
+Optionally, ``joint_batch(enc_frame, preds) -> logits [n, V]`` (row ``i`` equal to
+``joint(enc_frame, preds[i])``): beam search then scores all hypotheses of a frame in one
+call; without it, it calls ``joint`` once per hypothesis. Results are identical.
+
 The host turns logits into float64 log-probabilities and searches. Predictor outputs are
 cached by token prefix, so the predictor runs once per distinct prefix per utterance.
 Every choice between equal scores follows a fixed rule (lowest token id, or the
 lexicographically smaller token sequence), so runs are bit-for-bit repeatable.
+
+Beam search has two implementations of one frame: the plain one
+(:meth:`BeamDecoder._step_reference`, a direct transcription of ``docs/decoding.md``)
+and a vectorized one (the default) that scores the ``B x V`` candidates as one float64
+array with the same operations in the same order, merges and prunes them without
+building a Python object per candidate, and falls back to the plain per-candidate merge
+in the rare frames where the shortcut's preconditions do not hold. The tests check that
+both give identical N-best lists, scores, lattices and frame information.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from golden.tokens import BLANK_ID, Tokenizer
 
 Predictor = Callable[[int, Any], tuple[np.ndarray, Any]]
 Joint = Callable[[np.ndarray, np.ndarray], np.ndarray]
+JointBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: Version tag of the JSON lattice produced by :func:`build_lattice`.
 LATTICE_SCHEMA = "nep.rnnt-lattice/1"
@@ -50,6 +63,21 @@ def log_softmax(logits: np.ndarray, logit_scale: float) -> np.ndarray:
     x = np.asarray(logits).astype(np.float64) * logit_scale
     x = x - x.max()  # shift by the max so exp() cannot overflow
     return x - math.log(float(np.exp(x).sum()))
+
+
+def log_softmax_rows(logits: np.ndarray, logit_scale: float) -> np.ndarray:
+    """:func:`log_softmax` of each row of a 2-D integer array, bit for bit.
+
+    The same element-wise operations on a C-contiguous array; the row sums are NumPy's
+    reduction along the contiguous last axis (the same pairwise summation as the 1-D
+    sum of one row) and the logarithm is ``math.log`` per row, as in
+    :func:`log_softmax`. ``tests/golden/test_fast_paths.py`` checks the equality.
+    """
+    x = np.ascontiguousarray(logits).astype(np.float64) * logit_scale
+    x = x - x.max(axis=1, keepdims=True)
+    sums = np.exp(x).sum(axis=1)
+    lse = np.array([math.log(v) for v in sums.tolist()], dtype=np.float64)
+    return x - lse[:, None]
 
 
 @dataclass(frozen=True)
@@ -207,9 +235,11 @@ class _StreamingDecoder:
     """Shared plumbing: argument checks, frame bookkeeping, log-probs and lattice."""
 
     def __init__(self, predictor: Predictor, joint: Joint, logit_scale: float,
-                 initial_state: Any, start_token: int):
+                 initial_state: Any, start_token: int, joint_batch: JointBatch | None = None):
         if not callable(predictor) or not callable(joint):
             raise TypeError("predictor and joint must be callables")
+        if joint_batch is not None and not callable(joint_batch):
+            raise TypeError("joint_batch must be a callable or None")
         if isinstance(logit_scale, bool) or not isinstance(logit_scale, Real) \
                 or not math.isfinite(logit_scale) or logit_scale <= 0:
             raise ValueError(f"logit_scale must be finite and positive, got {logit_scale!r}")
@@ -218,6 +248,7 @@ class _StreamingDecoder:
             raise ValueError(f"start_token must be a non-negative integer, got {start_token!r}")
         self._predictor = predictor
         self._joint = joint
+        self._joint_batch = joint_batch
         self.logit_scale = float(logit_scale)
         self._initial_state = initial_state
         self._start_token = int(start_token)
@@ -251,18 +282,42 @@ class _StreamingDecoder:
         self._last_frame = int(frame_index)
         return int(frame_index)
 
-    def _log_probs(self, enc_frame: np.ndarray, prefix: tuple[int, ...]) -> np.ndarray:
-        logits = np.asarray(self._joint(enc_frame, self._cache.output(prefix)))
+    def _check_vocab(self, size: int) -> None:
+        if self.vocab_size is None:
+            if size < 2:
+                raise ValueError("joint must score at least blank and one token")
+            self.vocab_size = int(size)
+        elif size != self.vocab_size:
+            raise ValueError(f"joint returned {size} logits, expected {self.vocab_size}")
+
+    def _joint_logits(self, enc_frame: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        logits = np.asarray(self._joint(enc_frame, pred))
         if logits.ndim != 1 or not np.issubdtype(logits.dtype, np.integer):
             raise TypeError(f"joint must return 1-D integer logits, got dtype {logits.dtype} "
                             f"shape {logits.shape}")
-        if self.vocab_size is None:
-            if logits.size < 2:
-                raise ValueError("joint must score at least blank and one token")
-            self.vocab_size = int(logits.size)
-        elif logits.size != self.vocab_size:
-            raise ValueError(f"joint returned {logits.size} logits, expected {self.vocab_size}")
-        return log_softmax(logits, self.logit_scale)
+        self._check_vocab(logits.size)
+        return logits
+
+    def _log_probs(self, enc_frame: np.ndarray, prefix: tuple[int, ...]) -> np.ndarray:
+        return log_softmax(self._joint_logits(enc_frame, self._cache.output(prefix)),
+                           self.logit_scale)
+
+    def _log_probs_rows(self, enc_frame: np.ndarray,
+                        prefixes: list[tuple[int, ...]]) -> np.ndarray:
+        """``[_log_probs(enc_frame, p) for p in prefixes]`` as one 2-D array, bit for bit:
+        one ``joint_batch`` call if available, else one ``joint`` call per prefix."""
+        preds = [self._cache.output(p) for p in prefixes]
+        if self._joint_batch is None:
+            logits = np.stack([self._joint_logits(enc_frame, p) for p in preds])
+        else:
+            logits = np.asarray(self._joint_batch(enc_frame, np.stack(preds)))
+            if logits.ndim != 2 or len(logits) != len(preds) \
+                    or not np.issubdtype(logits.dtype, np.integer):
+                raise TypeError(f"joint_batch must return 2-D integer logits with one row per "
+                                f"input, got dtype {logits.dtype} shape {logits.shape} for "
+                                f"{len(preds)} inputs")
+            self._check_vocab(logits.shape[1])
+        return log_softmax_rows(logits, self.logit_scale)
 
     def lattice(self, frame_ms: float, *, tokenizer: Tokenizer | None = None) -> dict:
         """JSON-serializable lattice of the subclass's ``result()``; see :func:`build_lattice`."""
@@ -365,14 +420,24 @@ class BeamDecoder(_StreamingDecoder):
         Search settings (default ``BeamConfig()``).
     biasing : golden.biasing.ContextBiasing, optional
         Shallow-fusion context biasing; its state rides along in each hypothesis.
+    joint_batch : callable, optional
+        ``joint_batch(enc_frame, preds) -> [n, V]`` logits, row ``i`` equal to
+        ``joint(enc_frame, preds[i])``: scores all hypotheses of a frame in one call.
+    vectorized : bool
+        Use the vectorized frame step (default); False runs the plain reference step
+        (one ``joint`` call and one candidate object per hypothesis and token). Both give
+        identical results.
     """
 
     def __init__(self, predictor: Predictor, joint: Joint, logit_scale: float,
                  initial_state: Any, *, start_token: int = BLANK_ID,
-                 config: BeamConfig | None = None, biasing: Any = None):
+                 config: BeamConfig | None = None, biasing: Any = None,
+                 joint_batch: JointBatch | None = None, vectorized: bool = True):
         self.config = BeamConfig() if config is None else config
         self.biasing = biasing
-        super().__init__(predictor, joint, logit_scale, initial_state, start_token)
+        self.vectorized = bool(vectorized)
+        super().__init__(predictor, joint, logit_scale, initial_state, start_token,
+                         joint_batch)
 
     def reset(self) -> None:
         super().reset()
@@ -381,7 +446,33 @@ class BeamDecoder(_StreamingDecoder):
 
     def step(self, enc_frame: np.ndarray, frame_index: int) -> FrameInfo:
         """Consume one encoder frame; returns this frame's :class:`FrameInfo`."""
+        if not self.vectorized:
+            return self._step_reference(enc_frame, frame_index)
         frame_index = self._check_frame(frame_index)
+        beam = self._beam
+        logp = self._log_probs_rows(enc_frame, [h.tokens for h in beam])
+        adv = None
+        if self.biasing is not None:  # advance() once per (h, k), in the reference's order
+            adv = [[self.biasing.advance(h.bias_state, k) if k != self.blank else None
+                    for k in range(self.vocab_size)] for h in beam]
+        ranked = self._expand_fast(beam, logp, frame_index, adv)
+        if ranked is None:  # the shortcut does not apply to this frame
+            ranked = self._expand_plain(beam, logp, frame_index, adv)
+        return self._finish_frame(ranked, frame_index)
+
+    def _finish_frame(self, ranked: list[_BeamHyp], frame_index: int) -> FrameInfo:
+        self._beam = ranked[:self.config.beam]
+        best = self._beam[0]
+        emitted = bool(best.token_frames) and best.token_frames[-1] == frame_index
+        info = FrameInfo(frame_index, emitted, math.exp(best.parent_blank_logp))
+        self._frames.append(info)
+        return info
+
+    def _expand_plain(self, beam: list[_BeamHyp], logp_rows, frame_index: int,
+                      adv: list | None = None) -> list[_BeamHyp]:
+        """Expand, merge and sort with one candidate object each (the reference rules),
+        from precomputed log-probability rows and, if given, precomputed biasing
+        ``advance`` results ``adv[i][k]``."""
         merged: dict[tuple, _BeamHyp] = {}
 
         def add(c: _BeamHyp) -> None:
@@ -397,8 +488,7 @@ class BeamDecoder(_StreamingDecoder):
                                    keep.token_frames, keep.token_scores, keep.bias_state,
                                    keep.parent_blank_logp)
 
-        for h in self._beam:
-            logp = self._log_probs(enc_frame, h.tokens)
+        for i, (h, logp) in enumerate(zip(beam, logp_rows)):
             lb = float(logp[self.blank])
             add(_BeamHyp(h.tokens, h.score + lb, h.token_frames, h.token_scores,
                          h.bias_state, lb))
@@ -406,18 +496,111 @@ class BeamDecoder(_StreamingDecoder):
                 if k == self.blank:
                     continue
                 bias_state, delta = h.bias_state, 0.0
-                if self.biasing is not None:
+                if adv is not None:
+                    bias_state, delta = adv[i][k]
+                elif self.biasing is not None:
                     bias_state, delta = self.biasing.advance(h.bias_state, k)
                 s = h.score + float(logp[k]) + delta
                 add(_BeamHyp(h.tokens + (k,), s, h.token_frames + (frame_index,),
                              h.token_scores + (s,), bias_state, lb))
-        ranked = sorted(merged.values(), key=lambda c: (-c.score, c.tokens))
-        self._beam = ranked[:self.config.beam]
-        best = self._beam[0]
-        emitted = bool(best.token_frames) and best.token_frames[-1] == frame_index
-        info = FrameInfo(frame_index, emitted, math.exp(best.parent_blank_logp))
-        self._frames.append(info)
-        return info
+        return sorted(merged.values(), key=lambda c: (-c.score, c.tokens))
+
+    def _expand_fast(self, beam: list[_BeamHyp], logp: np.ndarray, frame_index: int,
+                     adv: list | None = None) -> list[_BeamHyp] | None:
+        """:meth:`_expand_plain`'s first ``beam`` entries (and possibly a few more), or
+        None when a precondition fails.
+
+        Preconditions: the beam entries have distinct token sequences, and a token
+        candidate with the same tokens as a beam entry also has its biasing state. Then
+        every merge joins exactly one token candidate ``h + (k,)`` with one blank
+        candidate ``g`` (``g.tokens == h.tokens + (k,)``), all merged candidates have
+        distinct token sequences, and the sort order is total. Scores are computed with
+        the reference's float64 operations in its order: ``(s_h + logp) + delta`` for
+        tokens, ``s_h + logp[blank]`` for blank, ``np.logaddexp(first met, second met)``
+        for a merge. Pruning keeps every candidate scoring at least the ``beam``-th best
+        score, then sorts those by the reference key, so no candidate of the reference's
+        top ``beam`` can be missed.
+        """
+        n, vocab, blank = len(beam), self.vocab_size, self.blank
+        index = {h.tokens: i for i, h in enumerate(beam)}
+        if len(index) != n:
+            return None
+        scores = np.array([h.score for h in beam], dtype=np.float64)
+        base = scores[:, None] + logp  # s_h + logp_h[k]
+        if adv is None:
+            states = None
+            cand = base + 0.0  # the reference's "+ delta" with delta = 0.0
+        else:
+            states = [[h.bias_state if a is None else a[0] for a in row]
+                      for h, row in zip(beam, adv)]
+            deltas = np.array([[0.0 if a is None else a[1] for a in row] for row in adv],
+                              dtype=np.float64)
+            cand = base + deltas
+        cand[:, blank] = base[:, blank]  # blank candidates: s_h + logp_h[blank], no delta
+        lb = logp[:, blank].tolist()
+        # Merges: blank candidate of g with token candidate (i, k), g.tokens = h_i + (k,).
+        merges = {}  # flat position kept -> merged _BeamHyp; the other position is dropped
+        dropped = []
+        for j, g in enumerate(beam):
+            if not g.tokens:
+                continue
+            i = index.get(g.tokens[:-1])
+            k = g.tokens[-1]
+            if i is None or k == blank:
+                continue
+            if states is not None and states[i][k] != g.bias_state:
+                return None
+            h = beam[i]
+            blank_c = _BeamHyp(g.tokens, float(cand[j, blank]), g.token_frames,
+                               g.token_scores, g.bias_state, lb[j])
+            s = float(cand[i, k])
+            tok_c = _BeamHyp(h.tokens + (k,), s, h.token_frames + (frame_index,),
+                             h.token_scores + (s,), g.bias_state, lb[i])
+            old, new = (blank_c, tok_c) if j < i else (tok_c, blank_c)
+            keep = new if new.score > old.score else old
+            merged = _BeamHyp(keep.tokens, float(np.logaddexp(old.score, new.score)),
+                              keep.token_frames, keep.token_scores, keep.bias_state,
+                              keep.parent_blank_logp)
+            merges[j * vocab + blank] = merged
+            dropped.append(i * vocab + k)
+            cand[j, blank] = merged.score
+        flat = cand.ravel()
+        if dropped:
+            flat[dropped] = -np.inf
+        size = n * vocab - len(dropped)
+        if size > self.config.beam:
+            kth = -np.partition(-flat, self.config.beam - 1)[self.config.beam - 1]
+            picked = np.flatnonzero(flat >= kth) if kth > -np.inf else None
+        else:
+            picked = None
+        if picked is None:
+            picked = np.setdiff1d(np.arange(n * vocab), dropped)
+        out = []
+        for pos in picked.tolist():
+            c = merges.get(pos)
+            if c is None:
+                i, k = divmod(pos, vocab)
+                h = beam[i]
+                s = float(flat[pos])
+                if k == blank:
+                    c = _BeamHyp(h.tokens, s, h.token_frames, h.token_scores, h.bias_state,
+                                 lb[i])
+                else:
+                    c = _BeamHyp(h.tokens + (k,), s, h.token_frames + (frame_index,),
+                                 h.token_scores + (s,),
+                                 h.bias_state if states is None else states[i][k], lb[i])
+            out.append(c)
+        out.sort(key=lambda c: (-c.score, c.tokens))
+        return out
+
+    def _step_reference(self, enc_frame: np.ndarray, frame_index: int) -> FrameInfo:
+        """The plain frame step: one ``joint`` call per hypothesis (predictor and joint
+        calls in beam order, as ``_log_probs`` makes them), then one candidate object per
+        hypothesis and token (``docs/decoding.md``, "Modified beam search")."""
+        frame_index = self._check_frame(frame_index)
+        rows = [self._log_probs(enc_frame, h.tokens) for h in self._beam]
+        return self._finish_frame(self._expand_plain(self._beam, rows, frame_index),
+                                  frame_index)
 
     def result(self) -> NBest:
         """Current beam as an N-best list, best first (callable mid-stream).

@@ -13,6 +13,22 @@ approximation: every product has magnitude at most ``2**14`` and a row has at mo
 (It also avoids BLAS, whose threads cost more than they save on one small matrix-vector
 product per call.) The tests check it against :func:`golden.weights.matvec` bit for bit.
 
+Requantization goes through :class:`Requantizer`, the same arithmetic as
+:func:`golden.numerics.multiply_by_quantized_multiplier` with the per-row constants
+(shifts, masks, rounding thresholds) worked out once per layer instead of per call: the
+reference functions cost more in per-call NumPy overhead on these short vectors than in
+arithmetic. :class:`Requantizer` is tested against the reference bit for bit on edge
+values (every shift, int32 extremes, ties). Its one algebraic step: TFLite's
+``SaturatingRoundingDoublingHighMul`` (nudge ``2**30`` or ``1 - 2**30`` by the product's
+sign, then divide by ``2**31`` truncating toward zero) equals ``(a*b + 2**30) >> 31``
+(floor) for every product, because for ``a*b < 0`` truncating ``(a*b + 1 - 2**30) / 2**31``
+toward zero is flooring ``(a*b + 1 - 2**30 + 2**31 - 1) / 2**31``; the saturating case
+(both operands ``-2**31``) cannot occur since a multiplier is never negative.
+
+Batched forms (:meth:`QLinear.accumulate_rows`, :meth:`Requantizer.__call__` on 2-D
+arrays) treat each row as an independent call: the result row ``i`` is bit for bit the
+single-vector result for input row ``i``.
+
 A layer whose input is a concatenation of vectors with different scales (an LSTM's
 ``[x; h]``, the joint's ``[enc; pred]``) is still one matrix: the quantizer folds each
 column's input scale into the weights, so all products of a row share one scale and are
@@ -28,6 +44,8 @@ import numpy as np
 from .numerics import (
     INT8_MAX,
     INT8_MIN,
+    INT16_MAX,
+    INT16_MIN,
     INT32_MAX,
     INT32_MIN,
     MAX_LEFT_SHIFT,
@@ -41,6 +59,7 @@ __all__ = [
     "MAX_COLS",
     "QEmbedding",
     "QLinear",
+    "Requantizer",
     "embedding_float",
     "linear_float",
     "matvec",
@@ -56,6 +75,75 @@ def readonly(a: np.ndarray) -> np.ndarray:
     """Return ``a`` marked read-only, so a shared value cannot be changed in place."""
     a.setflags(write=False)
     return a
+
+
+_TWO31 = 1 << 31
+_MASK32 = 0xFFFFFFFF
+_HALF31 = 1 << 30
+
+
+def wrap32(x: np.ndarray) -> np.ndarray:
+    """:func:`golden.numerics.wrap_int32` for an int64 array, without the conversions."""
+    return ((x + _TWO31) & _MASK32) - _TWO31
+
+
+class Requantizer:
+    """``multiply_by_quantized_multiplier(acc, multiplier, shift)`` with fixed constants.
+
+    Bit for bit the reference (:mod:`golden.numerics`) for every int64 ``acc`` (the
+    reference saturates ``acc << left`` to int32 first, and so does this), with the
+    per-element constants precomputed. ``multiplier`` and ``shift`` are scalars or 1-D
+    (per output row); ``acc`` may have leading batch dimensions (rows on the last axis).
+
+    Parameters
+    ----------
+    multiplier : int or int array
+        Q0.31 multipliers in ``0 .. 2**31 - 1``.
+    shift : int or int array
+        Shifts in ``-31 .. 7``.
+    """
+
+    __slots__ = ("_mult", "_left", "_right", "_mask", "_half", "_any_left")
+
+    def __init__(self, multiplier, shift):
+        m = np.asarray(multiplier, dtype=np.int64)
+        sh = np.asarray(shift, dtype=np.int64)
+        if np.any((sh < -MAX_RIGHT_SHIFT) | (sh > MAX_LEFT_SHIFT)):
+            raise ValueError(f"shift must be in -{MAX_RIGHT_SHIFT}..{MAX_LEFT_SHIFT}")
+        if np.any((m < 0) | (m > INT32_MAX)):
+            raise ValueError("multiplier must be in 0..2**31-1")
+        right = np.maximum(-sh, 0)
+        self._mult = m
+        self._left = np.maximum(sh, 0)
+        self._any_left = bool(np.any(self._left))
+        self._right = right
+        self._mask = (np.int64(1) << right) - 1
+        self._half = self._mask >> 1
+
+    def __call__(self, acc: np.ndarray, int32_input: bool = False) -> np.ndarray:
+        """Requantized int64 values (before any output saturation).
+
+        ``int32_input=True`` promises ``acc`` is already in the int32 range (a wrapped
+        accumulator), so that without left shifts the int32 saturation is skipped.
+        """
+        if self._any_left:
+            x = np.minimum(np.maximum(acc << self._left, INT32_MIN), INT32_MAX)
+        elif int32_input:
+            x = acc
+        else:
+            x = np.minimum(np.maximum(acc, INT32_MIN), INT32_MAX)
+        high = (x * self._mult + _HALF31) >> 31  # SaturatingRoundingDoublingHighMul
+        # RoundingDivideByPOT(high, right): round half away from zero.
+        return (high >> self._right) + ((high & self._mask) > (self._half + (high < 0)))
+
+    def to_int8(self, acc: np.ndarray, int32_input: bool = False) -> np.ndarray:
+        """``requantize_to_int8(acc, multiplier, shift)``: saturated int8."""
+        y = self(acc, int32_input)
+        return np.minimum(np.maximum(y, INT8_MIN), INT8_MAX).astype(np.int8)
+
+    def to_int16(self, acc: np.ndarray, int32_input: bool = False) -> np.ndarray:
+        """``golden.lstm.requantize_to_int16``: saturated to int16 (as int64 values)."""
+        return np.minimum(np.maximum(self(acc, int32_input), INT16_MIN), INT16_MAX)
 
 
 def _check_int_array(name: str, a, shape: tuple, lo: int, hi: int, dtype) -> np.ndarray:
@@ -99,6 +187,8 @@ class QLinear:
     shift: np.ndarray
     relu: bool = False
     _w32: np.ndarray = field(init=False, repr=False)
+    _b64: np.ndarray = field(init=False, repr=False)
+    requantizer: Requantizer = field(init=False, repr=False)
 
     def __post_init__(self):
         w = np.asarray(self.weight)
@@ -121,6 +211,8 @@ class QLinear:
                                              MAX_LEFT_SHIFT, np.int8))
         set_(self, "relu", bool(self.relu))
         set_(self, "_w32", readonly(self.weight.astype(np.int32)))
+        set_(self, "_b64", readonly(self.bias.astype(np.int64)))
+        set_(self, "requantizer", Requantizer(self.multiplier, self.shift))
 
     @property
     def rows(self) -> int:
@@ -154,11 +246,39 @@ class QLinear:
         """``wrap_int32(bias + W @ x)`` as int64 values (exact; see the module notes)."""
         x = self._check_input(x)
         acc = np.einsum("ij,j->i", self._w32, x.astype(np.int32))
-        return wrap_int32(acc.astype(np.int64) + self.bias)
+        return wrap32(acc + self._b64)  # int32 + int64 -> int64: exact
+
+    def accumulate_rows(self, xs) -> np.ndarray:
+        """:meth:`accumulate` of each row of an int8 ``[n, cols]`` array: int64 ``[n, rows]``."""
+        xs = np.asarray(xs)
+        if xs.ndim != 2 or xs.shape[1] != self.cols or xs.dtype != np.int8:
+            raise ValueError(f"input must be int8 of shape (n, {self.cols}), "
+                             f"got {xs.dtype} {xs.shape}")
+        acc = np.einsum("ij,hj->hi", self._w32, xs.astype(np.int32))
+        return wrap32(acc + self._b64)
+
+    def requantize(self, acc: np.ndarray) -> np.ndarray:
+        """int8 output for an accumulator (any leading batch dimensions): requantized,
+        then ReLU if enabled. ``__call__(x) == requantize(accumulate(x))``."""
+        y = self.requantizer.to_int8(acc)
+        return np.maximum(y, 0) if self.relu else y
+
+    def requantize_wrapped(self, acc: np.ndarray) -> np.ndarray:
+        """:meth:`requantize` of an accumulator known to be in the int32 range (as
+        :meth:`accumulate` returns it): the same values, one saturation fewer."""
+        y = self.requantizer.to_int8(acc, int32_input=True)
+        return np.maximum(y, 0) if self.relu else y
 
     def __call__(self, x) -> np.ndarray:
         """int8 output: requantized accumulator, then ReLU if enabled."""
-        y = requantize_to_int8(self.accumulate(x), self.multiplier, self.shift)
+        return self.requantize_wrapped(self.accumulate(x))
+
+    def reference_call(self, x) -> np.ndarray:
+        """:meth:`__call__` written with the reference functions of :mod:`golden.numerics`
+        (slower; the tests compare the two)."""
+        acc = np.einsum("ij,j->i", self._w32, self._check_input(x).astype(np.int32))
+        y = requantize_to_int8(wrap_int32(acc.astype(np.int64) + self.bias), self.multiplier,
+                               self.shift)
         return np.maximum(y, 0) if self.relu else y
 
 

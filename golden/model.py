@@ -22,6 +22,7 @@ plus a JSON header (format name, version, kind, config, activation scales).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -31,18 +32,28 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .layers import QEmbedding, QLinear, embedding_float, linear_float, readonly
+from .layers import (
+    QEmbedding,
+    QLinear,
+    Requantizer,
+    embedding_float,
+    linear_float,
+    readonly,
+    wrap32,
+)
 from .lstm import (
     CELL_FRAC_BITS_RANGE,
     GATE_FRAC_BITS,
+    OUT_FRAC_BITS,
     QLSTM,
     LSTMState,
     lstm_step_float,
     q15_to_int8,
     requantize_to_int16,
+    sigmoid_q15,
     tanh_q15,
 )
-from .numerics import INT8_MAX
+from .numerics import INT8_MAX, INT16_MAX, INT16_MIN
 from .tokens import BLANK
 
 __all__ = [
@@ -56,6 +67,7 @@ __all__ = [
     "TANH_INT8_SCALE",
     "WEIGHT_ENCODINGS",
     "EncoderState",
+    "FastKernels",
     "FloatModel",
     "LayerSpec",
     "ModelConfig",
@@ -671,6 +683,196 @@ class QuantModel:
         else:
             h = hidden(x)
         return self.layers["joint.out"](h)
+
+
+# ---------------------------------------------------------------------------- fast kernels
+
+
+@functools.cache
+def _full_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The activation functions of ``golden.lstm`` tabulated on every int16 input.
+
+    ``sigmoid[z + 32768] == sigmoid_q15(z)``, ``tanh[z + 32768] == tanh_q15(z)`` and
+    ``tanh8[z + 32768] == q15_to_int8(tanh_q15(z))`` for all int16 ``z``, by construction
+    (each entry is the reference function's value): a lookup replaces the interpolation.
+    """
+    z = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64)
+    tanh = tanh_q15(z)
+    return readonly(sigmoid_q15(z)), readonly(tanh), readonly(q15_to_int8(tanh))
+
+
+def _rounding_divide_by_pot(x: np.ndarray, exponent: int) -> np.ndarray:
+    """``golden.numerics.rounding_divide_by_pot`` for a constant exponent in 0..31."""
+    if exponent == 0:
+        return x
+    mask = (1 << exponent) - 1
+    return (x >> exponent) + ((x & mask) > ((mask >> 1) + (x < 0)))
+
+
+def _sat16(x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(x, INT16_MIN), INT16_MAX)
+
+
+class _FastLSTM:
+    """:meth:`golden.lstm.QLSTM.step`, bit for bit, with less per-call overhead.
+
+    The same operations in the same order (``docs/numerics.md``, "Integer LSTM"): the
+    activation tables are read from :func:`_full_tables`, requantizations go through
+    :class:`~golden.layers.Requantizer`, the roundings through
+    :func:`_rounding_divide_by_pot`. ``tests/golden/test_fast_paths.py`` compares it
+    with ``QLSTM.step`` on random and extreme states for every cell format.
+    """
+
+    __slots__ = ("lstm", "_hsz", "_n", "_out")
+
+    def __init__(self, lstm: QLSTM):
+        self.lstm = lstm
+        self._hsz = lstm.hidden_size
+        self._n = lstm.cell_frac_bits
+        self._out = Requantizer(lstm.out_multiplier, lstm.out_shift)
+
+    def step(self, x, state: LSTMState) -> tuple[np.ndarray, LSTMState]:
+        lstm, hsz, n = self.lstm, self._hsz, self._n
+        x = np.asarray(x)
+        if x.shape != (lstm.input_size,) or x.dtype != np.int8:
+            raise ValueError(f"LSTM input must be int8 of shape ({lstm.input_size},), "
+                             f"got {x.dtype} {x.shape}")
+        if state.h.shape != (hsz,) or state.c.shape != (hsz,):
+            raise ValueError(f"LSTM state must have shape ({hsz},)")
+        sig_t, tanh_t, _ = _full_tables()
+        gates = lstm.gates
+        acc = gates.accumulate(np.concatenate((x, state.h)))
+        z = gates.requantizer.to_int16(acc, int32_input=True) - INT16_MIN  # Q3.12 + 2**15
+        sig = sig_t[z]  # i, f, (unused), o
+        i, f, o = sig[:hsz], sig[hsz:2 * hsz], sig[3 * hsz:]
+        g = tanh_t[z[2 * hsz:3 * hsz]]
+        fc = _sat16(_rounding_divide_by_pot(f * state.c.astype(np.int64), OUT_FRAC_BITS))
+        ig = _sat16(_rounding_divide_by_pot(i * g, 2 * OUT_FRAC_BITS - n))
+        c = _sat16(fc + ig)
+        if n < GATE_FRAC_BITS:
+            cq = _sat16(c << (GATE_FRAC_BITS - n))
+        else:
+            cq = _rounding_divide_by_pot(c, n - GATE_FRAC_BITS)
+        t = tanh_t[cq - INT16_MIN]
+        h = readonly(self._out.to_int8(o * t, int32_input=True))  # |o * t| < 2**30
+        return h, LSTMState(h, readonly(c.astype(np.int16)))
+
+
+class FastKernels:
+    """The integer model's steps, bit for bit, with less NumPy overhead per call.
+
+    :class:`~golden.backend.GoldenBackend` runs these; :class:`QuantModel`'s own methods
+    are the plain reference. What differs is only how the same integers are computed:
+
+    * LSTM steps (:class:`_FastLSTM`): tabulated activations, precomputed requantizers.
+    * The joint: its hidden layer's accumulator over ``[enc; pred]`` is split by columns,
+      ``wrap32((W_enc @ enc) + (W_pred @ pred + b))``. Each partial sum is an exact
+      integer (int32 sums of int8 products cannot overflow, see ``golden.layers``), so
+      the int64 sum is the same integer as ``W @ [enc; pred] + b`` and the single int32
+      wrap at the end gives the same accumulator. The encoder half is computed once per
+      distinct frame, the predictor half (with the bias) once per distinct predictor
+      output; both are cached by content (the int8 bytes), so the cache cannot return a
+      stale value whatever arrays the caller passes.
+    * :meth:`joint_batch`: the joint of one frame against several predictor outputs in
+      one call; row ``i`` is ``joint(enc, preds[i])``.
+
+    Parameters
+    ----------
+    model : QuantModel
+    cache_size : int
+        Predictor halves kept (the cache is emptied when it is full).
+    """
+
+    def __init__(self, model: QuantModel, cache_size: int = 4096):
+        self.model = model
+        c = model.config
+        lay = model.layers
+        self._lstm = {name: _FastLSTM(lay[name])
+                      for name in ("fast.lstm", "slow.lstm1", "slow.lstm2", "pred.lstm")}
+        hidden, out = lay["joint.hidden"], lay["joint.out"]
+        self._hidden, self._out = hidden, out
+        self._tanh = c.joint_activation == "tanh"
+        w = hidden.weight.astype(np.int32)
+        self._w_enc = readonly(np.ascontiguousarray(w[:, :c.enc_dim]))
+        self._w_pred = readonly(np.ascontiguousarray(w[:, c.enc_dim:]))
+        self._bias = hidden.bias.astype(np.int64)
+        self._enc_dim, self._pred_dim = c.enc_dim, c.pred_hidden
+        self._enc_cache: tuple[bytes, np.ndarray] | None = None
+        self._pred_parts: dict[bytes, np.ndarray] = {}
+        self._cache_size = int(cache_size)
+
+    def arbitrate(self, feat, backlog_q: int) -> int:
+        return self.model.arbitrate(feat, backlog_q)
+
+    def encoder_step(self, branch: int, feat, state: EncoderState
+                     ) -> tuple[np.ndarray, EncoderState]:
+        """:meth:`QuantModel.encoder_step`."""
+        m = self.model
+        feat = m._feat(feat)
+        lay, fast = m.layers, self._lstm
+        if _check_branch(branch) == FAST:
+            h, st = fast["fast.lstm"].step(feat, state.fast)
+            return readonly(lay["fast.proj"](h)), state._replace(fast=st)
+        h1, s1 = fast["slow.lstm1"].step(feat, state.slow1)
+        h2, s2 = fast["slow.lstm2"].step(h1, state.slow2)
+        return readonly(lay["slow.proj"](h2)), state._replace(slow1=s1, slow2=s2)
+
+    def predictor_step(self, token: int, state: LSTMState) -> tuple[np.ndarray, LSTMState]:
+        """:meth:`QuantModel.predictor_step`."""
+        return self._lstm["pred.lstm"].step(self.model.embed(token), state)
+
+    def _enc_half(self, enc: np.ndarray) -> np.ndarray:
+        key = enc.tobytes()
+        cached = self._enc_cache  # (key, part), replaced as one object
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        part = np.einsum("ij,j->i", self._w_enc, enc.astype(np.int32))
+        self._enc_cache = (key, part)
+        return part
+
+    def _pred_half(self, pred: np.ndarray) -> np.ndarray:
+        key = pred.tobytes()
+        part = self._pred_parts.get(key)
+        if part is None:
+            if len(self._pred_parts) >= self._cache_size:
+                self._pred_parts.clear()
+            part = np.einsum("ij,j->i", self._w_pred, pred.astype(np.int32)) + self._bias
+            self._pred_parts[key] = part
+        return part
+
+    def joint(self, enc, pred) -> np.ndarray:
+        """:meth:`QuantModel.joint`."""
+        pred = np.asarray(pred)
+        if pred.shape != (self._pred_dim,) or pred.dtype != np.int8:
+            raise ValueError(f"pred must be int8 of shape ({self._pred_dim},), got "
+                             f"{pred.dtype} {pred.shape}")
+        return self.joint_batch(enc, pred[None])[0]
+
+    def joint_batch(self, enc, preds) -> np.ndarray:
+        """int8 logits ``[n, V]``: row ``i`` is :meth:`QuantModel.joint` ``(enc, preds[i])``."""
+        enc, preds = np.asarray(enc), np.asarray(preds)
+        if enc.shape != (self._enc_dim,) or enc.dtype != np.int8:
+            raise ValueError(f"enc must be int8 of shape ({self._enc_dim},), got {enc.dtype} "
+                             f"{enc.shape}")
+        if preds.ndim != 2 or preds.shape[1] != self._pred_dim or preds.dtype != np.int8:
+            raise ValueError(f"preds must be int8 of shape (n, {self._pred_dim}), got "
+                             f"{preds.dtype} {preds.shape}")
+        if len(preds) == 0:
+            return np.zeros((0, self._out.rows), np.int8)
+        e = self._enc_half(enc)
+        if len(preds) == 1:
+            acc = wrap32(e + self._pred_half(preds[0]))[None]
+        else:
+            acc = wrap32(e + np.array([self._pred_half(p) for p in preds]))
+        if self._tanh:
+            z = self._hidden.requantizer.to_int16(acc, int32_input=True)
+            h = _full_tables()[2][z - INT16_MIN]  # q15_to_int8(tanh_q15(z))
+        else:
+            h = self._hidden.requantize_wrapped(acc)
+        out = self._out
+        if len(h) == 1:
+            return out.requantize_wrapped(out.accumulate(h[0]))[None]
+        return out.requantize_wrapped(out.accumulate_rows(h))
 
 
 # ---------------------------------------------------------------------------- random

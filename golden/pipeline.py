@@ -8,8 +8,10 @@ Data flow (``docs/pipeline.md``)::
 
 Every matrix and LSTM step goes through the :class:`~golden.backend.Backend` protocol
 (``arbitrate``, ``encoder_step``, ``predictor``, ``joint``, initial states and
-``step_cost``), so a processor backend can replace :class:`~golden.backend.GoldenBackend`
-and the results can be compared bit for bit. Everything else (front end, search, biasing,
+``step_cost``; plus the optional ``joint_batch`` of
+:class:`~golden.backend.BatchedJoint` when the backend has it), so a processor backend
+can replace :class:`~golden.backend.GoldenBackend` and the results can be compared bit
+for bit. Everything else (front end, search, biasing,
 end-pointing, the device timeline) is host code.
 
 The result is a function of the audio samples alone: it does not depend on how the audio
@@ -28,7 +30,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from .arbitration import BacklogScheduler, CostModel, CostReport
-from .backend import Backend, GoldenBackend
+from .backend import Backend, BatchedJoint, GoldenBackend
 from .biasing import DEFAULT_BONUS, ContextBiasing
 from .decoding import BeamConfig, BeamDecoder, GreedyDecoder
 from .endpointer import EndpointerConfig, EndpointTracker, speech_from_blank_prob
@@ -265,6 +267,18 @@ class _Counted:
         return self._fn(*args)
 
 
+class _CountedBatch:
+    """Wraps ``backend.joint_batch``: a call on ``n`` rows counts ``n`` joint calls."""
+
+    def __init__(self, fn, counter: _Counted):
+        self._fn = fn
+        self._counter = counter
+
+    def __call__(self, enc, preds):
+        self._counter.calls += len(preds)
+        return self._fn(enc, preds)
+
+
 def _resolve(model_or_backend, frontend, vocabulary):
     """(backend, model or None, front-end config, vocabulary) from the caller's arguments."""
     if isinstance(model_or_backend, FloatModel):
@@ -355,8 +369,10 @@ class Recognizer:
         if self.config.greedy:
             self.decoder = GreedyDecoder(*args)
         else:
+            batch = (_CountedBatch(self.backend.joint_batch, self._joint)
+                     if isinstance(self.backend, BatchedJoint) else None)
             self.decoder = BeamDecoder(*args, config=BeamConfig(beam=self.config.beam),
-                                       biasing=self.biasing)
+                                       biasing=self.biasing, joint_batch=batch)
         self.scheduler = BacklogScheduler(self.backend, self.config.cost,
                                           self.frontend_config.frame_shift_ms)
         self._frontend = Frontend(self.frontend_config)
@@ -475,7 +491,12 @@ class Recognizer:
         time_ms = self.frontend_config.frame_time_ms(t)
         events = []
         if tokens != self._tokens:  # decode only on change: the text grows every frame
-            self._tokens, self._text = tokens, self.tokenizer.decode(tokens)
+            n = len(self._tokens)
+            # decode() maps each token to its string and joins them, so a transcript that
+            # only grew needs only its new tokens decoded.
+            text = (self._text + self.tokenizer.decode(tokens[n:]) if tokens[:n] == self._tokens
+                    else self.tokenizer.decode(tokens))
+            self._tokens, self._text = tokens, text
             events.append(PipelineEvent("partial", t, time_ms, rec.finish_ms, self._text))
         text = self._text
         if not self.tracker.done:
