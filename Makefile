@@ -53,7 +53,7 @@ regress: $(STAMP)
 	NEP_REGRESS=1 $(PY) -m pytest -n $(JOBS) tests/rtl
 
 golden-bench: $(STAMP)
-	$(PY) -m golden.bench
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m golden.bench
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
