@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from golden.weights import Encoding
-from sim import rtl, toolchain
+from sim import rtl, steps_bench, toolchain
 
 SIZES = (256, 512, 1024)
 SPARSITIES = (0.0, 0.5, 0.75, 0.9)
@@ -87,6 +87,8 @@ def _name(r: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=toolchain.BUILD / "reports" / "matvec.json")
+    ap.add_argument("--steps-out", type=Path,
+                    default=toolchain.BUILD / "reports" / "steps.json")
     a = ap.parse_args(argv)
     records = []
     cases = plan()
@@ -110,6 +112,10 @@ def main(argv=None) -> int:
     for name, ok, detail in goals(rows):
         print(f"{'PASS' if ok else 'MISS'}  {name}: {detail}")
     print(f"\nwrote {a.out}")
+    steps = steps_bench.step_records()
+    a.steps_out.write_text(json.dumps(steps, indent=1))
+    steps_bench.print_table(steps)
+    print(f"\nwrote {a.steps_out}")
     return 0
 
 
