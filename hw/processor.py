@@ -1,0 +1,466 @@
+"""NEP processor core: the sequencer of ``docs/isa.md`` around the matrix-vector engine."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import enum, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from compiler.isa import (
+    FIELDS,
+    P_RESERVED_MASK,
+    RESERVED_FIELDS,
+    VSHIFT_AMOUNT_MASK,
+    VSHIFT_MAX_LEFT,
+    VSHIFT_RIGHT,
+    VSHIFT_SAT8,
+    ErrorCode,
+    Mode,
+    Op,
+    ProcessorConfig,
+)
+from golden.numerics import MAX_LEFT_SHIFT, MAX_RIGHT_SHIFT
+from golden.weights import PARAM_BYTES
+
+from .activation_lut import ActivationLut
+from .config import EngineConfig
+from .matvec_engine import MatVecEngine
+from .vector_alu import OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
+
+__all__ = ["DESC_FIELDS", "IMPLEMENTED_OPS", "Processor"]
+
+#: Descriptor fields as (low bit, width) of the 512-bit little-endian record
+#: (``compiler.isa.Descriptor``; ``tests/unit/test_processor.py`` checks them against it).
+DESC_FIELDS = {
+    "stream_base": (0, 32), "n_words": (32, 32), "param_base": (64, 32), "nnz": (96, 32),
+    "crc_stream": (128, 32), "crc_params": (160, 32), "rows": (192, 16), "cols": (208, 16),
+    "split": (224, 16), "encoding": (240, 8), "mode": (248, 8), "const_index": (256, 8),
+    "cell_frac_bits": (264, 8), "reserved16": (272, 16), "codebook": (288, 128),
+    "reserved96": (416, 96),
+}
+
+#: Opcodes this core executes; the fused ``LSTM`` needs the LSTM cell unit (not built
+#: yet), so it decodes as ``ILLEGAL_OPCODE`` and programs use ``fuse_lstm=False``.
+IMPLEMENTED_OPS = tuple(op for op in Op if op != Op.LSTM)
+
+_ALU_OPS = {Op.VADD: OP_ADD, Op.VMUL: OP_MUL_RSHIFT, Op.VSHIFT: OP_SHIFT,
+            Op.VREQ8: OP_MUL_REQUANT, Op.VMULQ8: OP_MUL_REQUANT}
+_LUT_OPS = (Op.SIGMOID, Op.TANH)
+_COPY_OPS = (Op.VCOPY, Op.LOADROW)  # the read data is the result
+
+
+class _State(enum.Enum, shape=4):
+    IDLE = 0
+    FETCH = 1
+    DECODE = 2
+    DESC = 3  # descriptor read
+    MV_CHECK = 4  # descriptor and range checks, first activation read
+    MV_LOAD = 5  # activation load, one entry per cycle
+    MV_RUN = 6  # engine running, rows written to scratch
+    LR_INDEX = 7  # LOADROW: index arrives, checked
+    LR_ROW = 8  # LOADROW: row address multiply
+    VEC_RUN = 9  # one element read per cycle
+    VEC_DRAIN = 10  # unit pipeline drains
+    AM_WRITE = 11  # ARGMAX: index to RESULT and scratch
+
+
+class Processor(wiring.Component):
+    """The NEP processor: program, descriptor, constant and scratch memories, a blocking
+    sequencer, the matrix-vector engine, the vector ALU and the activation lookup unit.
+
+    Pulsing ``start`` (at any time) begins a run at ``start_pc``: ``VL``/``VN``, the error
+    and the counters clear; scratch, ``RESULT``, ``SYNC_COUNT`` and memories persist. The
+    run ends with ``done`` high and ``busy`` low after ``HALT`` (``error`` 0) or at the
+    first failing check of ``docs/isa.md`` section 4 (``error`` the code, ``fault_pc`` the
+    instruction's PC). ``soft_reset`` stops a run and returns to idle. Instruction cycles
+    follow ``compiler.isa.instruction_cycles`` exactly without memory wait states.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        Memory sizes, lanes and engine buffers (``weight_depth`` at most 2**20, the
+        engine's address limit).
+
+    Attributes
+    ----------
+    program_mem, desc_mem, const_mem, scratch_mem : amaranth.lib.memory.Memory
+        64-bit instructions, 512-bit descriptors (one per word, ``DESC_FIELDS``),
+        64-bit constants (multiplier bits 0..31, shift 32..63), 16-bit scratch entries.
+        The host (bus or testbench) loads them directly.
+
+    Interface
+    ---------
+    start, soft_reset : In(1)
+        Begin a run at ``start_pc`` / abandon any run (each also resets the units).
+    start_pc : In(16) ; prog_len : In(17) ; desc_count, const_count : In(9)
+    watchdog : In(32)
+        Most instructions a run may complete (init ``program_depth``).
+    busy, done : Out(1) ; error : Out(8) ; fault_pc : Out(16)
+        ``STATUS``, ``ERROR`` (``compiler.isa.ErrorCode``) and ``FAULT_PC``.
+    result, vl, vn : Out(16) ; sync_count : Out(32)
+        ``RESULT`` (last ``ARGMAX``), ``VL``, ``VN``, ``SYNC_COUNT``.
+    cycles, instructions, macs, zero_acts, stalls : Out(32)
+        Counters of the current/last run: busy cycles, completed instructions, products
+        done and skipped for zero activations (their sum is the layers' ``nnz``), cycles
+        the MAC array waited for weights.
+    w_req_addr, w_req_valid, w_req_ready, w_resp_data, w_resp_valid
+        Weight memory port (``word_bits(lanes)``-bit words), as the engine's
+        (``hw.memory_reader``), addresses offset by the descriptor's ``stream_base``.
+    p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
+        Parameter memory port (72-bit records), offset by ``param_base``.
+    """
+
+    def __init__(self, *, config: ProcessorConfig):
+        if not isinstance(config, ProcessorConfig):
+            raise TypeError(f"config must be a ProcessorConfig, got {type(config).__name__}")
+        if config.weight_depth > 1 << 20:
+            raise ValueError(f"weight_depth {config.weight_depth} exceeds the engine's "
+                             f"2**20-word address range")
+        self.config = config
+        self.engine_config = EngineConfig(lanes=config.lanes, max_rows=config.max_rows,
+                                          max_cols=config.max_cols,
+                                          weight_depth=config.weight_depth)
+        wa = max(1, (config.weight_depth - 1).bit_length())
+        pa = max(1, (config.param_depth - 1).bit_length())
+        super().__init__({
+            "start": In(1), "soft_reset": In(1),
+            "start_pc": In(16), "prog_len": In(17), "desc_count": In(9),
+            "const_count": In(9), "watchdog": In(32, init=config.program_depth),
+            "busy": Out(1), "done": Out(1), "error": Out(8), "fault_pc": Out(16),
+            "result": Out(16), "vl": Out(16), "vn": Out(16), "sync_count": Out(32),
+            "cycles": Out(32), "instructions": Out(32), "macs": Out(32),
+            "zero_acts": Out(32), "stalls": Out(32),
+            "w_req_addr": Out(wa), "w_req_valid": Out(1), "w_req_ready": In(1),
+            "w_resp_data": In(config.word_bits), "w_resp_valid": In(1),
+            "p_req_addr": Out(pa), "p_req_valid": Out(1), "p_req_ready": In(1),
+            "p_resp_data": In(8 * PARAM_BYTES), "p_resp_valid": In(1),
+        })
+        self.program_mem = Memory(shape=64, depth=config.program_depth, init=[])
+        self.desc_mem = Memory(shape=512, depth=config.desc_depth, init=[])
+        self.const_mem = Memory(shape=64, depth=config.const_depth, init=[])
+        self.scratch_mem = Memory(shape=16, depth=config.scratch_depth, init=[])
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        depth = cfg.scratch_depth
+
+        # A start or soft reset flushes every unit's pipeline (no stale writes).
+        unit_reset = Signal()
+        m.d.comb += unit_reset.eq(self.start | self.soft_reset)
+        eng, alu, lut = MatVecEngine(self.engine_config), VectorAlu(), ActivationLut()
+        for name, unit in (("engine", eng), ("vector_alu", alu), ("activation_lut", lut)):
+            m.submodules[name] = ResetInserter(unit_reset)(unit)
+
+        m.submodules.program_mem = self.program_mem
+        m.submodules.desc_mem = self.desc_mem
+        m.submodules.const_mem = self.const_mem
+        m.submodules.scratch_mem = self.scratch_mem
+        prog_rd = self.program_mem.read_port()
+        desc_rd = self.desc_mem.read_port()
+        # Constants are checked in the decode cycle: an asynchronous (LUT RAM) read.
+        const_rd = self.const_mem.read_port(domain="comb")
+        sc_a, sc_b = self.scratch_mem.read_port(), self.scratch_mem.read_port()
+        sc_w = self.scratch_mem.write_port()
+
+        # Architectural registers.
+        state = Signal(_State)
+        pc = Signal(17)  # 17 bits: running off a full 65536-word program is PC_OVERRUN
+        busy, done, error, fault_pc = Signal(), Signal(), Signal(8), Signal(16)
+        vl, vn, result = Signal(16), Signal(16), Signal(16)
+        sync_count, cycles, instructions = Signal(32), Signal(32), Signal(32)
+        macs, zero_acts, stalls = Signal(32), Signal(32), Signal(32)
+        m.d.comb += [
+            self.busy.eq(busy), self.done.eq(done), self.error.eq(error),
+            self.fault_pc.eq(fault_pc), self.result.eq(result), self.vl.eq(vl),
+            self.vn.eq(vn), self.sync_count.eq(sync_count), self.cycles.eq(cycles),
+            self.instructions.eq(instructions), self.macs.eq(macs),
+            self.zero_acts.eq(zero_acts), self.stalls.eq(stalls),
+        ]
+        m.d.sync += cycles.eq(cycles + busy)
+
+        # The current instruction, latched at decode.
+        op, p = Signal(8), Signal(8)
+        d, a, b = Signal(16), Signal(16), Signal(16)
+        word = prog_rd.data
+        f = {name: word[lo:lo + w] for name, (lo, w) in FIELDS.items()}
+
+        def fault(code):
+            m.d.sync += [error.eq(code), fault_pc.eq(pc), busy.eq(0), done.eq(1),
+                         state.eq(_State.IDLE)]
+
+        def complete(next_state=_State.FETCH):
+            m.d.sync += [pc.eq(pc + 1), instructions.eq(instructions + 1),
+                         state.eq(next_state)]
+
+        def beyond(addr, n):
+            """``addr + n`` passes the end of the scratchpad (no wrap-around)."""
+            return (addr + n) > depth
+
+        def partial_overlap(dst, src, n):
+            return (dst != src) & (dst < src + n) & (src < dst + n)
+
+        # Descriptor fields: the read port keeps addressing the latched index.
+        desc = desc_rd.data
+        df = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
+        m.d.comb += desc_rd.addr.eq(Mux(state == _State.DECODE, f["p"], p))
+
+        # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``).
+        cm, cs = Signal(signed(32)), Signal(signed(32))
+        m.d.comb += [const_rd.addr.eq(f["p"]), cm.eq(const_rd.data[:32]),
+                     cs.eq(const_rd.data[32:])]
+        const_bad = ((f["p"] >= self.const_count)
+                     | ~((cm == 0) | (cm[30:32] == 0b01))
+                     | (cs < -MAX_RIGHT_SHIFT) | (cs > MAX_LEFT_SHIFT))
+        k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
+
+        # Element pipeline: read counter, data-valid flag, write/arrival counter.
+        rk, wk = Signal(16), Signal(16)
+        src = Signal(17)  # first source address (LOADROW: the selected table row)
+        row = Signal(16)
+        v1 = Signal()
+        m.d.sync += v1.eq(state == _State.VEC_RUN)
+        is_alu = Signal()
+        is_lut = Signal()
+        is_copy = Signal()
+        is_argmax = Signal()
+        m.d.comb += [
+            is_alu.eq(op.matches(*_ALU_OPS)), is_lut.eq(op.matches(*_LUT_OPS)),
+            is_copy.eq(op.matches(*_COPY_OPS)), is_argmax.eq(op == Op.ARGMAX),
+        ]
+        xa, xb = sc_a.data.as_signed(), sc_b.data.as_signed()
+        alu_op = Signal(2)
+        with m.Switch(op):
+            for o, code in _ALU_OPS.items():
+                with m.Case(o):
+                    m.d.comb += alu_op.eq(code)
+        amount = p & VSHIFT_AMOUNT_MASK
+        right, sat8 = (p & VSHIFT_RIGHT).any(), (p & VSHIFT_SAT8).any()
+        m.d.comb += [
+            alu.in_valid.eq(v1 & is_alu), alu.op.eq(alu_op), alu.a.eq(xa),
+            alu.b.eq(Mux(op == Op.VREQ8, 1, xb)),  # VREQ8 is MBQM(a * 1)
+            alu.shift.eq(Mux(op == Op.VMUL, amount,
+                         Mux(op == Op.VSHIFT, Mux(right, -amount, amount), k_shift))),
+            alu.multiplier.eq(k_mult),
+            alu.sat8.eq(Mux(op == Op.VSHIFT, sat8, op.matches(Op.VREQ8, Op.VMULQ8))),
+            lut.in_valid.eq(v1 & is_lut), lut.z.eq(xa), lut.func.eq(op == Op.TANH),
+        ]
+        vec_we = Signal()
+        vec_y = Signal(16)
+        m.d.comb += [
+            vec_we.eq(Mux(is_alu, alu.out_valid, Mux(is_lut, lut.out_valid, v1 & is_copy))),
+            vec_y.eq(Mux(is_alu, alu.y, Mux(is_lut, lut.y, sc_a.data))),
+        ]
+        in_vec = (state == _State.VEC_RUN) | (state == _State.VEC_DRAIN)
+        with m.If(in_vec & ((vec_we & ~is_argmax) | (v1 & is_argmax))):
+            m.d.sync += wk.eq(wk + 1)
+
+        # ARGMAX: signed running maximum, strict compare keeps the lowest index.
+        best, best_k = Signal(signed(16)), Signal(16)
+        with m.If(in_vec & is_argmax & v1 & ((wk == 0) | (xa > best))):
+            m.d.sync += [best.eq(xa), best_k.eq(wk)]
+
+        # MATVEC activation load: split entries from a, the rest from b.
+        lk = Signal(16)
+        act_v, act_k = Signal(), Signal(16)
+        load = Signal()
+        m.d.sync += [act_v.eq(load), act_k.eq(lk)]
+        m.d.comb += [
+            eng.act_we.eq(act_v), eng.act_waddr.eq(act_k),
+            eng.act_wdata.eq(sc_a.data[:8].as_signed()),
+        ]
+        with m.If(load):
+            m.d.sync += lk.eq(lk + 1)
+
+        # Engine: header fields straight from the descriptor, addresses offset.
+        for name in ("rows", "cols", "n_words", "nnz", "encoding", "crc_stream",
+                     "crc_params"):
+            m.d.comb += getattr(eng, name).eq(df[name])
+        m.d.comb += [
+            eng.codebook.as_value().eq(df["codebook"]),
+            eng.out_mode.eq(df["mode"][:2]),
+            self.w_req_addr.eq(df["stream_base"] + eng.w_req_addr),
+            self.w_req_valid.eq(eng.w_req_valid), eng.w_req_ready.eq(self.w_req_ready),
+            eng.w_resp_data.eq(self.w_resp_data), eng.w_resp_valid.eq(self.w_resp_valid),
+            self.p_req_addr.eq(df["param_base"] + eng.p_req_addr),
+            self.p_req_valid.eq(eng.p_req_valid), eng.p_req_ready.eq(self.p_req_ready),
+            eng.p_resp_data.eq(self.p_resp_data), eng.p_resp_valid.eq(self.p_resp_valid),
+        ]
+
+        # Scratch read addresses and the single write port, by state.
+        with m.Switch(state):
+            with m.Case(_State.DECODE):
+                m.d.comb += sc_b.addr.eq(f["b"])  # LOADROW's index
+            with m.Case(_State.MV_CHECK, _State.MV_LOAD):
+                m.d.comb += sc_a.addr.eq(Mux(lk < df["split"], a + lk,
+                                             b + lk - df["split"]))
+            with m.Case(_State.VEC_RUN):
+                m.d.comb += [sc_a.addr.eq(src + rk), sc_b.addr.eq(b + rk)]
+        with m.Switch(state):
+            with m.Case(_State.MV_RUN):
+                m.d.comb += [sc_w.en.eq(eng.out_we), sc_w.addr.eq(d + eng.out_addr),
+                             sc_w.data.eq(eng.out_data)]
+            with m.Case(_State.AM_WRITE):
+                m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(best_k)]
+            with m.Case(_State.VEC_RUN, _State.VEC_DRAIN):
+                m.d.comb += [sc_w.en.eq(vec_we & ~is_argmax), sc_w.addr.eq(d + wk),
+                             sc_w.data.eq(vec_y)]
+
+        # Word checks of section 4.2: opcode, reserved fields and p bits, VSHIFT amount.
+        legal, reserved = Signal(), Signal()
+        with m.Switch(f["opcode"]):
+            for o in IMPLEMENTED_OPS:
+                with m.Case(o):
+                    nz = [f[name] != 0 for name in RESERVED_FIELDS[o]]
+                    mask = P_RESERVED_MASK.get(o, 0)
+                    if mask:
+                        nz.append((f["p"] & mask) != 0)
+                    m.d.comb += [legal.eq(1), reserved.eq(sum(nz) != 0 if nz else 0)]
+        bad_left = ((f["opcode"] == Op.VSHIFT) & ~(f["p"] & VSHIFT_RIGHT).any()
+                    & ((f["p"] & VSHIFT_AMOUNT_MASK) > VSHIFT_MAX_LEFT))
+
+        fop, fd, fa, fb, fp = f["opcode"], f["d"], f["a"], f["b"], f["p"]
+        binary = fop.matches(Op.VADD, Op.VMUL, Op.VMULQ8)
+        uses_const = fop.matches(Op.VREQ8, Op.VMULQ8)
+        table = vn * vl
+
+        with m.Switch(state):
+            with m.Case(_State.FETCH):
+                m.d.comb += prog_rd.addr.eq(pc)
+                with m.If((pc >= self.prog_len) | (pc >= cfg.program_depth)):
+                    fault(ErrorCode.PC_OVERRUN)
+                with m.Elif(instructions >= self.watchdog):
+                    fault(ErrorCode.WATCHDOG)
+                with m.Else():
+                    m.d.sync += state.eq(_State.DECODE)
+
+            with m.Case(_State.DECODE):
+                m.d.sync += [op.eq(fop), p.eq(fp), d.eq(fd), a.eq(fa), b.eq(fb),
+                             rk.eq(0), wk.eq(0), lk.eq(0), src.eq(fa),
+                             k_mult.eq(cm), k_shift.eq(cs)]
+                with m.If(~legal):
+                    fault(ErrorCode.ILLEGAL_OPCODE)
+                with m.Elif(reserved):
+                    fault(ErrorCode.RESERVED_FIELD)
+                with m.Elif(bad_left):
+                    fault(ErrorCode.BAD_OPERAND)
+                with m.Else():
+                    with m.Switch(fop):
+                        with m.Case(Op.HALT):
+                            m.d.sync += [instructions.eq(instructions + 1), busy.eq(0),
+                                         done.eq(1), error.eq(ErrorCode.OK),
+                                         state.eq(_State.IDLE)]
+                        with m.Case(Op.SYNC):
+                            m.d.sync += sync_count.eq(sync_count + 1)  # units idle here
+                            complete()
+                        with m.Case(Op.SETVL):
+                            m.d.sync += [vl.eq(fa), vn.eq(fb)]
+                            complete()
+                        with m.Case(Op.MATVEC):
+                            m.d.sync += state.eq(_State.DESC)
+                        with m.Case(Op.ARGMAX):
+                            with m.If(vl == 0):
+                                fault(ErrorCode.BAD_OPERAND)
+                            with m.Elif(beyond(fa, vl) | beyond(fd, 1)):
+                                fault(ErrorCode.SCRATCH_RANGE)
+                            with m.Else():
+                                m.d.sync += state.eq(_State.VEC_RUN)
+                        with m.Case(Op.LOADROW):
+                            with m.If((vl == 0) | (vn == 0)):
+                                fault(ErrorCode.BAD_OPERAND)
+                            with m.Elif(beyond(fa, table) | beyond(fb, 1) | beyond(fd, vl)
+                                        | ((fd < fa + table) & (fa < fd + vl))):
+                                fault(ErrorCode.SCRATCH_RANGE)
+                            with m.Else():
+                                m.d.sync += state.eq(_State.LR_INDEX)
+                        with m.Default():  # element-wise
+                            with m.If(vl == 0):
+                                fault(ErrorCode.BAD_OPERAND)
+                            with m.Elif(uses_const & const_bad):
+                                fault(ErrorCode.BAD_OPERAND)
+                            with m.Elif(beyond(fd, vl) | beyond(fa, vl)
+                                        | (binary & beyond(fb, vl))):
+                                fault(ErrorCode.SCRATCH_RANGE)
+                            with m.Elif(partial_overlap(fd, fa, vl)
+                                        | (binary & partial_overlap(fd, fb, vl))):
+                                fault(ErrorCode.SCRATCH_RANGE)
+                            with m.Else():
+                                m.d.sync += state.eq(_State.VEC_RUN)
+
+            with m.Case(_State.DESC):
+                m.d.sync += state.eq(_State.MV_CHECK)
+
+            with m.Case(_State.MV_CHECK):
+                rows, cols, split = df["rows"], df["cols"], df["split"]
+                mode = df["mode"]
+                desc_bad = ((p >= self.desc_count)
+                            | (df["reserved16"] != 0) | (df["reserved96"] != 0)
+                            | (mode > Mode.LSTM) | (mode == Mode.LSTM) | (split > cols)
+                            | (df["stream_base"] + df["n_words"] > cfg.weight_depth)
+                            | (df["param_base"] + rows > cfg.param_depth))
+                with m.If(desc_bad):
+                    fault(ErrorCode.BAD_DESCRIPTOR)
+                with m.Elif(beyond(a, split) | beyond(b, cols - split) | beyond(d, rows)):
+                    fault(ErrorCode.SCRATCH_RANGE)
+                with m.Else():
+                    m.d.comb += load.eq(1)
+                    # Start the engine with the last activation read: its last write
+                    # lands in the engine's CHECK cycle, before it reads the buffer.
+                    with m.If(cols <= 1):
+                        m.d.comb += eng.start.eq(1)
+                        m.d.sync += state.eq(_State.MV_RUN)
+                    with m.Else():
+                        m.d.sync += state.eq(_State.MV_LOAD)
+
+            with m.Case(_State.MV_LOAD):
+                m.d.comb += load.eq(1)
+                with m.If(lk == df["cols"] - 1):
+                    m.d.comb += eng.start.eq(1)
+                    m.d.sync += state.eq(_State.MV_RUN)
+
+            with m.Case(_State.MV_RUN):
+                with m.If(eng.done):
+                    m.d.sync += [macs.eq(macs + eng.macs),
+                                 zero_acts.eq(zero_acts + eng.zero_acts),
+                                 stalls.eq(stalls + eng.stalls)]
+                    with m.If(eng.error != 0):
+                        fault(eng.error)
+                    with m.Else():
+                        complete()
+
+            with m.Case(_State.LR_INDEX):
+                with m.If(sc_b.data >= vn):  # the index entry is unsigned
+                    fault(ErrorCode.BAD_OPERAND)
+                with m.Else():
+                    m.d.sync += [row.eq(sc_b.data), state.eq(_State.LR_ROW)]
+
+            with m.Case(_State.LR_ROW):
+                m.d.sync += [src.eq(a + row * vl), state.eq(_State.VEC_RUN)]
+
+            with m.Case(_State.VEC_RUN):
+                m.d.sync += rk.eq(rk + 1)
+                with m.If(rk == vl - 1):
+                    m.d.sync += state.eq(_State.VEC_DRAIN)
+
+            with m.Case(_State.VEC_DRAIN):
+                with m.If(is_argmax):
+                    with m.If(v1 & (wk == vl - 1)):
+                        m.d.sync += state.eq(_State.AM_WRITE)
+                with m.Elif(vec_we & (wk == vl - 1)):
+                    complete()
+
+            with m.Case(_State.AM_WRITE):
+                m.d.sync += result.eq(best_k)
+                complete()
+
+        # Host control last: it overrides whatever the sequencer was doing.
+        with m.If(self.soft_reset):
+            m.d.sync += [state.eq(_State.IDLE), busy.eq(0), done.eq(0)]
+        with m.Elif(self.start):
+            m.d.sync += [
+                state.eq(_State.FETCH), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
+                error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), cycles.eq(0),
+                instructions.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
+            ]
+        return m

@@ -1,0 +1,500 @@
+"""Processor in the Amaranth simulator against the ISS (``compiler.iss.Machine``).
+
+Every run is mirrored: the same host writes go to the ISS and to the RTL, both run the
+same program, and the whole scratchpad, ``RESULT``/``ERROR``/``FAULT_PC``, ``VL``/``VN``
+and ``SYNC_COUNT`` must agree bit for bit, instruction counts exactly, cycles within 5%.
+"""
+
+import numpy as np
+import pytest
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
+from amaranth.sim import Simulator
+
+from compiler.compile import compile_model
+from compiler.isa import (
+    Descriptor,
+    ErrorCode,
+    Instruction,
+    Mode,
+    Op,
+    ProcessorConfig,
+    encode,
+    pack_constant,
+)
+from compiler.iss import Machine
+from golden.model import ModelConfig, QuantConfig, random_float_model
+from golden.quantize import quantize_model
+from golden.weights import Encoding
+from hw.processor import DESC_FIELDS, Processor
+from sim import toolchain
+from sim.harness import Lfsr16
+from sim.job import CORRUPTIONS, corrupt, make_job
+
+CFG = ProcessorConfig(lanes=8, program_depth=128, weight_depth=1024, param_depth=256,
+                      scratch_depth=512, desc_depth=16, const_depth=8, max_rows=64,
+                      max_cols=64)
+STEPS = ("arbitrate", "encoder_fast", "encoder_slow", "predictor", "joint")
+
+
+class Bench(wiring.Component):
+    """``Processor`` with weight and parameter memories answering one cycle after a
+    request, and refusing requests at random (``wait_level``/256 per cycle, LFSRs seeded
+    from ``wait_seed`` at each start, as in ``sim.harness``)."""
+
+    def __init__(self, config: ProcessorConfig):
+        self.cpu = Processor(config=config)
+        self.weight_mem = Memory(shape=config.word_bits, depth=config.weight_depth, init=[])
+        self.param_mem = Memory(shape=72, depth=config.param_depth, init=[])
+        super().__init__({"wait_level": In(8), "wait_seed": In(16)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.cpu = cpu = self.cpu
+        m.submodules.weight_mem, m.submodules.param_mem = self.weight_mem, self.param_mem
+        for prefix, mem, salt in (("w", self.weight_mem, 0x5A5A), ("p", self.param_mem, 0x3C3C)):
+            m.submodules[f"{prefix}_lfsr"] = lfsr = Lfsr16()
+            m.d.comb += [lfsr.seed.eq(self.wait_seed ^ salt), lfsr.load.eq(cpu.start)]
+            rd = mem.read_port()
+            ready = lfsr.byte >= self.wait_level
+            take = getattr(cpu, f"{prefix}_req_valid") & ready
+            resp_valid = Signal(name=f"{prefix}_resp_valid")
+            m.d.sync += resp_valid.eq(take)
+            m.d.comb += [
+                getattr(cpu, f"{prefix}_req_ready").eq(ready),
+                rd.addr.eq(getattr(cpu, f"{prefix}_req_addr")), rd.en.eq(take),
+                getattr(cpu, f"{prefix}_resp_data").eq(rd.data),
+                getattr(cpu, f"{prefix}_resp_valid").eq(resp_valid),
+            ]
+        return m
+
+
+class Rig:
+    """Mirrors host writes into an ISS ``Machine`` and the simulated ``Processor``, runs
+    both and compares them. Records ``(label, iss_cycles, rtl_cycles)`` per clean run."""
+
+    def __init__(self, ctx, bench: Bench, config: ProcessorConfig):
+        self.ctx, self.bench, self.cpu = ctx, bench, bench.cpu
+        self.iss = Machine(config)
+        self.config = config
+        self.cycles: list[tuple[str, int, int]] = []
+
+    def _mem(self, mem, addr, values):
+        for i, v in enumerate(values):
+            self.ctx.set(mem.data[addr + i], int(v))
+
+    def program(self, addr, instructions):
+        words = [encode(i) if isinstance(i, Instruction) else i for i in instructions]
+        self.iss.write_program(addr, words)
+        self._mem(self.cpu.program_mem, addr, words)
+
+    def descriptor(self, index, desc):
+        raw = desc.pack() if isinstance(desc, Descriptor) else bytes(desc)
+        self.iss.write_descriptor(index, raw)
+        self._mem(self.cpu.desc_mem, index, [int.from_bytes(raw, "little")])
+
+    def constant(self, index, word):
+        self.iss.write_constant(index, word)
+        self._mem(self.cpu.const_mem, index, [word])
+
+    def weights(self, addr, words):
+        self.iss.write_weights(addr, words)
+        self._mem(self.bench.weight_mem, addr, words)
+
+    def params(self, addr, records):
+        self.iss.write_params(addr, records)
+        self._mem(self.bench.param_mem, addr, records)
+
+    def scratch(self, addr, values):
+        self.iss.write_scratch(addr, values)
+        self._mem(self.cpu.scratch_mem, addr, [int(v) & 0xFFFF for v in np.ravel(values)])
+
+    def registers(self, **regs):
+        for name, value in regs.items():
+            setattr(self.iss, name, value)
+            self.ctx.set(getattr(self.cpu, name), value)
+
+    def load(self, image):
+        self.iss.load(image)
+        cpu = self.cpu
+        self._mem(cpu.program_mem, 0, image.program)
+        self._mem(self.bench.weight_mem, 0, image.weights)
+        self._mem(self.bench.param_mem, 0, image.params)
+        self._mem(cpu.desc_mem, 0, [int.from_bytes(d.pack(), "little")
+                                    for d in image.descriptors])
+        self._mem(cpu.const_mem, 0, image.constants)
+        for addr, values in image.scratch_init:
+            self._mem(cpu.scratch_mem, addr, [int(v) & 0xFFFF for v in values])
+        for name, value in (("prog_len", len(image.program)),
+                            ("desc_count", len(image.descriptors)),
+                            ("const_count", len(image.constants))):
+            self.ctx.set(getattr(cpu, name), value)
+        self.ctx.set(cpu.watchdog, self.iss.watchdog)
+
+    def read_scratch(self):
+        mem = self.cpu.scratch_mem
+        raw = np.array([self.ctx.get(mem.data[i]) for i in range(self.config.scratch_depth)])
+        return raw.astype(np.uint16).view(np.int16)
+
+    async def run_rtl(self, pc, label="", *, limit=10000):
+        """Start the RTL alone at ``pc`` and wait for ``done`` (never a hang)."""
+        ctx, cpu = self.ctx, self.cpu
+        ctx.set(cpu.start_pc, pc)
+        ctx.set(cpu.start, 1)
+        await ctx.tick()
+        ctx.set(cpu.start, 0)
+        for _ in range(limit):
+            await ctx.tick()
+            if ctx.get(cpu.done):
+                break
+        else:
+            raise AssertionError(f"{label}: not done within {limit} cycles")
+        assert not ctx.get(cpu.busy)
+
+    async def run(self, pc, label="", *, unspecified=None, exact_cycles=True):
+        """Run at ``pc`` on both; ``unspecified`` is a scratch range not compared (the
+        destination after an engine error, ``docs/isa.md`` 4)."""
+        ctx, cpu = self.ctx, self.cpu
+        iss = self.iss.run(pc)
+        await self.run_rtl(pc, label, limit=40 * iss.cycles + 200)
+        got = {n: ctx.get(getattr(cpu, n)) for n in ("error", "result", "vl", "vn",
+                                                     "sync_count", "instructions")}
+        want = {"error": int(iss.error), "result": self.iss.result, "vl": self.iss.vl,
+                "vn": self.iss.vn, "sync_count": self.iss.sync_count,
+                "instructions": iss.instructions}
+        if iss.error:
+            got["fault_pc"], want["fault_pc"] = ctx.get(cpu.fault_pc), iss.fault_pc
+        assert got == want, f"{label}: registers {got} != ISS {want}"
+        rtl, ref = self.read_scratch(), self.iss.scratch.copy()
+        if unspecified is not None:
+            rtl[slice(*unspecified)] = ref[slice(*unspecified)]
+        bad = np.flatnonzero(rtl != ref)
+        assert bad.size == 0, (f"{label}: scratch differs at {bad[:8].tolist()}: "
+                               f"RTL {rtl[bad[:8]].tolist()} ISS {ref[bad[:8]].tolist()}")
+        if not iss.error:
+            cycles = ctx.get(cpu.cycles)
+            assert ctx.get(cpu.macs) + ctx.get(cpu.zero_acts) == iss.macs, label
+            if exact_cycles:
+                assert cycles == iss.cycles, f"{label}: {cycles} cycles, ISS {iss.cycles}"
+            self.cycles.append((label, iss.cycles, cycles))
+        return iss
+
+
+def simulate(body, config=CFG, *, wait_level=0, seed=1):
+    """Run ``await body(rig)`` in a fresh simulation; return the rig."""
+    bench = Bench(config)
+    out = {}
+
+    async def testbench(ctx):
+        ctx.set(bench.wait_level, wait_level)
+        ctx.set(bench.wait_seed, seed)
+        rig = Rig(ctx, bench, config)
+        await body(rig)
+        out["rig"] = rig
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return out["rig"]
+
+
+# ---------------------------------------------------------------------------- layout
+
+
+def test_descriptor_fields_match_the_compiler_layout():
+    desc = Descriptor(stream_base=0x11223344, n_words=0x55667788, param_base=0x0A0B0C0D,
+                      nnz=0x01020304, crc_stream=0xDEADBEEF, crc_params=0xCAFEF00D,
+                      rows=0x1234, cols=0x5678, split=0x0F0E, encoding=2, mode=3,
+                      const_index=0x42, cell_frac_bits=13, codebook=tuple(range(-8, 8)))
+    word = int.from_bytes(desc.pack(), "little")
+    for name, (lo, width) in DESC_FIELDS.items():
+        value = (word >> lo) & ((1 << width) - 1)
+        if name == "codebook":
+            assert value.to_bytes(16, "little") == bytes(c & 0xFF for c in desc.codebook)
+        elif name.startswith("reserved"):
+            assert value == 0
+        else:
+            assert value == getattr(desc, name), name
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def small_model(quant: QuantConfig, **sizes):
+    base = dict(feature_dim=8, fast_hidden=4, slow_hidden=6, enc_dim=6, arbitrator_hidden=4,
+                pred_embed=4, pred_hidden=4, joint_dim=6)
+    base.update(sizes)
+    mc = ModelConfig(vocabulary=("<b>", "a", "b", "c", "d"), quant=quant, **base)
+    rng = np.random.default_rng(5)
+    fm = random_float_model(mc, seed=3)
+    return quantize_model(fm, [rng.standard_normal((40, mc.feature_dim))], quant=quant)
+
+
+MODELS = {
+    "int4-50-tanh": (QuantConfig(weight_encoding="int4", sparsity=0.5), {}),
+    "int8-50-cell10-relu": (QuantConfig(sparsity=0.5, cell_frac_bits=10),
+                            {"joint_activation": "relu"}),
+    "codebook-50-cell14": (QuantConfig(weight_encoding="codebook4", sparsity=0.5,
+                                       cell_frac_bits=14), {}),
+}
+
+
+async def frames(rig, image, n_frames, seed):
+    """Greedy on-device decoding: state stays on chip; every step compared."""
+    rng = np.random.default_rng(seed)
+    region = image.region
+    F = region("feat").length
+    for t in range(n_frames):
+        rig.scratch(region("feat").addr, np.clip(rng.normal(0, 50, F), -128, 127).astype(int))
+        rig.scratch(region("backlog").addr, [int(rng.integers(0, 128))])
+        await rig.run(image.entry("arbitrate"), f"f{t} arbitrate")
+        branch = (rig.iss.result + t) % 2  # the arbitrator's pick, forced to switch
+        step = "encoder_slow" if branch else "encoder_fast"
+        await rig.run(image.entry(step), f"f{t} {step}")
+        rig.scratch(region("token").addr, [int(rng.integers(0, 5))])
+        await rig.run(image.entry("predictor"), f"f{t} predictor")
+        await rig.run(image.entry("joint"), f"f{t} joint")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_compiled_steps_match_the_iss(name):
+    quant, sizes = MODELS[name]
+    image = compile_model(small_model(quant, **sizes), CFG, fuse_lstm=False)
+
+    async def body(rig):
+        rig.load(image)
+        await frames(rig, image, 3, seed=len(name))
+
+    rig = simulate(body)
+    steps = {label.split()[1] for label, _, _ in rig.cycles}
+    assert steps == set(STEPS)
+    iss, rtl = sum(c[1] for c in rig.cycles), sum(c[2] for c in rig.cycles)
+    assert abs(rtl - iss) <= 0.05 * iss
+
+
+def test_wait_states_change_timing_not_results():
+    image = compile_model(small_model(MODELS["int4-50-tanh"][0]), CFG, fuse_lstm=False)
+
+    async def body(rig):
+        rig.load(image)
+        rng = np.random.default_rng(3)
+        for step in STEPS:
+            feat = image.region("feat")
+            rig.scratch(feat.addr, rng.integers(-128, 128, feat.length))
+            await rig.run(image.entry(step), step, exact_cycles=False)
+
+    rig = simulate(body, wait_level=160, seed=7)
+    slower = [(label, iss, rtl) for label, iss, rtl in rig.cycles if rtl > iss]
+    assert len(rig.cycles) == len(STEPS) and len(slower) == len(STEPS)
+
+
+# ---------------------------------------------------------------------------- directed
+
+I = Instruction  # noqa: E741
+
+
+def rand16(rng, n):
+    v = rng.integers(-32768, 32768, n)
+    v[:4] = (-32768, 32767, 0, -1)
+    return v
+
+
+def test_vector_instructions_match_the_iss():
+    """Every element-wise op, ARGMAX (with ties), LOADROW and SYNC, in place and not."""
+    rng = np.random.default_rng(2)
+    consts = [(int(rng.integers(1 << 30, 1 << 31)), int(s)) for s in (-31, -9, 0, 7)]
+    consts.append((0, 0))
+
+    async def body(rig):
+        for i, (mult, shift) in enumerate(consts):
+            rig.constant(i, pack_constant(mult, shift))
+        rig.registers(const_count=len(consts), prog_len=CFG.program_depth)
+        for trial in range(3):
+            n = int(rng.integers(1, 20))
+            rig.scratch(0, rand16(rng, 64))
+            rig.scratch(64, rand16(rng, 64))
+            rig.scratch(128, rng.integers(-2, 3, 32))  # small values: ARGMAX ties
+            rig.scratch(160, [int(rng.integers(0, 3))])  # LOADROW index
+            k = int(rng.integers(0, len(consts)))
+            prog = [I(Op.SETVL, a=n, b=3), I(Op.VCOPY, d=200, a=0),
+                    I(Op.VADD, d=220, a=0, b=64), I(Op.VADD, d=0, a=0, b=64),
+                    I(Op.VMUL, p=int(rng.integers(0, 32)), d=240, a=64, b=200),
+                    I(Op.VMUL, p=int(rng.integers(0, 32)), d=64, a=64, b=64),
+                    I(Op.VSHIFT, p=int(rng.integers(0, 16)), d=260, a=200),
+                    I(Op.VSHIFT, p=0x40 | int(rng.integers(0, 16)), d=280, a=200),
+                    I(Op.VSHIFT, p=0x20 | int(rng.integers(0, 32)), d=300, a=200),
+                    I(Op.VSHIFT, p=0x60 | int(rng.integers(0, 32)), d=200, a=200),
+                    I(Op.VREQ8, p=k, d=320, a=220),
+                    I(Op.VMULQ8, p=int(rng.integers(0, len(consts))), d=340, a=220, b=240),
+                    I(Op.SIGMOID, d=360, a=0), I(Op.TANH, d=0, a=0),
+                    I(Op.ARGMAX, d=380, a=128), I(Op.SYNC),
+                    I(Op.LOADROW, d=400, a=0, b=160), I(Op.HALT)]
+            rig.program(0, prog)
+            await rig.run(0, f"vector trial {trial}")
+        assert rig.iss.sync_count == 3
+
+    simulate(body)
+
+
+def layer(rig, job, *, index=0, base=0, **fields):
+    """Write ``job``'s stream and records at ``base`` and descriptor ``index`` for it."""
+    rig.weights(base, job.words)
+    rig.params(base, job.params)
+    f = job.fields()
+    desc = dict(stream_base=base, n_words=f["n_words"], param_base=base, nnz=f["nnz"],
+                crc_stream=f["crc_stream"], crc_params=f["crc_params"], rows=f["rows"],
+                cols=f["cols"], split=f["cols"], encoding=f["encoding"], mode=Mode.INT8,
+                codebook=job.header.codebook)
+    desc.update(fields)
+    rig.descriptor(index, Descriptor(**desc))
+    return desc
+
+
+def test_engine_errors_pass_through_and_the_next_start_recovers():
+    rng = np.random.default_rng(4)
+    good = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    good8 = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT8, lanes=8)
+    seen = set()
+
+    async def body(rig):
+        rig.registers(desc_count=1, prog_len=CFG.program_depth)
+        rig.scratch(0, good.x)
+        rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=0, d=300, a=0, b=0), I(Op.HALT)])
+        for kind in CORRUPTIONS:
+            if kind == "out_mode":  # the sequencer never hands the engine a bad mode
+                continue
+            base = good8 if kind == "int8_low_delta" else good
+            bad = corrupt(base, kind, CFG)
+            desc = layer(rig, bad, base=16)
+            run = await rig.run(0, kind, unspecified=(300, 300 + desc["rows"]))
+            seen.add(run.error)
+            layer(rig, base, base=16)
+            await rig.run(0, f"after {kind}")
+        # One column: the engine starts with the only activation read.
+        narrow = make_job(rng, rows=5, cols=1, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
+        rig.scratch(0, narrow.x)
+        layer(rig, narrow, base=16)
+        await rig.run(0, "one column")
+        layer(rig, narrow, base=16, cols=0, split=0)
+        seen.add((await rig.run(0, "no columns", unspecified=(300, 305))).error)
+
+    simulate(body)
+    engine_codes = {ErrorCode(c) for c in range(1, 10)}
+    assert engine_codes <= seen
+
+
+def test_every_sequencer_error_halts_cleanly_with_its_pc_and_start_recovers():
+    rng = np.random.default_rng(6)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    consts = [pack_constant(1 << 30, -3), pack_constant(5, 0), pack_constant(1 << 30, 8)]
+    seen = set()
+    V = [I(Op.SETVL, a=4, b=4)]
+    E = ErrorCode
+    cases = [  # (expected code, program run at 0, registers)
+        (E.ILLEGAL_OPCODE, [encode(I(Op.SETVL, a=4)), 0], {}),
+        (E.ILLEGAL_OPCODE, [I(0x7E)], {}),
+        (E.RESERVED_FIELD, [I(Op.HALT, p=1)], {}),
+        (E.RESERVED_FIELD, V + [I(Op.VMUL, p=0x20, d=200, a=0, b=0)], {}),
+        (E.RESERVED_FIELD, [I(Op.VSHIFT, p=0x80, d=200, a=0)], {}),
+        (E.RESERVED_FIELD, [I(Op.VCOPY, d=200, a=0, b=1)], {}),
+        (E.RESERVED_FIELD, [I(Op.SETVL, d=1)], {}),
+        (E.RESERVED_FIELD, [I(Op.ARGMAX, p=2, d=250, a=0)], {}),
+        (E.BAD_OPERAND, [I(Op.VSHIFT, p=16, d=200, a=0)], {}),
+        (E.BAD_OPERAND, [I(Op.VADD, d=200, a=0, b=0)], {}),
+        (E.BAD_OPERAND, [I(Op.ARGMAX, d=250, a=0)], {}),
+        (E.BAD_OPERAND, V + [I(Op.VREQ8, p=3, d=200, a=0)], {}),
+        (E.BAD_OPERAND, V + [I(Op.VREQ8, p=1, d=200, a=0)], {}),
+        (E.BAD_OPERAND, V + [I(Op.VMULQ8, p=2, d=200, a=0, b=0)], {}),
+        (E.BAD_OPERAND, [I(Op.SETVL, a=4), I(Op.LOADROW, d=200, a=0, b=160)], {}),
+        (E.BAD_OPERAND, V + [I(Op.LOADROW, d=200, a=0, b=161)], {}),
+        (E.SCRATCH_RANGE, V + [I(Op.VADD, d=510, a=0, b=0)], {}),
+        (E.SCRATCH_RANGE, V + [I(Op.VCOPY, d=101, a=100)], {}),
+        (E.SCRATCH_RANGE, V + [I(Op.VMUL, d=100, a=100, b=98)], {}),
+        (E.SCRATCH_RANGE, V + [I(Op.LOADROW, d=10, a=0, b=160)], {}),
+        (E.SCRATCH_RANGE, V + [I(Op.ARGMAX, d=250, a=510)], {}),
+        (E.SCRATCH_RANGE, V + [I(Op.ARGMAX, d=512, a=0)], {}),
+        (E.SCRATCH_RANGE, [I(Op.MATVEC, p=0, d=505, a=0, b=0)], {}),
+        (E.SCRATCH_RANGE, [I(Op.MATVEC, p=0, d=300, a=490, b=0)], {}),
+        (E.SCRATCH_RANGE, [I(Op.MATVEC, p=8, d=300, a=0, b=505)], {}),
+        *[(E.BAD_DESCRIPTOR, [I(Op.MATVEC, p=i, d=300, a=0, b=0)], {})
+          for i in (*range(1, 7), 9)],
+        (E.PC_OVERRUN, [I(Op.SETVL)], {"prog_len": 1}),
+        (E.WATCHDOG, [I(Op.SYNC)] * 3 + [I(Op.HALT)], {"watchdog": 2}),
+    ]
+
+    async def body(rig):
+        for i, k in enumerate(consts):
+            rig.constant(i, k)
+        rig.scratch(0, rng.integers(-128, 128, 200))
+        rig.scratch(160, [1, 9])  # LOADROW indices: in range, out of range
+        d = layer(rig, job, base=0)
+        layer(rig, job, index=8, base=0, split=30)
+        bad = [dict(reserved=1), dict(mode=Mode.LSTM), dict(mode=4),
+               dict(split=41), dict(stream_base=1024 - d["n_words"] + 1),
+               dict(param_base=256 - 12 + 1)]
+        for i, kw in enumerate(bad, start=1):
+            layer(rig, job, index=i, base=0, **kw)
+        defaults = dict(prog_len=CFG.program_depth, desc_count=9, const_count=len(consts),
+                        watchdog=CFG.program_depth)
+        good = [I(Op.SETVL, a=4), I(Op.VADD, d=200, a=0, b=8), I(Op.SYNC),
+                I(Op.MATVEC, p=8, d=300, a=0, b=100), I(Op.ARGMAX, d=250, a=300), I(Op.HALT)]
+        rig.program(100, good)
+        for n, (code, prog, regs) in enumerate(cases):
+            rig.registers(**defaults)
+            rig.program(0, prog)
+            rig.registers(**regs)
+            run = await rig.run(0, f"case {n}")  # equal to the ISS, FAULT_PC included
+            want_pc = {E.PC_OVERRUN: 1, E.WATCHDOG: 2}.get(code, len(prog) - 1)
+            assert (run.error, run.fault_pc) == (code, want_pc), f"case {n}"
+            seen.add(run.error)
+            rig.registers(**defaults)
+            await rig.run(100, f"recovery {n}")
+        await rig.run(CFG.program_depth, "bad START_PC")  # PC_OVERRUN at the entry
+        # The fused LSTM needs the cell unit: this core rejects the opcode.
+        rig.program(0, [I(Op.LSTM, p=0, d=300, a=0)])
+        await rig.run_rtl(0, "LSTM")
+        assert (rig.ctx.get(rig.cpu.error), rig.ctx.get(rig.cpu.fault_pc)) == (
+            ErrorCode.ILLEGAL_OPCODE, 0)
+
+    simulate(body)
+    assert seen == {ErrorCode(c) for c in range(0x10, 0x17)}
+
+
+def test_start_and_soft_reset_abort_a_run():
+    rng = np.random.default_rng(8)
+    job = make_job(rng, rows=30, cols=60, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
+
+    async def body(rig):
+        ctx, cpu = rig.ctx, rig.cpu
+        rig.registers(desc_count=1, prog_len=CFG.program_depth)
+        rig.scratch(0, job.x)
+        layer(rig, job)
+        rig.program(0, [I(Op.MATVEC, p=0, d=300, a=0, b=0), I(Op.SETVL, a=30),
+                        I(Op.TANH, d=400, a=300), I(Op.HALT)])
+        for abort, when in ((cpu.start, 40), (cpu.soft_reset, 90), (cpu.start, 125)):
+            ctx.set(cpu.start, 1)
+            await ctx.tick()
+            ctx.set(cpu.start, 0)
+            await ctx.tick().repeat(when)
+            assert ctx.get(cpu.busy)
+            ctx.set(abort, 1)
+            await ctx.tick()
+            ctx.set(abort, 0)
+            if abort is cpu.soft_reset:
+                await ctx.tick()
+                assert not ctx.get(cpu.busy) and not ctx.get(cpu.done)
+            await rig.run(0, f"after abort at {when}")  # same program: same results
+
+    simulate(body)
+
+
+def test_verilog_top_is_processor_with_named_units():
+    text = toolchain.generate_verilog(Processor(config=CFG), "processor")
+    names = {line[7:].split("(")[0].strip().lstrip("\\") for line in text.splitlines()
+             if line.startswith("module ")}
+    assert "processor" in names
+    assert {"processor.engine", "processor.vector_alu", "processor.activation_lut"} <= names
+    assert all(n == "processor" or n.startswith("processor.") for n in names)
