@@ -25,10 +25,12 @@ from golden.weights import PARAM_BYTES
 
 from .activation_lut import ActivationLut
 from .config import EngineConfig
+from .lstm_cell import LstmCell
 from .matvec_engine import MatVecEngine
+from .requantizer import MODE_INT16
 from .vector_alu import OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
 
-__all__ = ["DESC_FIELDS", "IMPLEMENTED_OPS", "Processor"]
+__all__ = ["CELL_TAIL_CYCLES", "DESC_FIELDS", "Processor"]
 
 #: Descriptor fields as (low bit, width) of the 512-bit little-endian record
 #: (``compiler.isa.Descriptor``; ``tests/unit/test_processor.py`` checks them against it).
@@ -40,9 +42,12 @@ DESC_FIELDS = {
     "reserved96": (416, 96),
 }
 
-#: Opcodes this core executes; the fused ``LSTM`` needs the LSTM cell unit (not built
-#: yet), so it decodes as ``ILLEGAL_OPCODE`` and programs use ``fuse_lstm=False``.
-IMPLEMENTED_OPS = tuple(op for op in Op if op != Op.LSTM)
+#: ``LSTM`` cycles after the engine's ``done`` (``MATVEC`` completes there). The worst
+#: case, the last unit's ``g`` and ``o`` rows back to back, writes the last ``h'`` then:
+#: o's lookup (3), the cell's join with tanh(c') (3), the requantizer (6), less the
+#: engine's own 3 cycles from its last row to ``done``. Faster cases wait for it, so the
+#: count is fixed.
+CELL_TAIL_CYCLES = 9
 
 _ALU_OPS = {Op.VADD: OP_ADD, Op.VMUL: OP_MUL_RSHIFT, Op.VSHIFT: OP_SHIFT,
             Op.VREQ8: OP_MUL_REQUANT, Op.VMULQ8: OP_MUL_REQUANT}
@@ -57,24 +62,27 @@ class _State(enum.Enum, shape=4):
     DESC = 3  # descriptor read
     MV_CHECK = 4  # descriptor and range checks, first activation read
     MV_LOAD = 5  # activation load, one entry per cycle
-    MV_RUN = 6  # engine running, rows written to scratch
+    MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
     LR_INDEX = 7  # LOADROW: index arrives, checked
     LR_ROW = 8  # LOADROW: row address multiply
     VEC_RUN = 9  # one element read per cycle
     VEC_DRAIN = 10  # unit pipeline drains
     AM_WRITE = 11  # ARGMAX: index to RESULT and scratch
+    LSTM_TAIL = 12  # the cell unit drains
 
 
 class Processor(wiring.Component):
     """The NEP processor: program, descriptor, constant and scratch memories, a blocking
-    sequencer, the matrix-vector engine, the vector ALU and the activation lookup unit.
+    sequencer, the matrix-vector engine, the LSTM cell unit, the vector ALU and the
+    activation lookup unit.
 
     Pulsing ``start`` (at any time) begins a run at ``start_pc``: ``VL``/``VN``, the error
     and the counters clear; scratch, ``RESULT``, ``SYNC_COUNT`` and memories persist. The
     run ends with ``done`` high and ``busy`` low after ``HALT`` (``error`` 0) or at the
     first failing check of ``docs/isa.md`` section 4 (``error`` the code, ``fault_pc`` the
     instruction's PC). ``soft_reset`` stops a run and returns to idle. Instruction cycles
-    follow ``compiler.isa.instruction_cycles`` exactly without memory wait states.
+    follow ``compiler.isa.instruction_cycles`` exactly without memory wait states, except
+    that ``LSTM`` takes ``MATVEC`` + ``CELL_TAIL_CYCLES``.
 
     Parameters
     ----------
@@ -152,6 +160,9 @@ class Processor(wiring.Component):
         eng, alu, lut = MatVecEngine(self.engine_config), VectorAlu(), ActivationLut()
         for name, unit in (("engine", eng), ("vector_alu", alu), ("activation_lut", lut)):
             m.submodules[name] = ResetInserter(unit_reset)(unit)
+        # The cell unit also restarts with each LSTM: its gate and unit counters at 0.
+        cell, cell_reset = LstmCell(), Signal()
+        m.submodules.lstm_cell = ResetInserter(unit_reset | cell_reset)(cell)
 
         m.submodules.program_mem = self.program_mem
         m.submodules.desc_mem = self.desc_mem
@@ -206,11 +217,14 @@ class Processor(wiring.Component):
         df = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
         m.d.comb += desc_rd.addr.eq(Mux(state == _State.DECODE, f["p"], p))
 
-        # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``).
+        # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
+        # the instruction's p at decode, the descriptor's const_index for LSTM after.
         cm, cs = Signal(signed(32)), Signal(signed(32))
-        m.d.comb += [const_rd.addr.eq(f["p"]), cm.eq(const_rd.data[:32]),
+        const_index = Signal(8)
+        m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], df["const_index"])),
+                     const_rd.addr.eq(const_index), cm.eq(const_rd.data[:32]),
                      cs.eq(const_rd.data[32:])]
-        const_bad = ((f["p"] >= self.const_count)
+        const_bad = ((const_index >= self.const_count)
                      | ~((cm == 0) | (cm[30:32] == 0b01))
                      | (cs < -MAX_RIGHT_SHIFT) | (cs > MAX_LEFT_SHIFT))
         k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
@@ -229,6 +243,10 @@ class Processor(wiring.Component):
             is_alu.eq(op.matches(*_ALU_OPS)), is_lut.eq(op.matches(*_LUT_OPS)),
             is_copy.eq(op.matches(*_COPY_OPS)), is_argmax.eq(op == Op.ARGMAX),
         ]
+        is_lstm = Signal()  # LSTM: H = rows / 4, gate rows to the lookup unit
+        hidden = Signal(16)
+        m.d.comb += [is_lstm.eq(op == Op.LSTM), hidden.eq(df["rows"][2:])]
+        gate_rows = (state == _State.MV_RUN) & is_lstm
         xa, xb = sc_a.data.as_signed(), sc_b.data.as_signed()
         alu_op = Signal(2)
         with m.Switch(op):
@@ -244,8 +262,13 @@ class Processor(wiring.Component):
                          Mux(op == Op.VSHIFT, Mux(right, -amount, amount), k_shift))),
             alu.multiplier.eq(k_mult),
             alu.sat8.eq(Mux(op == Op.VSHIFT, sat8, op.matches(Op.VREQ8, Op.VMULQ8))),
-            lut.in_valid.eq(v1 & is_lut), lut.z.eq(xa), lut.func.eq(op == Op.TANH),
         ]
+        with m.If(gate_rows):
+            m.d.comb += [lut.in_valid.eq(eng.out_we), lut.z.eq(eng.out_data),
+                         lut.func.eq(eng.out_addr[:2] == 2)]
+        with m.Else():
+            m.d.comb += [lut.in_valid.eq(v1 & is_lut), lut.z.eq(xa),
+                         lut.func.eq(op == Op.TANH)]
         vec_we = Signal()
         vec_y = Signal(16)
         m.d.comb += [
@@ -273,13 +296,27 @@ class Processor(wiring.Component):
         with m.If(load):
             m.d.sync += lk.eq(lk + 1)
 
+        # LSTM: state at d (h, then c at d + H); gate rows through sigmoid (gates 0, 1,
+        # 3) or tanh (gate 2) on the shared lookup unit, into the cell unit.
+        m.d.comb += [
+            cell.in_valid.eq(is_lstm & lut.out_valid), cell.y.eq(lut.y),
+            cell.cell_frac_bits.eq(df["cell_frac_bits"]),
+            cell.multiplier.eq(k_mult), cell.shift.eq(k_shift),
+            cell.c_data.eq(sc_b.data.as_signed()),
+        ]
+        tail_k = Signal(range(CELL_TAIL_CYCLES))
+        h_written = Signal(16)  # h' entries written by the end of this cycle
+        m.d.comb += h_written.eq(wk + (cell.w_en & ~cell.w_cell))
+        with m.If(is_lstm & ((state == _State.MV_RUN) | (state == _State.LSTM_TAIL))):
+            m.d.sync += wk.eq(h_written)
+
         # Engine: header fields straight from the descriptor, addresses offset.
         for name in ("rows", "cols", "n_words", "nnz", "encoding", "crc_stream",
                      "crc_params"):
             m.d.comb += getattr(eng, name).eq(df[name])
         m.d.comb += [
             eng.codebook.as_value().eq(df["codebook"]),
-            eng.out_mode.eq(df["mode"][:2]),
+            eng.out_mode.eq(Mux(df["mode"] == Mode.LSTM, MODE_INT16, df["mode"][:2])),
             self.w_req_addr.eq(df["stream_base"] + eng.w_req_addr),
             self.w_req_valid.eq(eng.w_req_valid), eng.w_req_ready.eq(self.w_req_ready),
             eng.w_resp_data.eq(self.w_resp_data), eng.w_resp_valid.eq(self.w_resp_valid),
@@ -294,13 +331,20 @@ class Processor(wiring.Component):
                 m.d.comb += sc_b.addr.eq(f["b"])  # LOADROW's index
             with m.Case(_State.MV_CHECK, _State.MV_LOAD):
                 m.d.comb += sc_a.addr.eq(Mux(lk < df["split"], a + lk,
-                                             b + lk - df["split"]))
+                                             Mux(is_lstm, d, b) + lk - df["split"]))
+            with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
+                m.d.comb += sc_b.addr.eq(d + hidden + cell.c_index)
             with m.Case(_State.VEC_RUN):
                 m.d.comb += [sc_a.addr.eq(src + rk), sc_b.addr.eq(b + rk)]
         with m.Switch(state):
-            with m.Case(_State.MV_RUN):
-                m.d.comb += [sc_w.en.eq(eng.out_we), sc_w.addr.eq(d + eng.out_addr),
-                             sc_w.data.eq(eng.out_data)]
+            with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
+                with m.If(is_lstm):
+                    m.d.comb += [sc_w.en.eq(cell.w_en),
+                                 sc_w.addr.eq(d + Mux(cell.w_cell, hidden, 0) + cell.w_index),
+                                 sc_w.data.eq(cell.w_data)]
+                with m.Else():
+                    m.d.comb += [sc_w.en.eq(eng.out_we), sc_w.addr.eq(d + eng.out_addr),
+                                 sc_w.data.eq(eng.out_data)]
             with m.Case(_State.AM_WRITE):
                 m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(best_k)]
             with m.Case(_State.VEC_RUN, _State.VEC_DRAIN):
@@ -310,7 +354,7 @@ class Processor(wiring.Component):
         # Word checks of section 4.2: opcode, reserved fields and p bits, VSHIFT amount.
         legal, reserved = Signal(), Signal()
         with m.Switch(f["opcode"]):
-            for o in IMPLEMENTED_OPS:
+            for o in Op:
                 with m.Case(o):
                     nz = [f[name] != 0 for name in RESERVED_FIELDS[o]]
                     mask = P_RESERVED_MASK.get(o, 0)
@@ -357,7 +401,7 @@ class Processor(wiring.Component):
                         with m.Case(Op.SETVL):
                             m.d.sync += [vl.eq(fa), vn.eq(fb)]
                             complete()
-                        with m.Case(Op.MATVEC):
+                        with m.Case(Op.MATVEC, Op.LSTM):
                             m.d.sync += state.eq(_State.DESC)
                         with m.Case(Op.ARGMAX):
                             with m.If(vl == 0):
@@ -394,17 +438,25 @@ class Processor(wiring.Component):
             with m.Case(_State.MV_CHECK):
                 rows, cols, split = df["rows"], df["cols"], df["split"]
                 mode = df["mode"]
+                cfb = df["cell_frac_bits"]
+                lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + hidden != cols)
+                            | (cfb < 8) | (cfb > 15) | const_bad)
                 desc_bad = ((p >= self.desc_count)
                             | (df["reserved16"] != 0) | (df["reserved96"] != 0)
-                            | (mode > Mode.LSTM) | (mode == Mode.LSTM) | (split > cols)
+                            | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
+                            | (split > cols)
                             | (df["stream_base"] + df["n_words"] > cfg.weight_depth)
-                            | (df["param_base"] + rows > cfg.param_depth))
+                            | (df["param_base"] + rows > cfg.param_depth)
+                            | (is_lstm & lstm_bad))
+                range_bad = beyond(a, split) | Mux(is_lstm, beyond(d, 2 * hidden),
+                                                   beyond(b, cols - split) | beyond(d, rows))
+                m.d.sync += [k_mult.eq(cm), k_shift.eq(cs)]
                 with m.If(desc_bad):
                     fault(ErrorCode.BAD_DESCRIPTOR)
-                with m.Elif(beyond(a, split) | beyond(b, cols - split) | beyond(d, rows)):
+                with m.Elif(range_bad):
                     fault(ErrorCode.SCRATCH_RANGE)
                 with m.Else():
-                    m.d.comb += load.eq(1)
+                    m.d.comb += [load.eq(1), cell_reset.eq(1)]
                     # Start the engine with the last activation read: its last write
                     # lands in the engine's CHECK cycle, before it reads the buffer.
                     with m.If(cols <= 1):
@@ -426,8 +478,17 @@ class Processor(wiring.Component):
                                  stalls.eq(stalls + eng.stalls)]
                     with m.If(eng.error != 0):
                         fault(eng.error)
+                    with m.Elif(is_lstm):
+                        m.d.sync += [tail_k.eq(0), state.eq(_State.LSTM_TAIL)]
                     with m.Else():
                         complete()
+
+            with m.Case(_State.LSTM_TAIL):
+                # A fixed tail; waiting for the last h' as well keeps a slow cell safe.
+                with m.If((tail_k == CELL_TAIL_CYCLES - 1) & (h_written == hidden)):
+                    complete()
+                with m.Elif(tail_k != CELL_TAIL_CYCLES - 1):
+                    m.d.sync += tail_k.eq(tail_k + 1)
 
             with m.Case(_State.LR_INDEX):
                 with m.If(sc_b.data >= vn):  # the index entry is unsigned

@@ -1,0 +1,149 @@
+"""LSTM cell unit: activated gates of one unit in, new cell and hidden state out."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.lstm import GATE_FRAC_BITS, OUT_FRAC_BITS
+
+from .activation_lut import ActivationLut
+from .fixed_point import rounding_divide_by_pot, saturate
+from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, Requantizer
+
+__all__ = ["LstmCell"]
+
+#: Cycles from the requantizer's input to its output (``hw.requantizer``).
+_RQ_LATENCY = 6
+
+
+class LstmCell(wiring.Component):
+    """The fused ``LSTM`` instruction's cell (``docs/isa.md`` 3.2, ``numerics.md``).
+
+    Takes the activated gates in row order ``i, f, g, o`` of unit 0, 1, ... (Q0.15, at
+    most one per cycle, any gaps), and for unit ``j`` computes
+    ``c' = sat16(sat16(RDBPOT(f c, 15)) + sat16(RDBPOT(i g, 30 - n)))``,
+    ``t = tanh(cell_to_q3_12(c'))`` and ``h' = sat8(MBQM(o t, M_h, s_h))``, bit-exact with
+    ``golden.lstm``. Reset it before each instruction: the gate and unit counters start
+    at 0.
+
+    Pipeline: ``f c`` is multiplied when ``f`` arrives, ``i g`` when ``g`` arrives; the
+    next cycle rounds, adds and converts ``c'`` into its own tanh lookup (3 cycles); the
+    product ``o t`` enters a ``Requantizer`` as soon as both ``t`` and ``o`` are there.
+    ``c'[j]`` is written the cycle before ``h'[j]``: units are at least 4 cycles apart,
+    so the two writes of one unit never meet another unit's on the single write port.
+    From ``g`` directly followed by ``o``, ``h'`` is written 10 cycles after ``g``.
+
+    Interface
+    ---------
+    in_valid : In(1) ; y : In(signed(16))
+        One activated gate (Q0.15).
+    cell_frac_bits : In(4)
+        ``n``, 8..15; held for the whole instruction.
+    multiplier : In(signed(32)) ; shift : In(signed(8))
+        ``(M_h, s_h)``; held for the whole instruction.
+    c_index : Out(16) ; c_data : In(signed(16))
+        Cell state read: ``c_data`` is ``c[c_index]`` one cycle after the index (a
+        synchronous read port). It is taken with ``f``; the index is that of the unit
+        whose gates arrive and only changes after its ``o``.
+    w_en, w_cell : Out(1) ; w_index : Out(16) ; w_data : Out(signed(16))
+        One write per cycle: ``c'[w_index]`` if ``w_cell`` else ``h'[w_index]``
+        (sign-extended int8).
+    """
+
+    def __init__(self):
+        super().__init__({
+            "in_valid": In(1), "y": In(signed(16)), "cell_frac_bits": In(4),
+            "multiplier": In(signed(32)), "shift": In(signed(8)),
+            "c_index": Out(16), "c_data": In(signed(16)),
+            "w_en": Out(1), "w_cell": Out(1), "w_index": Out(16), "w_data": Out(signed(16)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tanh = lut = ActivationLut()
+        m.submodules.requantizer = rq = Requantizer()
+        n = self.cell_frac_bits
+
+        # Gate arrival: gate number and unit index.
+        gate, unit = Signal(2), Signal(16)
+        m.d.comb += self.c_index.eq(unit)
+        with m.If(self.in_valid):
+            m.d.sync += gate.eq(gate + 1)
+            with m.If(gate == 3):
+                m.d.sync += unit.eq(unit + 1)
+
+        # Products as the gates arrive (|f c|, |i g| <= 2^30).
+        i_q, o_q = Signal(signed(16)), Signal(signed(16))
+        fc_p, ig_p = Signal(signed(32)), Signal(signed(32))
+        cell_v = Signal()  # the cycle after g: c' is formed
+        m.d.sync += cell_v.eq(self.in_valid & (gate == 2))
+        o_now = self.in_valid & (gate == 3)
+        with m.If(self.in_valid):
+            with m.Switch(gate):
+                with m.Case(0):
+                    m.d.sync += i_q.eq(self.y)
+                with m.Case(1):
+                    m.d.sync += fc_p.eq(self.y * self.c_data)
+                with m.Case(2):
+                    m.d.sync += ig_p.eq(i_q * self.y)
+                with m.Case(3):
+                    m.d.sync += o_q.eq(self.y)
+
+        # c' and the Q3.12 tanh input, straight into the lookup's address stage.
+        fc = saturate(rounding_divide_by_pot(m, fc_p, OUT_FRAC_BITS, name="fc"),
+                      INT16_MIN, INT16_MAX)
+        ig_shift = Signal(5)
+        m.d.comb += ig_shift.eq(2 * OUT_FRAC_BITS - n)
+        ig = saturate(rounding_divide_by_pot(m, ig_p, ig_shift, name="ig"),
+                      INT16_MIN, INT16_MAX)
+        c_new = Signal(signed(16))
+        m.d.comb += c_new.eq(saturate(fc + ig, INT16_MIN, INT16_MAX))
+        left, right = Signal(3), Signal(2)
+        m.d.comb += [left.eq(Mux(n < GATE_FRAC_BITS, GATE_FRAC_BITS - n, 0)),
+                     right.eq(Mux(n > GATE_FRAC_BITS, n - GATE_FRAC_BITS, 0))]
+        t_in = Mux(n < GATE_FRAC_BITS, saturate(c_new << left, INT16_MIN, INT16_MAX),
+                   rounding_divide_by_pot(m, c_new, right, name="cell_q3_12"))
+        m.d.comb += [lut.in_valid.eq(cell_v), lut.z.eq(t_in), lut.func.eq(1)]
+        c_q = Signal(signed(16))
+        with m.If(cell_v):
+            m.d.sync += c_q.eq(c_new)
+
+        # Join t and o (either may come first), then MBQM(o t) to int8.
+        have_t, have_o = Signal(), Signal()
+        t_q = Signal(signed(16))
+        t_now = lut.out_valid
+        t_val = Mux(t_now, lut.y, t_q)
+        o_val = Mux(o_now, self.y, o_q)
+        fire = (t_now | have_t) & (o_now | have_o)
+        with m.If(t_now):
+            m.d.sync += t_q.eq(lut.y)
+        with m.If(fire):
+            m.d.sync += [have_t.eq(0), have_o.eq(0)]
+        with m.Else():
+            with m.If(t_now):
+                m.d.sync += have_t.eq(1)
+            with m.If(o_now):
+                m.d.sync += have_o.eq(1)
+        m.d.comb += [
+            rq.in_valid.eq(fire), rq.acc.eq(o_val * t_val), rq.bias.eq(0),
+            rq.multiplier.eq(self.multiplier), rq.shift.eq(self.shift), rq.mode.eq(MODE_INT8),
+        ]
+
+        # c' follows its unit down the requantizer, to be written one cycle before h'.
+        c_line = [Signal(signed(16), name=f"c_line{k}") for k in range(_RQ_LATENCY - 1)]
+        c_valid = [Signal(name=f"c_valid{k}") for k in range(_RQ_LATENCY - 1)]
+        m.d.sync += [c_line[0].eq(c_q), c_valid[0].eq(fire)]
+        m.d.sync += [c_line[k].eq(c_line[k - 1]) for k in range(1, len(c_line))]
+        m.d.sync += [c_valid[k].eq(c_valid[k - 1]) for k in range(1, len(c_valid))]
+
+        written = Signal(16)
+        with m.If(rq.out_valid):
+            m.d.sync += written.eq(written + 1)
+        m.d.comb += [
+            self.w_en.eq(c_valid[-1] | rq.out_valid), self.w_cell.eq(c_valid[-1]),
+            self.w_index.eq(written),
+            self.w_data.eq(Mux(c_valid[-1], c_line[-1], rq.out)),
+        ]
+        return m

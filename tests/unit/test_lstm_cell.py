@@ -1,0 +1,100 @@
+"""LSTM cell unit against ``golden.lstm``, bit for bit, for every cell format."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.lstm import CELL_FRAC_BITS_RANGE, cell_to_q3_12, cell_update, tanh_q15
+from golden.numerics import requantize_to_int8
+from hw.lstm_cell import LstmCell
+from sim import toolchain
+
+EXTREMES = (-32768, 32767, 0, -1, 1)
+
+
+def golden_cell(i, f, g, o, c, n, mult, shift):
+    c_new = cell_update(f, c, i, g, n)
+    t = tanh_q15(cell_to_q3_12(c_new, n))
+    return requantize_to_int8(o * t, mult, shift), c_new
+
+
+def run_cell(gates, c, n, mult, shift, gaps):
+    """Feed ``gates`` [H, 4] with ``gaps[k]`` idle cycles before gate ``k``; return the
+    writes as ``{(is_cell, index): value}`` and the cycle of the last write after the
+    last gate."""
+    dut = LstmCell()
+    writes, last = {}, {}
+
+    async def bench(ctx):
+        ctx.set(dut.cell_frac_bits, n)
+        ctx.set(dut.multiplier, mult)
+        ctx.set(dut.shift, shift)
+        stream = []
+        for k, v in enumerate(gates.reshape(-1)):
+            stream += [None] * int(gaps[k]) + [int(v)]
+        stream += [None] * 20
+        for cycle, v in enumerate(stream):
+            ctx.set(dut.in_valid, v is not None)
+            ctx.set(dut.y, 0 if v is None else v)
+            index = ctx.get(dut.c_index)
+            if ctx.get(dut.w_en):
+                key = (ctx.get(dut.w_cell), ctx.get(dut.w_index))
+                assert key not in writes, f"{key} written twice"
+                writes[key] = ctx.get(dut.w_data)
+                last["cycle"] = cycle
+            if v is not None:
+                last["gate"] = cycle
+            await ctx.tick()
+            ctx.set(dut.c_data, int(c[index]) if index < len(c) else 0)  # synchronous read
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return writes, last["cycle"] - last["gate"]
+
+
+@pytest.mark.parametrize("n", list(CELL_FRAC_BITS_RANGE))
+def test_cell_matches_golden_for_every_cell_format(n):
+    rng = np.random.default_rng(n)
+    H = 24
+    gates = rng.integers(-32768, 32768, (H, 4))
+    gates[:, (0, 1, 3)] = rng.integers(0, 32768, (H, 3))  # sigmoid range, mostly
+    gates[:len(EXTREMES)] = np.array(EXTREMES)[:, None]  # full int16 extremes too
+    gates[5] = (32767, 32767, 32767, -32768)
+    c = rng.integers(-32768, 32768, H)
+    c[:len(EXTREMES)] = EXTREMES
+    mult = int(rng.integers(1 << 30, 1 << 31))
+    shift = int(rng.integers(-31, 8))
+    gaps = rng.choice([0, 0, 0, 1, 3, 9], gates.size)
+    writes, _ = run_cell(gates, c, n, mult, shift, gaps)
+    h_ref, c_ref = golden_cell(*gates.T.astype(np.int64), c.astype(np.int64), n, mult, shift)
+    assert len(writes) == 2 * H
+    h = np.array([writes[(0, j)] for j in range(H)]).astype(np.uint16).view(np.int16)
+    c_new = np.array([writes[(1, j)] for j in range(H)]).astype(np.uint16).view(np.int16)
+    np.testing.assert_array_equal(c_new, c_ref)
+    np.testing.assert_array_equal(h, h_ref)
+
+
+def test_constant_extremes_and_back_to_back_latency():
+    """Zero multiplier and both shift limits; with no gaps the last ``h'`` follows the
+    last gate (``o``) by 9 cycles, after any spacing by at most that."""
+    rng = np.random.default_rng(99)
+    H = 8
+    gates = rng.integers(-32768, 32768, (H, 4))
+    c = rng.integers(-32768, 32768, H)
+    for mult, shift in ((0, 0), ((1 << 31) - 1, 7), (1 << 30, -31)):
+        for gaps in (np.zeros(4 * H, int), rng.choice([0, 5, 20], 4 * H)):
+            writes, tail = run_cell(gates, c, 12, mult, shift, gaps)
+            h_ref, c_ref = golden_cell(*gates.T.astype(np.int64), c.astype(np.int64), 12,
+                                       mult, shift)
+            h = np.array([writes[(0, j)] for j in range(H)]).astype(np.uint16).view(np.int16)
+            np.testing.assert_array_equal(h, h_ref)
+            assert tail <= 9
+            if not gaps.any():
+                assert tail == 9
+
+
+def test_verilog_name():
+    text = toolchain.generate_verilog(LstmCell(), "lstm_cell")
+    assert any(line.startswith("module lstm_cell(") for line in text.splitlines())
