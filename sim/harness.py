@@ -42,6 +42,27 @@ class Lfsr16(wiring.Component):
 #: Seeds of the two wait-state generators are ``wait_seed`` XOR these (``sim.perf_model``).
 WEIGHT_SALT, PARAM_SALT = 0x5A5A, 0x3C3C
 
+def serve_with_wait_states(m, client, prefix, *, addr, en, data, seed, load, wait_level):
+    """Answer ``client``'s ``{prefix}_req``/``{prefix}_resp`` port from a RAM read port
+    (``addr``, ``en``, ``data``: one cycle latency), refusing requests at random: an
+    ``Lfsr16`` loaded with ``seed`` when ``load`` is high gives a wait state on cycles whose
+    byte is below ``wait_level`` (out of 256). ``sim.perf_model`` replays the same LFSR."""
+    lfsr = Lfsr16()
+    m.submodules[f"{prefix}_lfsr"] = lfsr
+    m.d.comb += [lfsr.seed.eq(seed), lfsr.load.eq(load)]
+    ready = lfsr.byte >= wait_level
+    take = getattr(client, f"{prefix}_req_valid") & ready
+    resp_valid = Signal(name=f"{prefix}_resp_valid")
+    m.d.sync += resp_valid.eq(take)
+    m.d.comb += [
+        getattr(client, f"{prefix}_req_ready").eq(ready),
+        addr.eq(getattr(client, f"{prefix}_req_addr")),
+        en.eq(take),
+        getattr(client, f"{prefix}_resp_data").eq(data),
+        getattr(client, f"{prefix}_resp_valid").eq(resp_valid),
+    ]
+
+
 #: Behavioural RAM used instead of Amaranth memories in Verilator builds.
 SIM_RAM_VERILOG = Path(__file__).with_name("verilog") / "nep_sim_ram.v"
 
@@ -119,22 +140,12 @@ class MatVecHarness(wiring.Component):
                      "nnz_seen"):
             m.d.comb += getattr(self, name).eq(getattr(eng, name))
 
-        for prefix, ram, salt in (("w", self._rams["weight_mem"], WEIGHT_SALT),
-                                  ("p", self._rams["param_mem"], PARAM_SALT)):
-            lfsr = Lfsr16()
-            m.submodules[f"{prefix}_lfsr"] = lfsr
-            m.d.comb += [lfsr.seed.eq(self.wait_seed ^ salt), lfsr.load.eq(self.start)]
-            ready = lfsr.byte >= self.wait_level
-            take = getattr(eng, f"{prefix}_req_valid") & ready
-            resp_valid = Signal(name=f"{prefix}_resp_valid")
-            m.d.sync += resp_valid.eq(take)
-            m.d.comb += [
-                getattr(eng, f"{prefix}_req_ready").eq(ready),
-                ram.raddr.eq(getattr(eng, f"{prefix}_req_addr")),
-                ram.ren.eq(take),
-                getattr(eng, f"{prefix}_resp_data").eq(ram.rdata),
-                getattr(eng, f"{prefix}_resp_valid").eq(resp_valid),
-            ]
+        w, p = self._rams["weight_mem"], self._rams["param_mem"]
+        for prefix, salt, addr, en, data in (("w", WEIGHT_SALT, w.raddr, w.ren, w.rdata),
+                                             ("p", PARAM_SALT, p.raddr, p.ren, p.rdata)):
+            serve_with_wait_states(m, eng, prefix, addr=addr, en=en, data=data,
+                                   seed=self.wait_seed ^ salt, load=self.start,
+                                   wait_level=self.wait_level)
 
         out = self._rams["out_mem"]
         m.d.comb += [out.waddr.eq(eng.out_addr), out.wdata.eq(eng.out_data),

@@ -8,7 +8,7 @@ without wait states and within 5% with them.
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
@@ -33,7 +33,7 @@ from golden.quantize import quantize_model
 from golden.weights import Encoding
 from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, Processor
 from sim import toolchain
-from sim.harness import Lfsr16
+from sim.harness import PARAM_SALT, WEIGHT_SALT, serve_with_wait_states
 from sim.job import CORRUPTIONS, corrupt, make_job
 
 CFG = ProcessorConfig(lanes=8, program_depth=128, weight_depth=1024, param_depth=256,
@@ -57,20 +57,12 @@ class Bench(wiring.Component):
         m = Module()
         m.submodules.cpu = cpu = self.cpu
         m.submodules.weight_mem, m.submodules.param_mem = self.weight_mem, self.param_mem
-        for prefix, mem, salt in (("w", self.weight_mem, 0x5A5A), ("p", self.param_mem, 0x3C3C)):
-            m.submodules[f"{prefix}_lfsr"] = lfsr = Lfsr16()
-            m.d.comb += [lfsr.seed.eq(self.wait_seed ^ salt), lfsr.load.eq(cpu.start)]
+        for prefix, mem, salt in (("w", self.weight_mem, WEIGHT_SALT),
+                                  ("p", self.param_mem, PARAM_SALT)):
             rd = mem.read_port()
-            ready = lfsr.byte >= self.wait_level
-            take = getattr(cpu, f"{prefix}_req_valid") & ready
-            resp_valid = Signal(name=f"{prefix}_resp_valid")
-            m.d.sync += resp_valid.eq(take)
-            m.d.comb += [
-                getattr(cpu, f"{prefix}_req_ready").eq(ready),
-                rd.addr.eq(getattr(cpu, f"{prefix}_req_addr")), rd.en.eq(take),
-                getattr(cpu, f"{prefix}_resp_data").eq(rd.data),
-                getattr(cpu, f"{prefix}_resp_valid").eq(resp_valid),
-            ]
+            serve_with_wait_states(m, cpu, prefix, addr=rd.addr, en=rd.en, data=rd.data,
+                                   seed=self.wait_seed ^ salt, load=cpu.start,
+                                   wait_level=self.wait_level)
         return m
 
 
