@@ -30,7 +30,7 @@ from .matvec_engine import MatVecEngine
 from .requantizer import MODE_INT16
 from .vector_alu import OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
 
-__all__ = ["CELL_TAIL_CYCLES", "DESC_FIELDS", "Processor"]
+__all__ = ["CELL_TAIL_CYCLES", "DESC_FIELDS", "HostMem", "Processor"]
 
 #: Descriptor fields as (low bit, width) of the 512-bit little-endian record
 #: (``compiler.isa.Descriptor``; ``tests/unit/test_processor.py`` checks them against it).
@@ -53,6 +53,15 @@ _ALU_OPS = {Op.VADD: OP_ADD, Op.VMUL: OP_MUL_RSHIFT, Op.VSHIFT: OP_SHIFT,
             Op.VREQ8: OP_MUL_REQUANT, Op.VMULQ8: OP_MUL_REQUANT}
 _LUT_OPS = (Op.SIGMOID, Op.TANH)
 _COPY_OPS = (Op.VCOPY, Op.LOADROW)  # the read data is the result
+
+
+class HostMem(enum.Enum, shape=2):
+    """The core memory the host port addresses (``host_mem``)."""
+
+    PROGRAM = 0
+    DESCRIPTORS = 1
+    CONSTANTS = 2
+    SCRATCH = 3
 
 
 class _State(enum.Enum, shape=4):
@@ -95,7 +104,7 @@ class Processor(wiring.Component):
     program_mem, desc_mem, const_mem, scratch_mem : amaranth.lib.memory.Memory
         64-bit instructions, 512-bit descriptors (one per word, ``DESC_FIELDS``),
         64-bit constants (multiplier bits 0..31, shift 32..63), 16-bit scratch entries.
-        The host (bus or testbench) loads them directly.
+        A testbench may load them directly; the bus reaches them through the host port.
 
     Interface
     ---------
@@ -117,6 +126,14 @@ class Processor(wiring.Component):
         (``hw.memory_reader``), addresses offset by the descriptor's ``stream_base``.
     p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
         Parameter memory port (72-bit records), offset by ``param_base``.
+    host_mem : In(HostMem) ; host_addr : In(16)
+        Host port: the memory and word the next access addresses.
+    host_wdata : In(512) ; host_we : In(1)
+        Write the low bits of ``host_wdata`` (the memory's width) to the word.
+    host_re : In(1) ; host_rdata : Out(512)
+        Read the word: ``host_rdata`` holds it, zero-extended, from the next cycle.
+        Accesses are honoured only while ``busy`` is low (they share the sequencer's
+        memory ports; the host block refuses them during a run).
     """
 
     def __init__(self, *, config: ProcessorConfig):
@@ -143,6 +160,8 @@ class Processor(wiring.Component):
             "w_resp_data": In(config.word_bits), "w_resp_valid": In(1),
             "p_req_addr": Out(pa), "p_req_valid": Out(1), "p_req_ready": In(1),
             "p_resp_data": In(8 * PARAM_BYTES), "p_resp_valid": In(1),
+            "host_mem": In(HostMem), "host_addr": In(16), "host_wdata": In(512),
+            "host_we": In(1), "host_re": In(1), "host_rdata": Out(512),
         })
         self.program_mem = Memory(shape=64, depth=config.program_depth, init=[])
         self.desc_mem = Memory(shape=512, depth=config.desc_depth, init=[])
@@ -514,6 +533,33 @@ class Processor(wiring.Component):
             with m.Case(_State.AM_WRITE):
                 m.d.sync += result.eq(best_k)
                 complete()
+
+        # Host memory port: while idle it takes over the sequencer's read ports and the
+        # scratch write port (assigned last, so it wins); program, descriptor and constant
+        # memories get their one write port here.
+        host = ~busy
+        prog_wr, desc_wr = self.program_mem.write_port(), self.desc_mem.write_port()
+        const_wr = self.const_mem.write_port()
+        host_we = {mem: host & self.host_we & (self.host_mem == mem) for mem in HostMem}
+        for port, mem in ((prog_wr, HostMem.PROGRAM), (desc_wr, HostMem.DESCRIPTORS),
+                          (const_wr, HostMem.CONSTANTS)):
+            m.d.comb += [port.addr.eq(self.host_addr), port.data.eq(self.host_wdata),
+                         port.en.eq(host_we[mem])]
+        host_const = Signal(64)  # the constant port reads asynchronously: register it
+        host_mem_q = Signal(HostMem)
+        with m.If(host):
+            m.d.comb += [prog_rd.addr.eq(self.host_addr), desc_rd.addr.eq(self.host_addr),
+                         const_rd.addr.eq(self.host_addr), sc_a.addr.eq(self.host_addr),
+                         sc_w.addr.eq(self.host_addr), sc_w.data.eq(self.host_wdata),
+                         sc_w.en.eq(host_we[HostMem.SCRATCH])]
+            with m.If(self.host_re):
+                m.d.sync += [host_const.eq(const_rd.data), host_mem_q.eq(self.host_mem)]
+        with m.Switch(host_mem_q):
+            for mem, data in ((HostMem.PROGRAM, prog_rd.data), (HostMem.DESCRIPTORS, desc),
+                              (HostMem.CONSTANTS, host_const),
+                              (HostMem.SCRATCH, sc_a.data)):
+                with m.Case(mem):
+                    m.d.comb += self.host_rdata.eq(data)
 
         # Host control last: it overrides whatever the sequencer was doing.
         with m.If(self.soft_reset):

@@ -1,0 +1,215 @@
+"""Host register block: the NEP register map behind ``Axi4LiteSlave``'s inside port.
+
+``docs/register-map.md`` is the contract (sections 3 to 5). The decoder is generated
+from ``hw.register_map.RegisterMap``, the same data as the document's tables: every
+window span is a power of two aligned to itself, so a window is selected by the word
+address bits above its span, the word index is the offset over the stride and the part
+the bits below it.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from compiler.isa import ProcessorConfig
+from golden.weights import PARAM_BYTES
+
+from .processor import HostMem
+from .register_map import ADDR_WIDTH, REG_SPAN, Access, RegisterMap
+
+__all__ = ["CORE_CONTROL", "CORE_STATUS", "HOST_PORT", "HostInterface"]
+
+#: Run parameters and pulses the block drives into ``Processor`` (same member names).
+CORE_CONTROL = ("start", "soft_reset", "start_pc", "prog_len", "desc_count", "const_count",
+                "watchdog")
+#: ``Processor`` outputs the block reads (same member names).
+CORE_STATUS = ("busy", "done", "error", "fault_pc", "result", "vl", "vn", "sync_count",
+               "cycles", "instructions", "macs", "zero_acts", "stalls")
+#: ``Processor``'s host memory port: driven by the block, except ``host_rdata``.
+HOST_PORT = ("host_mem", "host_addr", "host_wdata", "host_we", "host_re")
+
+#: Windows on the core's memories, through its host port.
+_CORE_WINDOWS = {"program": HostMem.PROGRAM, "descriptors": HostMem.DESCRIPTORS,
+                 "constants": HostMem.CONSTANTS, "scratch": HostMem.SCRATCH}
+#: Windows on the memories outside the core: window name -> port prefix.
+_STREAM_WINDOWS = {"weights": "weight", "params": "param"}
+
+
+def _log2(n: int) -> int:
+    assert n & (n - 1) == 0, n
+    return n.bit_length() - 1
+
+
+def _strobe_mask(wstrb):
+    return Cat(*(wstrb[i].replicate(8) for i in range(4)))
+
+
+class HostInterface(wiring.Component):
+    """The register map of ``docs/register-map.md`` for a ``Processor`` of ``config``.
+
+    Registers answer a read in the cycle they take it; windows one cycle later (the
+    memories read synchronously). A window write merges its strobed bytes into part
+    ``k`` of the 512-bit staging register; a write to a word's last part also commits
+    the staging word to the memory. ``err`` (``SLVERR``) flags unmapped addresses,
+    writes to read-only registers and every window access while ``busy``; a flagged
+    access changes nothing.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        The processor behind the block (memory depths, lanes).
+
+    Interface
+    ---------
+    addr : In(ADDR_WIDTH - 2) ; wdata : In(32) ; wstrb : In(4) ; we, re : In(1)
+    ready : Out(1) ; rdata : Out(32) ; rvalid : Out(1) ; err : Out(1)
+        The inside port of ``Axi4LiteSlave(addr_width=ADDR_WIDTH)``, from its side.
+    start, soft_reset : Out(1)
+        ``CTRL`` pulses, one cycle, in the cycle of the write (``soft_reset`` wins).
+    start_pc : Out(16) ; prog_len : Out(17) ; desc_count, const_count : Out(9)
+    watchdog : Out(32)
+        The run parameter registers (``WATCHDOG`` resets to ``program_depth``).
+    busy, done : In(1) ; error : In(8) ; fault_pc, result, vl, vn : In(16)
+    sync_count, cycles, instructions, macs, zero_acts, stalls : In(32)
+        The core's state, read through ``STATUS`` .. ``STALLS``.
+    host_mem : Out(HostMem) ; host_addr : Out(16) ; host_wdata : Out(512)
+    host_we, host_re : Out(1) ; host_rdata : In(512)
+        To ``Processor``'s host port: program, descriptor, constant and scratch windows.
+    weight_addr, weight_wdata, weight_we, weight_re : Out ; weight_rdata : In
+        Weight memory (``word_bits`` bits): write and synchronous read, used only
+        while ``busy`` is low.
+    param_addr, param_wdata, param_we, param_re : Out ; param_rdata : In
+        Parameter memory (72-bit records), likewise.
+    irq : Out(1)
+        ``|(IRQ_STATUS & IRQ_ENABLE)``, active high.
+    """
+
+    def __init__(self, *, config: ProcessorConfig):
+        if not isinstance(config, ProcessorConfig):
+            raise TypeError(f"config must be a ProcessorConfig, got {type(config).__name__}")
+        self.config = config
+        self.map = RegisterMap(config)
+        wa = max(1, (config.weight_depth - 1).bit_length())
+        pa = max(1, (config.param_depth - 1).bit_length())
+        super().__init__({
+            "addr": In(ADDR_WIDTH - 2), "wdata": In(32), "wstrb": In(4),
+            "we": In(1), "re": In(1),
+            "ready": Out(1), "rdata": Out(32), "rvalid": Out(1), "err": Out(1),
+            "start": Out(1), "soft_reset": Out(1),
+            "start_pc": Out(16), "prog_len": Out(17), "desc_count": Out(9),
+            "const_count": Out(9), "watchdog": Out(32, init=config.program_depth),
+            "busy": In(1), "done": In(1), "error": In(8), "fault_pc": In(16),
+            "result": In(16), "vl": In(16), "vn": In(16), "sync_count": In(32),
+            "cycles": In(32), "instructions": In(32), "macs": In(32),
+            "zero_acts": In(32), "stalls": In(32),
+            "host_mem": Out(HostMem), "host_addr": Out(16), "host_wdata": Out(512),
+            "host_we": Out(1), "host_re": Out(1), "host_rdata": In(512),
+            "weight_addr": Out(wa), "weight_wdata": Out(config.word_bits),
+            "weight_we": Out(1), "weight_re": Out(1), "weight_rdata": In(config.word_bits),
+            "param_addr": Out(pa), "param_wdata": Out(8 * PARAM_BYTES),
+            "param_we": Out(1), "param_re": Out(1), "param_rdata": In(8 * PARAM_BYTES),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        word = self.addr
+        mask = _strobe_mask(self.wstrb)
+        bits = self.wdata & mask  # the strobed 1s: CTRL pulses, IRQ_STATUS clears
+        # Every access is taken at once: registers and RAM ports never wait.
+        m.d.comb += self.ready.eq(1)
+
+        # ---- registers
+        reg_bits = _log2(REG_SPAN) - 2
+        is_reg = word[reg_bits:] == 0
+        reg_hit, reg_ro, reg_rdata = Signal(), Signal(), Signal(32)
+        irq_enable, irq_status, irq_clear = Signal(2), Signal(2), Signal(2)
+        status = Cat(self.busy, self.done, self.done & (self.error != 0))
+        # What each register reads; registers not named here (ID, the configuration,
+        # write-only CTRL) read their reset value.
+        values = {"STATUS": status, "IRQ_ENABLE": irq_enable, "IRQ_STATUS": irq_status,
+                  **{n.upper(): getattr(self, n) for n in CORE_STATUS + CORE_CONTROL[2:]}}
+        with m.If(is_reg):
+            with m.Switch(word[:reg_bits]):
+                for reg in self.map.registers:
+                    with m.Case(reg.offset >> 2):
+                        value = values.get(reg.name, Const(reg.reset, reg.width))
+                        m.d.comb += [reg_hit.eq(1), reg_ro.eq(reg.access == Access.RO),
+                                     reg_rdata.eq(value)]
+                        with m.If(self.we):
+                            if reg.name == "CTRL":
+                                m.d.comb += [self.start.eq(bits[0] & ~bits[1]),
+                                             self.soft_reset.eq(bits[1])]
+                            elif reg.access == Access.RW1C:
+                                m.d.comb += irq_clear.eq(bits)
+                            elif reg.access == Access.RW:
+                                m.d.sync += value.eq((value & ~mask) | (self.wdata & mask))
+
+        # Interrupts: a run ends when done rises; a set beats a clear in the same cycle.
+        done_last = Signal()
+        ended = self.done & ~done_last
+        m.d.sync += [done_last.eq(self.done),
+                     irq_status.eq((irq_status & ~irq_clear)
+                                   | Cat(ended, ended & (self.error != 0)))]
+        m.d.comb += self.irq.eq((irq_status & irq_enable).any())
+
+        # ---- windows
+        index, part, last = Signal(20), Signal(4), Signal()
+        win_hit, win_ok = Signal(), Signal()
+        sel = {}
+        for w in self.map.windows:
+            span_bits = _log2(w.span) - 2
+            part_bits = _log2(w.stride) - 2
+            sel[w.name] = s = Signal(name=f"sel_{w.name}")
+            offset = word[:span_bits]
+            w_index = offset[part_bits:]
+            w_part = offset[:part_bits] if part_bits else Const(0, 1)
+            m.d.comb += s.eq(word[span_bits:] == w.base >> _log2(w.span))
+            with m.If(s):
+                m.d.comb += [win_hit.eq(1), win_ok.eq((w_index < w.depth) & (w_part < w.parts)),
+                             index.eq(w_index), part.eq(w_part), last.eq(w_part == w.parts - 1)]
+        win_go = win_hit & win_ok & ~self.busy
+        core_sel = Signal()
+        for name, mem in _CORE_WINDOWS.items():
+            with m.If(sel[name]):
+                m.d.comb += [core_sel.eq(1), self.host_mem.eq(mem)]
+
+        # Staging: the strobed bytes into part ``part``; the last part commits the word.
+        staging, merged = Signal(512), Signal(512)
+        old = staging.word_select(part, 32)
+        m.d.comb += [merged.eq(staging),
+                     merged.word_select(part, 32).eq((old & ~mask) | (self.wdata & mask))]
+        write = self.we & win_go
+        commit = write & last
+        read = self.re & win_go
+        with m.If(write):
+            m.d.sync += staging.eq(merged)
+        m.d.comb += [self.host_addr.eq(index), self.host_wdata.eq(merged),
+                     self.host_we.eq(commit & core_sel), self.host_re.eq(read & core_sel)]
+        for name, prefix in _STREAM_WINDOWS.items():
+            m.d.comb += [getattr(self, f"{prefix}_addr").eq(index),
+                         getattr(self, f"{prefix}_wdata").eq(merged),
+                         getattr(self, f"{prefix}_we").eq(commit & sel[name]),
+                         getattr(self, f"{prefix}_re").eq(read & sel[name])]
+
+        # ---- responses: register reads now, window reads a cycle later (part ``part``
+        # of the word the RAM returns). The address is held meanwhile and the read was
+        # checked when taken, so no error is raised for it then.
+        rd_pending, rd_part = Signal(), Signal(4)
+        rd_weight, rd_param = Signal(), Signal()
+        m.d.sync += rd_pending.eq(read)
+        with m.If(read):
+            m.d.sync += [rd_part.eq(part), rd_weight.eq(sel["weights"]),
+                         rd_param.eq(sel["params"])]
+        rd_word = Signal(512)
+        m.d.comb += rd_word.eq(Mux(rd_weight, self.weight_rdata,
+                                   Mux(rd_param, self.param_rdata, self.host_rdata)))
+        decode_err = Mux(is_reg, ~reg_hit | (self.we & reg_ro), ~win_go)
+        m.d.comb += [
+            self.err.eq(~rd_pending & decode_err),
+            self.rvalid.eq((self.re & ~read) | rd_pending),
+            self.rdata.eq(Mux(rd_pending, rd_word.word_select(rd_part, 32), reg_rdata)),
+        ]
+        return m

@@ -1,0 +1,298 @@
+"""``NepTop`` (``hw/nep_top.py``: AXI4-Lite slave, ``HostInterface``, ``Processor`` and
+its memories) in the Amaranth simulator, reached only through its bus.
+
+A minimal AXI4-Lite manager (``Manager``, one access at a time) drives the registers and
+windows of ``docs/register-map.md``; ``HostInterface`` alone gets the interrupt timing
+(a run ending in the cycle of a clear). A compiled model image is loaded through the
+bus and a step program started via ``CTRL``; the registers and scratchpad read back
+equal ``compiler.iss.Machine``'s.
+"""
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from compiler.isa import ErrorCode
+from compiler.iss import Machine
+from hw.axi4_lite import Response
+from hw.host_interface import HostInterface
+from hw.nep_top import NepTop
+from hw.register_map import MAP_ID, REG_SPAN, Access
+from sim.cocotb_nep_top import (
+    CFG,
+    EXTRA_PC,
+    ILLEGAL,
+    MAP,
+    busy_program,
+    image_writes,
+    inputs,
+    reg,
+    scratch_writes,
+    small_image,
+    word_writes,
+)
+
+OKAY, SLVERR = Response.OKAY.value, Response.SLVERR.value
+
+
+class Manager:
+    """A minimal AXI4-Lite manager: AW and W together, ``bready``/``rready`` high."""
+
+    def __init__(self, ctx, axi, *, timeout=100):
+        self.ctx, self.axi, self.timeout = ctx, axi, timeout
+
+    async def _wait(self, signal):
+        for _ in range(self.timeout):
+            if self.ctx.get(signal):
+                return
+            await self.ctx.tick()
+        raise AssertionError(f"{signal.name} not high within {self.timeout} cycles")
+
+    async def write(self, addr, data, strb=0xF):
+        """Write; return ``BRESP``."""
+        ctx, axi = self.ctx, self.axi
+        ctx.set(axi.awaddr, addr)
+        ctx.set(axi.wdata, data)
+        ctx.set(axi.wstrb, strb)
+        ctx.set(axi.bready, 1)
+        channels = ((axi.awvalid, axi.awready), (axi.wvalid, axi.wready))
+        pending = {0, 1}
+        for valid, _ in channels:
+            ctx.set(valid, 1)
+        for _ in range(self.timeout):
+            taken = {i for i in pending if ctx.get(channels[i][1])}
+            await ctx.tick()
+            for i in taken:
+                ctx.set(channels[i][0], 0)
+            pending -= taken
+            if not pending:
+                break
+        await self._wait(axi.bvalid)
+        resp = ctx.get(axi.bresp)
+        await ctx.tick()
+        ctx.set(axi.bready, 0)
+        return resp
+
+    async def read(self, addr):
+        """Read; return ``(RDATA, RRESP)``."""
+        ctx, axi = self.ctx, self.axi
+        ctx.set(axi.araddr, addr)
+        ctx.set(axi.arvalid, 1)
+        ctx.set(axi.rready, 1)
+        await self._wait(axi.arready)
+        await ctx.tick()
+        ctx.set(axi.arvalid, 0)
+        await self._wait(axi.rvalid)
+        got = ctx.get(axi.rdata), ctx.get(axi.rresp)
+        await ctx.tick()
+        ctx.set(axi.rready, 0)
+        return got
+
+    async def ok_write(self, addr, data, strb=0xF):
+        assert await self.write(addr, data, strb) == OKAY, f"write 0x{addr:07x}"
+
+    async def ok_read(self, addr):
+        data, resp = await self.read(addr)
+        assert resp == OKAY, f"read 0x{addr:07x}"
+        return data
+
+    async def writes(self, pairs):
+        for addr, data in pairs:
+            await self.ok_write(addr, data)
+
+
+def simulate(body, dut=None):
+    """Run ``await body(ctx, dut, bus)`` against ``dut`` (default: a ``NepTop(CFG)``)."""
+    dut = NepTop(CFG) if dut is None else dut
+
+    async def testbench(ctx):
+        await body(ctx, dut, Manager(ctx, dut.axi) if isinstance(dut, NepTop) else None)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_registers_and_windows():
+    rng = np.random.default_rng(1)
+
+    async def body(ctx, dut, bus):
+        for r in MAP.registers:  # reset values; CTRL is write-only and reads 0
+            assert await bus.ok_read(r.offset) == r.reset, r.name
+        assert await bus.ok_read(reg("ID")) == MAP_ID
+        for r in MAP.registers:
+            value = int(rng.integers(0, 1 << 32))
+            if r.access == Access.RO:  # refused, unchanged
+                assert await bus.write(r.offset, value) == SLVERR, r.name
+                assert await bus.ok_read(r.offset) == r.reset, r.name
+            elif r.access == Access.RW:  # bits above the width drop; strobes honoured
+                await bus.ok_write(r.offset, value)
+                assert await bus.ok_read(r.offset) == value & r.mask, r.name
+                await bus.ok_write(r.offset, 0, strb=0b0010)
+                assert await bus.ok_read(r.offset) == value & r.mask & ~0xFF00, r.name
+        await bus.ok_write(reg("START_PC"), 0)
+        unmapped = [0x054, 0x07C, 0x0A8, REG_SPAN - 4, 0x2000, 0x8000,
+                    MAP.window("scratch").base + 4 * CFG.scratch_depth,
+                    MAP.window("program").base + 8 * CFG.program_depth,
+                    MAP.window("weights").base + 12,  # part 3 of a 3-part word
+                    MAP.window("params").base + 16 * CFG.param_depth + 4,
+                    (1 << MAP.addr_width) - 4]
+        for addr in unmapped:
+            assert await bus.read(addr) == (0, SLVERR), hex(addr)
+            assert await bus.write(addr, 0xFFFF_FFFF) == SLVERR, hex(addr)
+
+        # Every window: a random word at each end, written part by part, read back.
+        for w in MAP.windows:
+            for index in (0, w.depth - 1):
+                word = int.from_bytes(rng.bytes(64), "little") & ((1 << w.word_bits) - 1)
+                await bus.writes(word_writes(w.name, index, word))
+                parts = [await bus.ok_read(MAP.address(w.name, index, k))
+                         for k in range(w.parts)]
+                assert w.join(parts) == word and parts == w.split(word), (w.name, index)
+        # Nothing is written before the last part; the staging register keeps the lower
+        # parts, so writing the last part again commits them; strobes merge into it.
+        desc = MAP.window("descriptors")
+        await bus.ok_write(MAP.address("descriptors", 2, 0), 0xAABBCCDD)
+        assert await bus.ok_read(MAP.address("descriptors", 2, 0)) == 0
+        await bus.ok_write(MAP.address("descriptors", 2, 15), 0x11223344, strb=0b0101)
+        got = [await bus.ok_read(MAP.address("descriptors", 2, k)) for k in range(16)]
+        assert got[0] == 0xAABBCCDD and got[15] & 0x00FF00FF == 0x00220044
+        assert desc.join(got) >> 32 & ((1 << 448) - 1) != 0  # the last word's lower parts
+        # A one-part scratch entry: bytes not strobed come from the staging register.
+        await bus.ok_write(MAP.address("scratch", 7), 0xBEEF)
+        await bus.ok_write(MAP.address("scratch", 8), 0x12, strb=0b0001)
+        assert await bus.ok_read(MAP.address("scratch", 8)) == 0xBE12
+
+    simulate(body)
+
+
+def test_interrupt_set_wins_over_a_clear_in_the_same_cycle():
+    dut = HostInterface(config=CFG)
+    status = reg("IRQ_STATUS") >> 2
+
+    async def body(ctx, dut, _):
+        ctx.set(dut.wstrb, 0xF)
+
+        async def end_run(code, *, clear=0):
+            """``done`` rises with ``error`` = ``code`` while the host clears ``clear``."""
+            ctx.set(dut.error, code)
+            ctx.set(dut.done, 1)
+            ctx.set(dut.addr, status)
+            ctx.set(dut.wdata, clear)
+            ctx.set(dut.we, clear != 0)
+            await ctx.tick()
+            ctx.set(dut.we, 0)
+            ctx.set(dut.done, 0)
+            await ctx.tick()
+
+        async def read_status():
+            ctx.set(dut.addr, status)
+            ctx.set(dut.re, 1)
+            value = ctx.get(dut.rdata)
+            assert ctx.get(dut.rvalid) and not ctx.get(dut.err)
+            ctx.set(dut.re, 0)
+            return value
+
+        await end_run(0)
+        assert await read_status() == 0b01 and not ctx.get(dut.irq)
+        ctx.set(dut.addr, reg("IRQ_ENABLE") >> 2)
+        ctx.set(dut.wdata, 0b10)
+        ctx.set(dut.we, 1)
+        await ctx.tick()
+        ctx.set(dut.we, 0)
+        assert not ctx.get(dut.irq)  # done pending, only error enabled
+        await end_run(ErrorCode.WATCHDOG, clear=0b11)  # the new run's set wins
+        assert await read_status() == 0b11 and ctx.get(dut.irq)
+        await end_run(0, clear=0b10)  # error cleared, done set again
+        assert await read_status() == 0b01 and not ctx.get(dut.irq)
+
+    simulate(body, dut)
+
+
+async def _wait_irq(ctx, dut, *, limit=20000):
+    for _ in range(limit):
+        if ctx.get(dut.irq):
+            return
+        await ctx.tick()
+    raise AssertionError(f"no interrupt within {limit} cycles")
+
+
+async def _run(ctx, dut, bus, pc):
+    await bus.ok_write(reg("START_PC"), pc)
+    await bus.ok_write(reg("CTRL"), 1)
+    await _wait_irq(ctx, dut)
+
+
+async def _compare(bus, iss, run, label):
+    """Registers and the scratchpad (read through the bus) against the ISS."""
+    got = {n: await bus.ok_read(reg(n)) for n in ("STATUS", "ERROR", "FAULT_PC", "RESULT",
+                                                 "VL", "VN", "INSTRUCTIONS", "IRQ_STATUS")}
+    want = {"STATUS": 0b110 if run.error else 0b010, "ERROR": int(run.error),
+            "FAULT_PC": run.fault_pc or 0, "RESULT": iss.result, "VL": iss.vl, "VN": iss.vn,
+            "INSTRUCTIONS": run.instructions, "IRQ_STATUS": 0b11 if run.error else 0b01}
+    assert got == want, label
+    raw = [await bus.ok_read(MAP.address("scratch", i)) for i in range(CFG.scratch_depth)]
+    rtl = np.array(raw, np.uint16).view(np.int16)
+    assert np.array_equal(rtl, iss.scratch), f"{label}: scratch differs at " \
+        f"{np.flatnonzero(rtl != iss.scratch)[:8].tolist()}"
+
+
+def test_image_loaded_and_run_through_the_bus_matches_the_iss():
+    image = small_image()
+    iss = Machine(CFG)
+    iss.load(image)
+    rng = np.random.default_rng(2)
+
+    async def body(ctx, dut, bus):
+        await bus.writes(image_writes(image))
+        for name, values in inputs(rng, image).items():
+            iss.write_scratch(image.region(name).addr, values)
+            await bus.writes(scratch_writes(image.region(name).addr, values))
+        await bus.ok_write(reg("IRQ_ENABLE"), 0b01)
+        pc = image.entry("arbitrate")
+        run = iss.run(pc)
+        await _run(ctx, dut, bus, pc)
+        assert ctx.get(dut.irq)
+        await _compare(bus, iss, run, "arbitrate")
+        await bus.ok_write(reg("IRQ_STATUS"), 0b10)  # writing 0 to a bit leaves it
+        assert ctx.get(dut.irq)
+        await bus.ok_write(reg("IRQ_STATUS"), 0b01)
+        assert not ctx.get(dut.irq)
+        assert await bus.ok_read(reg("IRQ_STATUS")) == 0
+
+        # During a run windows are refused and change nothing; registers answer.
+        prog = busy_program(40, repeats=3)
+        iss.write_program(EXTRA_PC, prog)
+        iss.prog_len = EXTRA_PC + len(prog) + 1
+        await bus.writes(p for i, w in enumerate(prog)
+                         for p in word_writes("program", EXTRA_PC + i, w))
+        await bus.writes(word_writes("program", EXTRA_PC + len(prog), ILLEGAL))
+        iss.write_program(EXTRA_PC + len(prog), [ILLEGAL])
+        await bus.ok_write(reg("PROG_LEN"), iss.prog_len)
+        iss.write_scratch(100, rng.integers(-32768, 32768, 40))
+        await bus.writes(scratch_writes(100, iss.scratch[100:140]))
+        run = iss.run(EXTRA_PC)
+        await bus.ok_write(reg("START_PC"), EXTRA_PC)
+        await bus.ok_write(reg("CTRL"), 1)
+        assert await bus.ok_read(reg("STATUS")) == 0b001
+        assert await bus.write(MAP.address("scratch", 101), 0x5555) == SLVERR
+        assert await bus.read(MAP.address("scratch", 101)) == (0, SLVERR)
+        assert await bus.read(MAP.address("params", 0, 2)) == (0, SLVERR)
+        assert await bus.write(MAP.address("constants", 0, 1), 0) == SLVERR
+        await _wait_irq(ctx, dut)
+        await _compare(bus, iss, run, "long run")
+
+        # An illegal instruction: an error run, both causes; soft reset back to idle.
+        bad = EXTRA_PC + len(prog)
+        await bus.ok_write(reg("IRQ_STATUS"), 0b11)
+        await bus.ok_write(reg("IRQ_ENABLE"), 0b10)
+        run = iss.run(bad)
+        await _run(ctx, dut, bus, bad)
+        assert run.error == ErrorCode.ILLEGAL_OPCODE
+        await _compare(bus, iss, run, "illegal opcode")
+        await bus.ok_write(reg("CTRL"), 0b11)  # soft reset wins over start
+        assert await bus.ok_read(reg("STATUS")) == 0
+        assert await bus.ok_read(reg("ERROR")) == ErrorCode.ILLEGAL_OPCODE
+        assert await bus.ok_read(reg("CTRL")) == 0
+
+    simulate(body)
