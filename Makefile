@@ -5,6 +5,7 @@
 #   make bench    matrix-vector benchmarks -> build/reports/matvec.json
 #   make regress  the long RTL regression (more shapes and seeds)
 #   make golden-bench  real-time factor of the golden pipeline
+#   make synth    synthesis + place-and-route on iCE40 UP5K and ECP5-85F -> build/reports/synth.json
 
 PYTHON ?= python3
 VENV := .venv
@@ -22,7 +23,7 @@ WAIT ?= 0
 SEED ?= 1
 WAVES ?= 0
 
-.PHONY: all sim test verilog bench regress golden-bench venv clean
+.PHONY: all sim test verilog bench regress golden-bench synth venv clean
 
 all: test
 

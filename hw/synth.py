@@ -26,10 +26,10 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from amaranth import Cat, Module, Mux, Shape, Signal, signed
+from amaranth import Cat, Module, Mux, Shape, Signal, Value, signed
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -67,11 +67,11 @@ class Part:
 PARTS = {
     "up5k": Part(
         name="up5k", device="iCE40UP5K-SG48", board="iCEBreaker", family="ice40",
-        target_mhz=48.0, synth="synth_ice40 -dsp -spram",
+        target_mhz=48.0, synth="synth_ice40 -dsp -spram -no-rw-check",
         nextpnr=("--up5k", "--package", "sg48"), dsps=8, spram_bits=64),
     "ecp5-85f": Part(
         name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
-        target_mhz=100.0, synth="synth_ecp5",
+        target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156),
 }
 
@@ -98,7 +98,7 @@ REQUANT_DSPS_ICE40 = 4
 
 
 class Cmd:
-    NOP, START, WRITE_WEIGHT, WRITE_PARAM, WRITE_ACT, READ_OUT = range(6)
+    NOP, START, WRITE_WEIGHT, WRITE_PARAM, WRITE_ACT, READ_OUT, READ_STATUS = range(7)
 
 
 HEADER_FIELDS = (("rows", 16), ("cols", 16), ("n_words", 32), ("nnz", 32), ("encoding", 8),
@@ -112,7 +112,8 @@ class EngineSynthTop(wiring.Component):
     ``sen`` shifts ``sdi`` into a 296-bit register ``sr`` (and the capture register out on
     ``sdo``); ``cmd`` (registered) then uses ``sr``: START takes the header fields from it,
     WRITE_* write memory word ``sr[W:W+16]`` with data ``sr[0:W]``, READ_OUT captures output
-    byte ``sr[W:W+16]`` with all counters and the status into the capture register.
+    byte ``sr[W:W+16]``, READ_STATUS counter ``sr[W:W+3]`` (cycles, macs, zero_acts,
+    stalls, nnz_seen, status) into the 32-bit capture register shifted out on ``sdo``.
 
     Memories: ``weight_mem`` (stream words; one address shared by the host write and the
     engine read, read enable never with write enable: a single-port memory, which is what
@@ -200,14 +201,20 @@ class EngineSynthTop(wiring.Component):
         m.d.comb += [ow.addr.eq(eng.out_addr), ow.data.eq(eng.out_data), ow.en.eq(eng.out_we),
                      orp.addr.eq(addr), orp.en.eq(cmd == Cmd.READ_OUT)]
 
-        # Capture register: output byte, counters and status, shifted out on sdo.
-        captured = Cat(orp.data, eng.cycles, eng.macs, eng.zero_acts, eng.stalls,
-                       eng.nnz_seen, eng.error, eng.done, eng.busy)
-        cap = Signal(len(captured))
+        # Capture register (32 bits): an output byte, or a counter / the status chosen by
+        # ``sr[W:W+3]``, shifted out on sdo.
+        cap = Signal(32)
         read_d = Signal()
         m.d.sync += read_d.eq(cmd == Cmd.READ_OUT)
+        status = Cat(eng.error, eng.done, eng.busy)
+        words = [eng.cycles, eng.macs, eng.zero_acts, eng.stalls, eng.nnz_seen, status]
         with m.If(read_d):
-            m.d.sync += cap.eq(captured)
+            m.d.sync += cap.eq(orp.data.as_unsigned())
+        with m.Elif(cmd == Cmd.READ_STATUS):
+            with m.Switch(addr[:3]):
+                for i, wd in enumerate(words):
+                    with m.Case(i):
+                        m.d.sync += cap.eq(wd)
         with m.Elif(self.sen):
             m.d.sync += cap.eq(cap[1:])
         m.d.comb += [self.sdo.eq(cap[0]), self.busy.eq(eng.busy), self.done.eq(eng.done),
@@ -277,6 +284,9 @@ def engine_design(part: Part, lanes: int, overrides: dict | None = None) -> Desi
         # memory so Yosys may map it to SB_SPRAM256KA; the host loads it anyway.
         for module, cell in _module_cells(text, "$meminit_v2", MEMID='"\\\\weight_lo"'):
             d.pre.append(f"delete {_sel(module, cell)}")
+        # ... and make it: left to its cost model, Yosys puts a 4 K x 64 memory in 64 block
+        # RAMs rather than 4 SPRAMs used to a quarter of their depth.
+        d.pre.append('setattr -set ram_style "huge" top/m:weight_lo')
         d.notes.append(f"weight words {cfg.word_bits} bits: low "
                        f"{min(cfg.word_bits, part.spram_bits)} in SPRAM"
                        + (f", high {cfg.word_bits - part.spram_bits} in block RAM"
@@ -321,7 +331,8 @@ def _run(cmd: list[str], cwd: Path, log: str) -> subprocess.CompletedProcess:
 
 # Cell types that count as flip-flops, DSPs, block RAMs and SPRAMs in Yosys's statistics.
 _FF = re.compile(r"^(SB_DFF\w*|TRELLIS_FF|FD1S3\w*|FD1P3\w*)$")
-_LUT = re.compile(r"^(SB_LUT4|LUT4|TRELLIS_SLICE|CCU2C)$")
+_LUT = re.compile(r"^(SB_LUT4|LUT4)$")
+CARRY_CELLS = ("SB_CARRY", "CCU2C")  # iCE40: one carry per logic cell; ECP5: 2-bit adder slice
 DSP_CELLS = ("SB_MAC16", "MULT18X18D", "ALU54B")
 BRAM_CELLS = ("SB_RAM40_4K", "DP16KD", "PDPW16KD")
 SPRAM_CELLS = ("SB_SPRAM256KA",)
@@ -343,11 +354,12 @@ def _critical_path(report: dict) -> dict | None:
                 "async" not in str(p.get("from"))] or paths
     p = internal[0]
     steps = p["path"]
-    nets = []
+    via = []
     for s in steps:
-        n = s.get("net")
-        if n and not n.startswith("$") and n not in nets:
-            nets.append(n)
+        for name in (s["from"]["cell"], s.get("net") or ""):
+            sig = _signal_of(name)
+            if sig and (not via or via[-1] != sig):
+                via.append(sig)
     logic = sum(1 for s in steps if s.get("type") == "logic")
     routing = sum(float(s.get("delay", 0)) for s in steps if s.get("type") == "routing")
     total = sum(float(s.get("delay", 0)) for s in steps)
@@ -355,9 +367,22 @@ def _critical_path(report: dict) -> dict | None:
         "clock": p.get("from"),
         "start": steps[0]["from"]["cell"], "end": steps[-1]["to"]["cell"],
         "end_port": steps[-1]["to"].get("port"),
+        "start_signal": _signal_of(steps[0]["from"]["cell"]),
+        "end_signal": _signal_of(steps[-1]["to"]["cell"]),
         "delay_ns": round(total, 3), "routing_ns": round(routing, 3), "logic_levels": logic,
-        "nets": nets,
+        "via": via,
     }
+
+
+_TECH_SUFFIX = re.compile(r"(_SB_|_TRELLIS|_LUT4|_CCU2C|_PFUMX|_L6MUX|_DO\b|_DO_|_DI\b|\$).*$")
+
+
+def _signal_of(name: str) -> str | None:
+    """The design signal behind a mapped cell or net name (``engine.decompressor.base``)."""
+    if not name or name.startswith("$"):
+        return None
+    sig = _TECH_SUFFIX.sub("", name)
+    return re.sub(r"\[\d+\]$", "", sig) or None
 
 
 def synthesize(design: Design, part: Part, workdir: Path, *, seed: int = 1) -> dict:
@@ -380,12 +405,18 @@ def synthesize(design: Design, part: Part, workdir: Path, *, seed: int = 1) -> d
     y = _run([tool("yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"], workdir, "yosys.out")
     rec["yosys_s"] = round(time.monotonic() - t0, 1)
     if y.returncode:
-        rec.update(ok=False, stage="yosys", reason=_last_error(workdir / "yosys.log", y))
+        log = (workdir / "yosys.log").read_text() if (workdir / "yosys.log").exists() else ""
+        passes = re.findall(r"^[\d.]+ Executing (\S+) pass", log, re.M)
+        reason = _last_error(workdir / "yosys.log", y)
+        if "ERROR" not in reason and passes:  # the WebAssembly build died mid-pass
+            reason = f"Yosys crashed (uncaught exception) in {passes[-1]}"
+        rec.update(ok=False, fits=False, stage="yosys", reason=reason)
         return rec
     cells = _yosys_cells(workdir / "stat.json")
     rec["cells"] = cells
     rec["luts"] = sum(v for k, v in cells.items() if _LUT.match(k))
     rec["ffs"] = sum(v for k, v in cells.items() if _FF.match(k))
+    rec["carries"] = sum(cells.get(k, 0) for k in CARRY_CELLS)
     rec["dsps"] = sum(cells.get(k, 0) for k in DSP_CELLS)
     rec["brams"] = sum(cells.get(k, 0) for k in BRAM_CELLS)
     rec["sprams"] = sum(cells.get(k, 0) for k in SPRAM_CELLS)
@@ -397,35 +428,107 @@ def synthesize(design: Design, part: Part, workdir: Path, *, seed: int = 1) -> d
     n = _run(cmd, workdir, "nextpnr.out")
     rec["nextpnr_s"] = round(time.monotonic() - t1, 1)
     rec["nextpnr_exit"] = n.returncode
-    if n.returncode or not (workdir / "report.json").exists():
-        rec.update(ok=False, stage="nextpnr", reason=_last_error(workdir / "nextpnr.log", n))
-        return rec
-    report = json.loads((workdir / "report.json").read_text())
-    util = {k: dict(used=v["used"], available=v["available"])
-            for k, v in report.get("utilization", {}).items() if v.get("used")}
+    failed = n.returncode or not (workdir / "report.json").exists()
+    if failed:
+        rec.update(ok=False, fits=False, stage="nextpnr",
+                   reason=_last_error(workdir / "nextpnr.log", n))
+        util = _log_utilization(workdir / "nextpnr.log")
+    else:
+        report = json.loads((workdir / "report.json").read_text())
+        util = {k: dict(used=v["used"], available=v["available"])
+                for k, v in report.get("utilization", {}).items() if v.get("used")}
     rec["utilization"] = util
+    lc = util.get("ICESTORM_LC") or util.get("TRELLIS_COMB") or {}
+    rec["logic_cells"] = lc.get("used")
+    rec["logic_util"] = round(lc["used"] / lc["available"], 3) if lc else None
+    if failed:
+        return rec
     fmax = report.get("fmax", {})
     clk = next((v for k, v in fmax.items() if "clk" in k), None) or next(iter(fmax.values()),
                                                                           None)
     rec["fmax_mhz"] = round(clk["achieved"], 2) if clk else None
     rec["timing_met"] = bool(clk and clk["achieved"] >= part.target_mhz)
     rec["critical_path"] = _critical_path(report)
-    if part.family == "ice40":
-        lc = util.get("ICESTORM_LC", {})
-        rec["logic_cells"] = lc.get("used")
-        rec["logic_util"] = round(lc["used"] / lc["available"], 3) if lc else None
-    else:
-        comb = util.get("TRELLIS_COMB", {})
-        rec["logic_cells"] = comb.get("used")
-        rec["logic_util"] = round(comb["used"] / comb["available"], 3) if comb else None
-    rec["ok"] = all(v["used"] <= v["available"] for v in util.values())
+    rec["fits"] = rec["ok"] = all(v["used"] <= v["available"] for v in util.values())
     return rec
+
+
+def _log_utilization(log: Path) -> dict:
+    """nextpnr's "Device utilisation" table (printed after packing, before placement)."""
+    util = {}
+    text = log.read_text() if log.exists() else ""
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
+        if int(m.group(2)):
+            util[m.group(1)] = dict(used=int(m.group(2)), available=int(m.group(3)))
+    return util
 
 
 def _last_error(log: Path, proc) -> str:
     text = (log.read_text() if log.exists() else "") + proc.stdout + proc.stderr
     errs = [l.strip() for l in text.splitlines() if "ERROR" in l or "Error" in l]
     return (errs[-1] if errs else text.strip()[-400:])[:400]
+
+
+# --------------------------------------------------------------------------------------
+# Where the logic goes: each engine block synthesized alone (Yosys only)
+
+
+def engine_blocks(cfg: EngineConfig) -> dict:
+    """The engine's blocks as stand-alone tops (ports become pins; nothing is trimmed)."""
+    from amaranth.lib import fifo
+
+    from golden.weights import word_bytes
+
+    from .crc32 import Crc32
+    from .decompressor import Decompressor
+    from .mac_array import MacArray
+    from .memory_reader import MemoryReader
+    from .requantizer import Requantizer
+
+    return {
+        "wreader (FIFO + CRC-32 of stream words)": MemoryReader(
+            width=cfg.word_bits, addr_bits=cfg.waddr_bits, depth=cfg.fifo_depth,
+            pad_to=8 * word_bytes(cfg.lanes)),
+        "  of which crc32 (stream word)": Crc32(width=cfg.word_bits,
+                                                 pad_to=8 * word_bytes(cfg.lanes)),
+        "preader (FIFO + CRC-32 of 72-bit params)": MemoryReader(
+            width=cfg.param_bits, addr_bits=max(1, (cfg.max_rows - 1).bit_length()),
+            depth=cfg.fifo_depth),
+        "decompressor": Decompressor(cfg),
+        "mac_array (incl. activation BRAMs)": MacArray(cfg),
+        "requantizer": Requantizer(),
+        "acc_fifo": fifo.SyncFIFO(width=32, depth=cfg.fifo_depth),
+        "whole engine (no memories, no wrapper)": MatVecEngine(cfg),
+    }
+
+
+def block_breakdown(part: Part, lanes: int, workdir: Path) -> dict:
+    """LUT4 / FF / carry / DSP / BRAM of each engine block synthesized alone for ``part``."""
+    cfg = EngineConfig(lanes=lanes, **CONFIGS[(part.name, lanes)])
+    out = {}
+    for i, (name, block) in enumerate(engine_blocks(cfg).items()):
+        wd = workdir / f"block{i}"
+        wd.mkdir(parents=True, exist_ok=True)
+        # Inside a parent module, so flattening prefixes its names: Yosys 0.70's ABC9
+        # reintegration asserts on the decompressor as an unflattened module.
+        m = Module()
+        m.submodules.block = block
+        names = (block.signature.members if hasattr(block, "signature") else
+                 ("w_data", "w_en", "w_rdy", "w_level", "r_data", "r_en", "r_rdy", "r_level"))
+        ports = [Value.cast(getattr(block, n)) for n in names]
+        (wd / "top.il").write_text(rtlil.convert(m, name="top", ports=ports, emit_src=False))
+        _run([tool("yosys"), "-q", "-l", "yosys.log", "-p",
+              f"read_rtlil top.il; {part.synth} -top top; tee -q -o stat.json stat -json"],
+             wd, "yosys.out")
+        cells = _yosys_cells(wd / "stat.json")
+        out[name] = dict(
+            luts=sum(v for k, v in cells.items() if _LUT.match(k)),
+            ffs=sum(v for k, v in cells.items() if _FF.match(k)),
+            carry=sum(cells.get(k, 0) for k in CARRY_CELLS),
+            dsps=sum(cells.get(k, 0) for k in DSP_CELLS),
+            brams=sum(cells.get(k, 0) for k in BRAM_CELLS))
+        print(f"  {name:44s} {out[name]}", flush=True)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -463,14 +566,16 @@ def table(records: list[dict]) -> str:
             lines.append(f"| {r['part']} | {r['lanes']} | {depths} | failed in {r['stage']}: "
                          f"{r['reason']} |||||||")
             continue
-        if r.get("utilization") is None:
-            fit = f"does not fit: {r['reason']}"
-            lines.append(f"| {r['part']} | {r['lanes']} | {depths} | {fit} | {r['luts']} | "
-                         f"{r['ffs']} | {r['dsps']} | {r['brams']} | {r['sprams']} | - | - |")
+        lc = f"{r['logic_cells']} ({100 * r['logic_util']:.0f}%)" if r.get("logic_cells") else "?"
+        if not r.get("fits"):
+            over = [f"{k} {v['used']}/{v['available']}" for k, v in r["utilization"].items()
+                    if v["used"] > v["available"]]
+            lines.append(f"| {r['part']} | {r['lanes']} | {depths} | {lc} | {r['luts']} | "
+                         f"{r['ffs']} | {r['dsps']} | {r['brams']} | {r['sprams']} | "
+                         f"does not fit ({', '.join(over) or r['reason']}) | - |")
             continue
-        lc = f"{r['logic_cells']} ({100 * r['logic_util']:.0f}%)"
         cp = r.get("critical_path") or {}
-        path = " -> ".join(cp.get("nets", [])[:1] + cp.get("nets", [])[-1:]) or "-"
+        path = f"{cp.get('start_signal')} -> {cp.get('end_signal')}" if cp else "-"
         fmax = f"{r['fmax_mhz']} ({r['target_mhz']:g})"
         lines.append(f"| {r['part']} | {r['lanes']} | {depths} | {lc} | {r['luts']} | "
                      f"{r['ffs']} | {r['dsps']} | {r['brams']} | {r['sprams']} | {fmax} | "
@@ -486,10 +591,24 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=BUILD / "reports" / "synth.json")
     ap.add_argument("--work", type=Path, default=BUILD / "synth")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--update", action="store_true",
+                    help="replace only these runs in an existing --out report")
+    ap.add_argument("--blocks", action="store_true",
+                    help="only synthesize each engine block alone (area breakdown, no P&R)")
     ap.add_argument("--plain-yosys", action="store_true",
                     help="also run plain `synth` on make verilog's output and list warnings")
     a = ap.parse_args(argv)
     parts = list(PARTS) if a.part == "all" else [a.part]
+    if a.blocks:  # area breakdown only
+        out = {"blocks": {}}
+        for pname in parts:
+            for lanes in a.lanes:
+                print(f"blocks {pname} lanes={lanes}:", flush=True)
+                out["blocks"][f"{pname}-l{lanes}"] = block_breakdown(
+                    PARTS[pname], lanes, a.work / f"blocks-{pname}-l{lanes}")
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(out, indent=1) + "\n")
+        return 0
     records = []
     for pname in parts:
         part = PARTS[pname]
@@ -506,6 +625,13 @@ def main(argv=None) -> int:
                      else f"FAILED ({rec.get('stage', 'fit')}): {rec.get('reason')}"),
                   flush=True)
     out = {"records": records}
+    if a.update and a.out.exists():  # keep other runs of an earlier report
+        key = lambda r: (r["design"], r["part"], r["lanes"])  # noqa: E731
+        old = json.loads(a.out.read_text())
+        new_keys = {key(r) for r in records}
+        records[:0] = [r for r in old.get("records", []) if key(r) not in new_keys]
+        records.sort(key=lambda r: (list(PARTS).index(r["part"]), r["lanes"]))
+        out = dict(old, records=records)
     if a.plain_yosys:
         out["plain_yosys"] = {}
         for lanes in a.lanes:

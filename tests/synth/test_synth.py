@@ -1,0 +1,48 @@
+"""One small synthesis under ``make test``: the engine at 4 lanes on the iCE40 UP5K.
+
+Yosys (``synth_ice40``) then nextpnr, through ``hw.synth`` exactly as ``make synth`` runs
+them, with small activation, parameter and output buffers. The stream memory keeps its
+16 K words so that SPRAM inference is exercised. About a minute on 2 cores once the YoWASP
+cache (``~/.cache/YoWASP``) is warm; the first YoWASP call ever compiles for ~30 s more.
+"""
+
+import pytest
+
+from hw.synth import PARTS, engine_design, synthesize
+
+DEPTHS = dict(max_rows=256, max_cols=256, weight_depth=16384)
+
+#: Logic cells nextpnr needed for this design when measured (5948, see docs/synthesis.md),
+#: plus 5%: while the engine does not fit the UP5K, a growth past this fails the test.
+LC_RATCHET = 6245
+
+
+def test_engine_l4_up5k(tmp_path):
+    part = PARTS["up5k"]
+    rec = synthesize(engine_design(part, 4, DEPTHS), part, tmp_path)
+    assert rec.get("cells"), f"Yosys failed: {rec.get('reason')}"
+
+    # What the memories and multipliers became (Yosys's cell statistics).
+    assert rec["dsps"] == 8, "4 lane multipliers + the requantizer's 32x32 (4 x SB_MAC16)"
+    assert rec["sprams"] == 3, "40-bit stream words in three 16-bit SB_SPRAM256KA"
+    # 4 activation copies (one per lane read port), 5 for 72-bit params, 1 output buffer.
+    assert rec["brams"] == 10
+    assert rec["cells"].get("SB_LUT4", 0) > 1000 and rec["ffs"] > 1000  # nothing trimmed
+
+    util = rec["utilization"]
+    if not rec["fits"]:
+        # Placement ran out of logic cells: known (docs/synthesis.md), not fixable without
+        # shrinking the engine. Everything else must fit; guard the size, report the gap.
+        assert rec["stage"] == "nextpnr", rec.get("reason")
+        short = {k for k, u in util.items() if u["used"] > u["available"]}
+        assert short == {"ICESTORM_LC"}, f"short of {short}: {util}"
+        assert rec["logic_cells"] <= LC_RATCHET, (
+            f"engine grew: {rec['logic_cells']} logic cells (was <= {LC_RATCHET})")
+        pytest.xfail(f"engine at 4 lanes needs {rec['logic_cells']} of 5280 UP5K logic cells")
+
+    assert rec["nextpnr_exit"] == 0
+    for kind, u in util.items():
+        assert u["used"] <= u["available"], f"{kind}: {u}"
+    assert rec["logic_util"] < 1.0
+    assert rec["fmax_mhz"] and rec["fmax_mhz"] > 0
+    assert rec["critical_path"] and rec["critical_path"]["start"]
