@@ -45,7 +45,7 @@ def run_plan(lanes: int, cases: list[dict], *, waves: bool = False) -> list[dict
     xml = toolchain.run_cocotb(
         build_dir, TOPLEVEL, "sim.cocotb_matvec", waves=waves,
         env={"NEP_PLAN": str(plan_path), "NEP_RESULTS": str(results_path),
-             "COCOTB_LOG_LEVEL": "WARNING"})
+             "COCOTB_LOG_LEVEL": "WARNING", "GPI_LOG_LEVEL": "WARNING"})
     records = json.loads(results_path.read_text()) if results_path.exists() else []
     n_tests, n_failed = get_results(Path(xml))
     if n_tests == 0 or n_failed or len(records) != len(cases):
