@@ -21,8 +21,18 @@ layer corrupted through the weights window so that its stream CRC fails; ``arbit
 must stop with the ISS's error (``CRC_STREAM``), the error interrupt and STATUS.error;
 the word restored, a soft reset, and the rerun matches the ISS again.
 
-A JSON summary (frames, branch switches, forced or not, error code) goes to
-``NEP_STEPS_REPORT``.
+Each image is also compared directly with the golden model it was compiled from (the
+``.npz`` files of ``NEP_MODELS``, one per image, ``golden.model.save_model``): a
+``golden.backend.GoldenBackend`` is stepped with the same inputs (features, backlog, the
+branch the RTL ran, token) and, per frame, the RTL's arbitrator decision (RESULT) must
+equal ``GoldenBackend.arbitrate``, its ``enc`` (read through the bus) the golden
+``encoder_step`` output, its ``pred.h`` the golden ``predictor_step`` output and its
+``logits`` ``GoldenBackend.joint(enc, pred)``, bit for bit; after the frames, every LSTM
+state region (``h``, ``c`` of fast, slow1, slow2, pred, read through the bus) must equal
+the golden states.
+
+A JSON summary (frames, golden-compared frames, branch switches, forced or not, error
+code) goes to ``NEP_STEPS_REPORT``.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from cocotb.triggers import RisingEdge
 from compiler.compile import Image, load_image
 from compiler.isa import ErrorCode
 from compiler.iss import Machine
+from golden.backend import GoldenBackend
+from golden.model import QuantModel, load_model
 from sim.cocotb_nep_top import (CFG, MAP, Device, _setup, image_writes, reg,
                                 scratch_writes, word_writes)
 
@@ -46,6 +58,8 @@ IMAGES = [p for p in os.environ.get("NEP_IMAGES", "").split(os.pathsep) if p]
 SEED = int(os.environ.get("NEP_SEED", "1"))
 FRAMES = int(os.environ.get("NEP_FRAMES", "50"))
 REPORT = os.environ.get("NEP_STEPS_REPORT")
+#: The golden QuantModel each image was compiled from (same order as ``IMAGES``).
+MODELS = [p for p in os.environ.get("NEP_MODELS", "").split(os.pathsep) if p]
 MIN_SWITCHES = 5
 BRANCHES = ("encoder_fast", "encoder_slow")
 #: The scratch regions each program writes (its outputs and the LSTM state it updates).
@@ -94,6 +108,8 @@ class Steps(Device):
         if want.error:
             ref["FAULT_PC"] = want.fault_pc or 0
         assert got == ref, f"{label}: registers {got} != ISS {ref}"
+        self.regs = got
+        self.regions = {}
         if error_irq:
             assert self.dut.irq.value, f"{label}: no error interrupt"
         for name in WRITES[program]:
@@ -101,6 +117,7 @@ class Steps(Device):
             rtl = await self.read_block(r.addr, r.length)
             exp = iss.read_scratch(r.addr, r.length)
             assert np.array_equal(rtl, exp), f"{label}: {name} RTL {rtl.tolist()} ISS {exp.tolist()}"
+            self.regions[name] = rtl  # what the bus returned, for the golden comparison
         await self.write(reg("IRQ_STATUS"), got["IRQ_STATUS"])
         await RisingEdge(self.dut.clk)
         assert not self.dut.irq.value, f"{label}: irq still high after the clear"
@@ -170,7 +187,15 @@ async def engine_error(dev: Steps, iss: Machine, image: Image) -> dict:
     return {"weight_index": index, "error": code.name, "error_code": int(code)}
 
 
-async def run_model(dev: Steps, iss: Machine, image: Image, k: int, frames: int) -> dict:
+def same(label: str, rtl, want) -> None:
+    """Bit-for-bit equality of an RTL region (int16 words) and a golden integer array."""
+    rtl, want = np.asarray(rtl, np.int64), np.asarray(want, np.int64)
+    assert rtl.shape == want.shape and np.array_equal(rtl, want), (
+        f"{label}: RTL {rtl.tolist()} != golden {want.tolist()}")
+
+
+async def run_model(dev: Steps, iss: Machine, image: Image, k: int, frames: int,
+                    golden: GoldenBackend) -> dict:
     rng = np.random.default_rng(SEED * 1000 + k)
     # The utterance starts with the state (and every region the image uses) zeroed.
     await dev.put(iss, 0, np.zeros(image.memory_map["scratch_used"], int))
@@ -185,20 +210,43 @@ async def run_model(dev: Steps, iss: Machine, image: Image, k: int, frames: int)
     forced = natural_switches(iss, image, inputs) < MIN_SWITCHES
     pattern = np.random.default_rng(SEED + 77 * k).integers(0, 2, frames)
     branches = []
+    enc_state, pred_state = golden.initial_encoder_state(), golden.initial_predictor_state()
+    golden_frames = 0
     for t, f in enumerate(inputs):
+        at = f"model {k} frame {t}"
+        feat = np.asarray(f["feat"]).astype(np.int8)
         await dev.put(iss, image.region("feat").addr, f["feat"])
         await dev.put(iss, image.region("backlog").addr, [f["backlog"]])
-        await dev.step(iss, image, "arbitrate", f"model {k} frame {t} arbitrate")
-        branch = int(pattern[t]) if forced else await dev.read(reg("RESULT"))
+        await dev.step(iss, image, "arbitrate", f"{at} arbitrate")
+        decision = dev.regs["RESULT"]
+        want = golden.arbitrate(feat, f["backlog"])
+        assert decision == want, f"{at}: RTL arbitrator {decision} != golden {want}"
+        branch = int(pattern[t]) if forced else decision
         branches.append(branch)
-        await dev.step(iss, image, BRANCHES[branch], f"model {k} frame {t} {BRANCHES[branch]}")
+        await dev.step(iss, image, BRANCHES[branch], f"{at} {BRANCHES[branch]}")
+        enc, enc_state = golden.encoder_step(branch, feat, enc_state)
+        same(f"{at} enc (golden {BRANCHES[branch]})", dev.regions["enc"], enc)
         await dev.put(iss, image.region("token").addr, [f["token"]])
-        await dev.step(iss, image, "predictor", f"model {k} frame {t} predictor")
-        await dev.step(iss, image, "joint", f"model {k} frame {t} joint")
+        await dev.step(iss, image, "predictor", f"{at} predictor")
+        pred, pred_state = golden.predictor_step(f["token"], pred_state)
+        same(f"{at} pred.h (golden predictor_step)", dev.regions["pred.h"], pred)
+        await dev.step(iss, image, "joint", f"{at} joint")
+        same(f"{at} logits (golden joint)", dev.regions["logits"], golden.joint(enc, pred))
+        golden_frames += 1
+    # The LSTM states the frames leave, read through the bus, against the golden ones.
+    states = {"fast": enc_state.fast, "slow1": enc_state.slow1, "slow2": enc_state.slow2,
+              "pred": pred_state}
+    for lstm, st in states.items():
+        for part in ("h", "c"):
+            r = image.region(f"{lstm}.{part}")
+            same(f"model {k} end state {lstm}.{part}", await dev.read_block(r.addr, r.length),
+                 getattr(st, part))
+    golden_states = 2 * len(states)
     switches = sum(a != b for a, b in zip(branches, branches[1:]))
     assert switches >= MIN_SWITCHES, f"model {k}: {switches} branch switches"
     out = {"image": k, "frames": frames, "programs": 4 * frames, "switches": switches,
-           "slow_frames": sum(branches), "forced": bool(forced)}
+           "slow_frames": sum(branches), "forced": bool(forced),
+           "golden_frames": golden_frames, "golden_states": golden_states}
     if k == 0:
         out["engine_error"] = await engine_error(dev, iss, image)
     await dev.whole_scratch(iss, f"model {k} end")
@@ -210,6 +258,7 @@ async def step_sequences_match_the_iss(dut):
     """Every image: loaded through the bus, ``FRAMES`` frames of the step sequence, each
     program compared with the ISS; the first image also takes an engine error."""
     assert IMAGES, "NEP_IMAGES is empty"
+    assert len(MODELS) == len(IMAGES), f"NEP_MODELS: {len(MODELS)} models, {len(IMAGES)} images"
     dev = Steps(dut, (await _setup(dut, pause=0.2, seed=SEED)).axi)
     iss = Machine(CFG)
     # Scratch has no reset (the ISS's is zero): zero it once; later models carry the
@@ -219,7 +268,9 @@ async def step_sequences_match_the_iss(dut):
     for k, path in enumerate(IMAGES):
         image = load_image(Path(path).read_bytes())
         iss.load(image)  # the device keeps what the previous image left; so does the ISS
-        report.append(await run_model(dev, iss, image, k, FRAMES))
+        model = load_model(MODELS[k])
+        assert isinstance(model, QuantModel), f"{MODELS[k]}: not a QuantModel"
+        report.append(await run_model(dev, iss, image, k, FRAMES, GoldenBackend(model)))
         dut._log.warning("model %d: %s", k, report[-1])
     if REPORT:
         Path(REPORT).write_text(json.dumps(report))
