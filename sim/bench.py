@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from golden.weights import Encoding
-from sim import rtl, steps_bench, toolchain
+from sim import rtl, rtl_steps, steps_bench, toolchain
 
 SIZES = (256, 512, 1024)
 SPARSITIES = (0.0, 0.5, 0.75, 0.9)
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     for name, ok, detail in goals(rows):
         print(f"{'PASS' if ok else 'MISS'}  {name}: {detail}")
     print(f"\nwrote {a.out}")
-    steps = steps_bench.step_records()
+    print("\ncompute steps of the benchmark model: ISS, then the RTL (nep_top) ...", flush=True)
+    steps = steps_bench.step_records() + rtl_steps.rtl_step_records()
     a.steps_out.write_text(json.dumps(steps, indent=1))
     steps_bench.print_table(steps)
     print(f"\nwrote {a.steps_out}")
