@@ -3,8 +3,10 @@
 The build is ``tests/rtl/test_nep_top_rtl.py``'s (same configuration, same sources:
 the same cached Verilator model). One cocotb test (``sim.cocotb_uvm_nep``): compute
 steps of a small compiled model, directed per-opcode programs and constrained-random
-programs, every run compared with the ISS by the scoreboard; then the functional
-coverage it wrote must show every opcode and at least four error codes.
+programs, engine errors of images corrupted through the bus, and the steps of two more
+models (dense int8, sparse codebook), every run compared with the ISS by the
+scoreboard; then the functional coverage it wrote must show every opcode, at least four
+error codes of which at least three of the engine's (1..9), and every layer density class.
 """
 
 import xml.etree.ElementTree as ET
@@ -17,7 +19,7 @@ from hw.nep_top import NepTop
 from sim import toolchain
 from sim.cocotb_nep_top import CFG, TOPLEVEL, small_image
 from sim.harness import SIM_RAM_VERILOG
-from sim.uvm_nep import COVERAGE_DIR
+from sim.uvm_nep import COVERAGE_DIR, ENGINE_ERRORS, SPARSITY_BINS
 from tests.rtl import test_nep_top_rtl as nep_top_rtl
 
 COVERAGE_XML = COVERAGE_DIR / "nep_top_coverage.xml"
@@ -54,3 +56,8 @@ def test_uvm_env_on_nep_top(tmp_path):
     assert opcodes.get("ILLEGAL", 0) > 0
     errors = {k for k, v in _bins(root, "nep.run.error").items() if v and k != "OK"}
     assert len(errors) >= 4, f"error codes hit: {sorted(errors)}"
+    engine = errors & set(ENGINE_ERRORS)
+    assert len(engine) >= 3, f"engine error codes hit: {sorted(engine)}"
+    sparsity = _bins(root, "nep.layer.sparsity")
+    missed = [b for b in SPARSITY_BINS if sparsity.get(b, 0) == 0]
+    assert not missed, f"layer density classes never executed: {missed} ({sparsity})"
