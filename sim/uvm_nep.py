@@ -9,19 +9,31 @@ Structure (pyuvm, TinyALU style)::
           AxiLiteDriver   cocotbext-axi ``AxiLiteMaster``, random pauses on all channels;
                           executes the items, publishes each (with what it read back) on ``ap``
           IrqMonitor      passive: counts ``irq`` rising edges, publishes them on ``ap``
-        NepScoreboard     mirrors every item into ``compiler.iss.Machine``; after each run
-                          compares RTL scratch (read through the bus), RESULT, ERROR,
-                          FAULT_PC, VL, VN, SYNC_COUNT, INSTRUCTIONS, STATUS with the ISS
-        NepCoverage       cocotb-coverage coverpoints sampled from the ISS trace of each run
+        MemAgent (uvm_agent)      layered on the AXI agent
+          uvm_sequencer
+          MemDriver       translates each :class:`MemItem` (region, index, values, read or
+                          write) into :class:`BusItem` s on the AXI sequencer
+                          (``Window.split``/``join``, ``RegisterMap.address``)
+          MemMonitor      rebuilds completed word accesses from the AXI driver's bus items
+                          (``RegisterMap.decode``), publishes them to scoreboard and coverage
+        NepScoreboard     mirrors every register write and memory write into
+                          ``compiler.iss.Machine``, checks memory reads against its memories;
+                          after each run compares RTL scratch (read through the bus), RESULT,
+                          ERROR, FAULT_PC, VL, VN, SYNC_COUNT, INSTRUCTIONS, STATUS with the ISS
+        NepCoverage       cocotb-coverage coverpoints sampled from the ISS trace of each run,
+                          and ``nep.mem.region_x_access`` from the memory monitor
 
-Sequence items: :class:`LoadImageItem`, :class:`RegItem` (write/read a register),
-:class:`ScratchItem`, :class:`RunItem` (program words at a PC, run, collect results).
+Bus-layer items: :class:`BusItem` (one 32-bit access), :class:`RegItem` (write/read a
+register), :class:`RunItem` (run from a PC, collect results). Memory-layer item:
+:class:`MemItem`; memory sequences :class:`MemLoadImageSeq` (``Machine.load``),
+:class:`MemWriteSeq`, :class:`MemReadSeq`, :class:`MemSampleSeq` (read back every region).
+Images, scratch inputs, program words and corruptions all go through the memory agent.
 Sequences: :class:`ComputeStepSeq` (every step of a compiled small model),
 :class:`DirectedSeq` (one hand-written program per opcode plus error cases),
 :class:`RandomSeq` (constrained-random vector/ARGMAX/SETVL/LOADROW/HALT streams with
 occasional illegal instructions; the expected error is the ISS's), :class:`CorruptSeq`
 (engine errors 1..9: weight/param/descriptor words corrupted through the bus with
-:class:`WindowItem`, mirrored into the ISS, then restored after a soft reset; the
+:class:`MemWriteSeq`, read back, mirrored into the ISS, then restored after a soft reset; the
 engine-error destination range is unspecified, docs/isa.md 4, so not compared) and
 :class:`ModelSeq` (the steps of two more models: dense int8, sparse codebook, so every
 ``nep.layer.sparsity`` class is executed).
@@ -48,8 +60,7 @@ from compiler.isa import (ELEMENTWISE, Descriptor, ErrorCode, Instruction, Mode,
 from compiler.iss import Machine
 from golden.model import ModelConfig, QuantConfig, random_float_model
 from golden.quantize import quantize_model
-from sim.cocotb_nep_top import (CFG, EXTRA_PC, MAP, STEPS, image_writes, inputs, reg,
-                                scratch_writes, word_writes)
+from sim.cocotb_nep_top import CFG, EXTRA_PC, MAP, STEPS, inputs, reg
 
 DEPTH = CFG.scratch_depth
 #: Scratch the directed and random programs own (the image's regions end below 100).
@@ -66,21 +77,36 @@ VL_OPS = ELEMENTWISE | {Op.ARGMAX, Op.LOADROW}
 # ------------------------------------------------------------------ sequence items
 
 
-class LoadImageItem(uvm_sequence_item):
-    """Load a compiled image through the bus (``Machine.load``)."""
+#: The memories the memory agent reaches (bus windows), and its access kinds.
+MEM_REGIONS = ("program", "descriptors", "constants", "scratch", "weights", "params")
+MEM_ACCESS = ("write", "read")
 
-    def __init__(self, name, image: Image):
+
+class MemItem(uvm_sequence_item):
+    """Memory layer: write ``values`` to ``region[index:]`` or (``values`` None) read
+    ``count`` words from ``region[index]``, which fill ``values``. Words are whole memory
+    words (scratch: signed 16-bit, wrapped on writes; descriptors: 512-bit integers)."""
+
+    def __init__(self, name, region: str, index: int, values=None, *, count: int = 1):
         super().__init__(name)
-        self.image = image
+        if region not in MEM_REGIONS:
+            raise ValueError(f"{region}: not one of {MEM_REGIONS}")
+        self.region, self.index = region, int(index)
+        self.kind = "read" if values is None else "write"
+        self.values = [] if values is None else [int(v) for v in np.ravel(values)]
+        self.count = count if values is None else len(self.values)
+
+    def __str__(self):
+        return f"{self.kind} {self.region}[{self.index}] {self.values[:4]}"
 
 
-class WindowItem(uvm_sequence_item):
-    """Write one ``word`` at ``window[index]`` (program, weights, params, descriptors,
-    constants) through the bus; the scoreboard applies the same write to the ISS."""
+class BusItem(uvm_sequence_item):
+    """Bus layer: one 32-bit access, a write of ``data`` at ``addr`` or (``data`` None)
+    a read, which fills ``got``."""
 
-    def __init__(self, name, window: str, index: int, word: int):
+    def __init__(self, name, addr: int, data: int | None = None):
         super().__init__(name)
-        self.window, self.index, self.word = window, index, int(word)
+        self.addr, self.data, self.got = addr, data, None
 
 
 class RegItem(uvm_sequence_item):
@@ -92,24 +118,14 @@ class RegItem(uvm_sequence_item):
         self.reg_name, self.data, self.expect, self.got = reg_name, data, expect, None
 
 
-class ScratchItem(uvm_sequence_item):
-    """Write ``values`` to scratch from ``addr``."""
-
-    def __init__(self, name, addr: int, values):
-        super().__init__(name)
-        self.addr, self.values = addr, [int(v) for v in np.ravel(values)]
-
-
 class RunItem(uvm_sequence_item):
-    """Optionally write ``words`` at ``pc`` and scratch ``pokes``, set PROG_LEN, run from
-    ``pc`` and collect the registers and the whole scratchpad (``got``, ``scratch``)."""
+    """Set PROG_LEN, run from ``pc`` and collect the registers and the whole scratchpad
+    (``got``, ``scratch``). The program words and scratch inputs are written before,
+    through the memory agent."""
 
-    def __init__(self, name, pc: int, words=(), *, prog_len: int | None = None,
-                 pokes=(), label: str = ""):
+    def __init__(self, name, pc: int, *, prog_len: int, label: str = ""):
         super().__init__(name)
-        self.pc, self.words = pc, [int(w) for w in words]
-        self.prog_len = pc + len(self.words) if prog_len is None else prog_len
-        self.pokes = [(a, [int(v) for v in np.ravel(vals)]) for a, vals in pokes]
+        self.pc, self.prog_len = pc, prog_len
         self.label = label or name
         self.got: dict = {}
         self.scratch: np.ndarray | None = None
@@ -171,32 +187,20 @@ class AxiLiteDriver(uvm_driver):
             self.seq_item_port.item_done()
 
     async def _execute(self, item):
-        if isinstance(item, LoadImageItem):
-            for a, d in scratch_writes(0, np.zeros(DEPTH, int)):  # scratch has no reset
-                await self.write(a, d)
-            for a, d in image_writes(item.image):
-                await self.write(a, d)
+        if isinstance(item, BusItem):
+            if item.data is not None:
+                await self.write(item.addr, item.data)
+            else:
+                item.got = await self.read(item.addr)
         elif isinstance(item, RegItem):
             if item.data is not None:
                 await self.write(reg(item.reg_name), item.data)
             else:
                 item.got = await self.read(reg(item.reg_name))
-        elif isinstance(item, ScratchItem):
-            for a, d in scratch_writes(item.addr, item.values):
-                await self.write(a, d)
-        elif isinstance(item, WindowItem):
-            for a, d in word_writes(item.window, item.index, item.word):
-                await self.write(a, d)
         elif isinstance(item, RunItem):
             await self._run(item)
 
     async def _run(self, item: RunItem):
-        for addr, vals in item.pokes:
-            for a, d in scratch_writes(addr, vals):
-                await self.write(a, d)
-        for i, w in enumerate(item.words):
-            for a, d in word_writes("program", item.pc + i, w):
-                await self.write(a, d)
         await self.write(reg("PROG_LEN"), item.prog_len)
         await self.write(reg("START_PC"), item.pc)
         await self.write(reg("CTRL"), 1)
@@ -234,6 +238,105 @@ class AxiAgent(uvm_agent):
         self.seqr = uvm_sequencer("seqr", self)
         self.driver = AxiLiteDriver("driver", self)
         self.monitor = IrqMonitor("monitor", self)
+
+    def connect_phase(self):
+        self.driver.seq_item_port.connect(self.seqr.seq_item_export)
+
+
+# ------------------------------------------------------------------ memory agent (layered)
+
+
+class _BusSeq(uvm_sequence):
+    """The bus items one :class:`MemItem` translates to, run on the AXI sequencer."""
+
+    def __init__(self, name, items):
+        super().__init__(name)
+        self.items = items
+
+    async def body(self):
+        for item in self.items:
+            await self.start_item(item)
+            await self.finish_item(item)
+
+
+def _signed16(v: int) -> int:
+    return v - (1 << 16) if v & 0x8000 else v
+
+
+class MemDriver(uvm_driver):
+    """Translates each :class:`MemItem` into :class:`BusItem` s on the AXI agent's
+    sequencer (``bus_seqr``, set by the env): every word split into its 32-bit parts
+    (``Window.split``, part 0 first, the last one commits) at ``MAP.address``; reads
+    joined back (``Window.join``)."""
+
+    bus_seqr = None
+
+    async def run_phase(self):
+        while True:
+            item = await self.seq_item_port.get_next_item()
+            await self._translate(item)
+            self.seq_item_port.item_done()
+
+    async def _translate(self, item: MemItem):
+        w = MAP.window(item.region)
+        name = f"{item.get_name()} bus"
+        if item.kind == "write":
+            bus = []
+            for i, v in enumerate(item.values):
+                word = v & 0xFFFF if item.region == "scratch" else v  # 16-bit bus writes
+                bus += [BusItem(name, MAP.address(item.region, item.index + i, k), part)
+                        for k, part in enumerate(w.split(word))]
+            await _BusSeq(name, bus).start(self.bus_seqr)
+            return
+        reads = [[BusItem(name, MAP.address(item.region, item.index + i, k))
+                  for k in range(w.parts)] for i in range(item.count)]
+        await _BusSeq(name, [b for parts in reads for b in parts]).start(self.bus_seqr)
+        values = [w.join(b.got for b in parts) for parts in reads]
+        item.values = [_signed16(v) for v in values] if item.region == "scratch" else values
+
+
+class MemMonitor(uvm_component):
+    """Passive: rebuilds memory accesses from the AXI agent's completed bus items
+    (``MAP.decode``; a word completes with its last part) and publishes each as a
+    one-word :class:`MemItem` on ``ap`` (writes: the value written; reads: the value
+    read)."""
+
+    def build_phase(self):
+        self.ap = uvm_analysis_port("ap", self)
+        self.bus_export = _Export("bus_export", self, self.on_bus)
+        self.parts: dict = {}
+
+    def on_bus(self, item):
+        if not isinstance(item, BusItem):
+            return
+        loc = MAP.decode(item.addr)
+        if loc is None or loc.region not in MEM_REGIONS:
+            return
+        kind = "read" if item.data is None else "write"
+        data = item.got if item.data is None else item.data
+        key = (kind, loc.region, loc.index)
+        parts = self.parts.setdefault(key, {})
+        parts[loc.part] = data
+        w = MAP.window(loc.region)
+        if loc.part != w.parts - 1:
+            return
+        del self.parts[key]
+        if sorted(parts) != list(range(w.parts)):
+            raise AssertionError(f"{kind} {loc.region}[{loc.index}]: parts {sorted(parts)}")
+        value = w.join(parts[k] for k in range(w.parts))
+        if loc.region == "scratch":
+            value = _signed16(value)
+        done = MemItem(f"{kind} {loc.region}[{loc.index}]", loc.region, loc.index,
+                       [value])
+        done.kind = kind
+        self.ap.write(done)
+
+
+class MemAgent(uvm_agent):
+    def build_phase(self):
+        self.seqr = uvm_sequencer("seqr", self)
+        self.driver = MemDriver("driver", self)
+        self.monitor = MemMonitor("monitor", self)
 
     def connect_phase(self):
         self.driver.seq_item_port.connect(self.seqr.seq_item_export)
@@ -294,6 +397,13 @@ def sample_run(code):
     pass
 
 
+@CoverPoint("nep.mem.region", xf=lambda region, kind: region, bins=list(MEM_REGIONS))
+@CoverPoint("nep.mem.access", xf=lambda region, kind: kind, bins=list(MEM_ACCESS))
+@CoverCross("nep.mem.region_x_access", items=["nep.mem.region", "nep.mem.access"])
+def sample_mem(region, kind):
+    pass
+
+
 def cover(machine: Machine, run, vl_at_fault: int) -> None:
     """Sample every instruction the ISS executed in ``run`` and the faulting one."""
     seen = [(e.instruction, None) for e in run.trace]
@@ -337,6 +447,8 @@ class NepScoreboard(uvm_component):
     def build_phase(self):
         self.item_export = _Export("item_export", self, self.on_item)
         self.irq_export = _Export("irq_export", self, self.on_irq)
+        self.mem_export = _Export("mem_export", self, self.on_mem)
+        self.mem_reads = self.mem_writes = 0
         self.iss = Machine(CFG)
         self.failures: list[str] = []
         self.runs = self.irqs = 0
@@ -351,36 +463,44 @@ class NepScoreboard(uvm_component):
 
     def on_item(self, item):
         iss = self.iss
-        if isinstance(item, LoadImageItem):
-            iss.scratch[:] = 0
-            iss.load(item.image)
-        elif isinstance(item, RegItem):
+        if isinstance(item, RegItem):
             if item.data is not None:
                 if item.reg_name in MIRRORED:
                     setattr(iss, MIRRORED[item.reg_name], item.data)
             elif item.expect is not None and item.got != item.expect:
                 self.fail(f"{item.reg_name} read {item.got:#x}, expected {item.expect:#x}")
-        elif isinstance(item, ScratchItem):
-            iss.write_scratch(item.addr, item.values)
-        elif isinstance(item, WindowItem):
-            if item.window == "descriptors":
-                iss.write_descriptor(item.index, item.word.to_bytes(64, "little"))
-            else:
-                write = {"program": iss.write_program, "weights": iss.write_weights,
-                         "params": iss.write_params}.get(item.window)
-                if write is not None:
-                    write(item.index, [item.word])
-                else:
-                    iss.write_constant(item.index, item.word)
         elif isinstance(item, RunItem):
             self._check_run(item)
 
+    def _iss_word(self, region: str, index: int) -> int:
+        iss = self.iss
+        if region == "descriptors":
+            return int.from_bytes(iss.descriptors[index], "little")
+        return int(getattr(iss, region)[index])
+
+    def on_mem(self, item: MemItem):
+        """A completed memory access (memory monitor): writes applied to the ISS, reads
+        compared with the ISS's memory."""
+        iss, i, value = self.iss, item.index, item.values[0]
+        if item.kind == "read":
+            self.mem_reads += 1
+            want = self._iss_word(item.region, i)
+            if value != want:
+                self.fail(f"{item.region}[{i}] read {value:#x}, ISS {want:#x}")
+            return
+        self.mem_writes += 1
+        if item.region == "descriptors":
+            iss.write_descriptor(i, value.to_bytes(64, "little"))
+        else:
+            write = {"program": iss.write_program, "weights": iss.write_weights,
+                     "params": iss.write_params, "scratch": iss.write_scratch}.get(item.region)
+            if write is not None:
+                write(i, [value])
+            else:
+                iss.write_constant(i, value)
+
     def _check_run(self, item: RunItem):
         iss = self.iss
-        for addr, vals in item.pokes:
-            iss.write_scratch(addr, vals)
-        if item.words:
-            iss.write_program(item.pc, item.words)
         iss.prog_len = item.prog_len
         run = iss.run(item.pc)
         self.runs += 1
@@ -409,6 +529,8 @@ class NepScoreboard(uvm_component):
     def check_phase(self):
         if self.irqs != self.runs:
             self.fail(f"{self.irqs} interrupts for {self.runs} runs")
+        if not (self.mem_reads and self.mem_writes):
+            self.fail(f"memory accesses: {self.mem_writes} writes, {self.mem_reads} reads")
 
 
 class _Export(uvm_subscriber):
@@ -423,6 +545,12 @@ class _Export(uvm_subscriber):
 
 
 class NepCoverage(uvm_component):
+    """Writes the coverage database; samples ``nep.mem.*`` from the memory monitor."""
+
+    def build_phase(self):
+        self.mem_export = _Export("mem_export", self,
+                                  lambda item: sample_mem(item.region, item.kind))
+
     def report_phase(self):
         COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
         coverage_db.export_to_xml(str(COVERAGE_DIR / "nep_top_coverage.xml"))
@@ -439,30 +567,142 @@ class NepCoverage(uvm_component):
 class NepEnv(uvm_env):
     def build_phase(self):
         self.agent = AxiAgent("agent", self)
+        self.mem_agent = MemAgent("mem_agent", self)
         self.scoreboard = NepScoreboard("scoreboard", self)
         self.coverage = NepCoverage("coverage", self)
 
     def connect_phase(self):
         self.agent.driver.ap.connect(self.scoreboard.item_export.analysis_export)
         self.agent.monitor.ap.connect(self.scoreboard.irq_export.analysis_export)
+        # layering: memory driver -> AXI sequencer; AXI driver -> memory monitor
+        self.mem_agent.driver.bus_seqr = self.agent.seqr
+        self.agent.driver.ap.connect(self.mem_agent.monitor.bus_export.analysis_export)
+        self.mem_agent.monitor.ap.connect(self.scoreboard.mem_export.analysis_export)
+        self.mem_agent.monitor.ap.connect(self.coverage.mem_export.analysis_export)
 
 
 # ------------------------------------------------------------------ sequences
 
 
-class NepSeq(uvm_sequence):
-    def __init__(self, name, image: Image, rng: random.Random):
+class MemSeq(uvm_sequence):
+    """Memory items on the memory agent's sequencer."""
+
+    def __init__(self, name, items=()):
         super().__init__(name)
-        self.image, self.rng = image, rng
+        self.items = list(items)
 
     async def send(self, item):
         await self.start_item(item)
         await self.finish_item(item)
         return item
 
-    async def run(self, words, *, label, pc=EXTRA_PC, **kw):
+    async def body(self):
+        for item in self.items:
+            await self.send(item)
+
+
+class MemWriteSeq(MemSeq):
+    """Write ``values`` at ``region[index:]``."""
+
+    def __init__(self, name, region, index, values):
+        super().__init__(name, [MemItem(name, region, index, values)])
+
+
+class MemReadSeq(MemSeq):
+    """Read ``count`` words from ``region[index]`` (checked by the scoreboard);
+    ``values`` after the sequence."""
+
+    def __init__(self, name, region, index, count=1):
+        super().__init__(name, [MemItem(name, region, index, count=count)])
+
+    @property
+    def values(self):
+        return self.items[0].values
+
+
+class MemLoadImageSeq(MemSeq):
+    """Every memory write of ``Machine.load``: scratch zeroed (it has no reset), then the
+    program, weights, params, constants, descriptors and the initial scratch."""
+
+    def __init__(self, name, image: Image):
+        super().__init__(name)
+        self.image = image
+
+    async def body(self):
+        img = self.image
+        await self.send(MemItem("scratch zero", "scratch", 0, [0] * DEPTH))
+        for region, words in (("program", img.program), ("weights", img.weights),
+                              ("params", img.params), ("constants", img.constants),
+                              ("descriptors", [_desc_word(d) for d in img.descriptors])):
+            if len(words):
+                await self.send(MemItem(f"image {region}", region, 0, words))
+        for addr, values in img.scratch_init:
+            await self.send(MemItem("image scratch", "scratch", addr, values))
+
+
+class MemSampleSeq(MemSeq):
+    """Read back a few words of every memory region (first and last of the image's
+    sections, random scratch entries); the scoreboard compares them with the ISS."""
+
+    def __init__(self, name, image: Image, rng: random.Random):
+        super().__init__(name)
+        self.image, self.rng = image, rng
+
+    async def body(self):
+        img = self.image
+        for region, n in (("program", len(img.program)), ("weights", len(img.weights)),
+                          ("params", len(img.params)), ("constants", len(img.constants)),
+                          ("descriptors", len(img.descriptors))):
+            for i in sorted({0, n - 1} if n else set()):
+                await self.send(MemItem(f"sample {region}", region, i, count=1))
+        for addr, values in img.scratch_init[:2]:
+            await self.send(MemItem("sample scratch init", "scratch", addr,
+                                    count=min(4, len(np.ravel(values)))))
+        await self.send(MemItem("sample scratch", "scratch", self.rng.randrange(DEPTH - 4),
+                                count=4))
+
+
+class NepSeq(uvm_sequence):
+    """Runs on the AXI agent's sequencer; memory traffic goes to ``mem_seqr``."""
+
+    def __init__(self, name, image: Image, rng: random.Random, mem_seqr=None):
+        super().__init__(name)
+        self.image, self.rng, self.mem_seqr = image, rng, mem_seqr
+
+    async def send(self, item):
+        await self.start_item(item)
+        await self.finish_item(item)
+        return item
+
+    async def mem(self, seq: MemSeq) -> MemSeq:
+        await seq.start(self.mem_seqr)
+        return seq
+
+    async def write_mem(self, name, region, index, values):
+        await self.mem(MemWriteSeq(name, region, index, values))
+
+    async def read_mem(self, name, region, index, count=1) -> list[int]:
+        return (await self.mem(MemReadSeq(name, region, index, count))).values
+
+    async def load_image(self, image: Image):
+        """``Machine.load`` through the memory agent, then the count registers."""
+        await self.mem(MemLoadImageSeq("load image", image))
+        for name, n in (("PROG_LEN", len(image.program)),
+                        ("DESC_COUNT", len(image.descriptors)),
+                        ("CONST_COUNT", len(image.constants))):
+            await self.send(RegItem(name.lower(), name, n))
+        await self.mem(MemSampleSeq("sample image", image, self.rng))
+
+    async def run(self, words, *, label, pc=EXTRA_PC, pokes=(), prog_len=None):
+        """Scratch ``pokes`` and the program ``words`` at ``pc`` through the memory
+        agent, then the run."""
         words = [encode(w) if isinstance(w, Instruction) else w for w in words]
-        return await self.send(RunItem(label, pc, words, label=label, **kw))
+        for addr, vals in pokes:
+            await self.write_mem(f"{label} poke", "scratch", addr, vals)
+        if words:
+            await self.write_mem(f"{label} program", "program", pc, words)
+        prog_len = pc + len(words) if prog_len is None else prog_len
+        return await self.send(RunItem(label, pc, prog_len=prog_len, label=label))
 
 
 class SetupSeq(NepSeq):
@@ -473,7 +713,7 @@ class SetupSeq(NepSeq):
         await self.send(RegItem("id", "ID", expect=MAP_ID))
         await self.send(RegItem("word_bits", "WORD_BITS", expect=CFG.word_bits))
         await self.send(RegItem("watchdog", "WATCHDOG", expect=CFG.program_depth))
-        await self.send(LoadImageItem("image", self.image))
+        await self.load_image(self.image)
         await self.send(RegItem("irq_enable", "IRQ_ENABLE", 0b01))
 
 
@@ -486,7 +726,7 @@ class ComputeStepSeq(NepSeq):
         np_rng = np.random.default_rng(self.rng.randrange(1 << 30))
         for t in range(self.frames):
             for name, values in inputs(np_rng, self.image).items():
-                await self.send(ScratchItem(name, self.image.region(name).addr, values))
+                await self.write_mem(name, "scratch", self.image.region(name).addr, values)
             for step in STEPS:
                 await self.send(RunItem(step, self.image.entry(step),
                                         prog_len=len(self.image.program),
@@ -508,7 +748,7 @@ class DirectedSeq(NepSeq):
         ls = next(i for i, d in enumerate(descs) if d.mode == Mode.LSTM)
         dm, dl = descs[mv], descs[ls]
         h = dl.rows // 4
-        await self.send(ScratchItem("work", WORK, _int8(r, DEPTH - WORK)))
+        await self.write_mem("work", "scratch", WORK, _int8(r, DEPTH - WORK))
         H = I(Op.HALT)
         await self.run([H], label="HALT")
         await self.run([I(Op.SYNC), I(Op.SYNC), H], label="SYNC")
@@ -631,8 +871,8 @@ class RandomSeq(NepSeq):
 
     async def body(self):
         r = self.rng
-        await self.send(ScratchItem("work", WORK, [r.randint(-32768, 32767)
-                                                   for _ in range(DEPTH - WORK)]))
+        await self.write_mem("work", "scratch", WORK, [r.randint(-32768, 32767)
+                                                       for _ in range(DEPTH - WORK)])
         for k in range(self.programs):
             vl = self._vl()
             vn = r.randint(1, 6)
@@ -674,7 +914,7 @@ class ModelSeq(ComputeStepSeq):
     frames = 1
 
     async def body(self):
-        await self.send(LoadImageItem(f"image {self.get_name()}", self.image))
+        await self.load_image(self.image)
         await super().body()
 
 
@@ -744,14 +984,16 @@ class CorruptSeq(NepSeq):
         ]
         for label, writes, prog, pokes in cases:
             code = self._probe(writes, prog)
-            for window, index, word, _ in writes:
-                await self.send(WindowItem(f"corrupt {label}", window, index, word))
+            for window, index, word, _ in writes:  # written, then read back
+                await self.write_mem(f"corrupt {label}", window, index, [word])
+                await self.read_mem(f"corrupted {label}", window, index)
             await self.run(prog, label=f"corrupt {label} ({code.name})", pokes=pokes)
             await self.send(RegItem("soft_reset", "CTRL", 2))
             await self.send(RegItem("status", "STATUS", expect=0))
             await self.send(RegItem("error", "ERROR", expect=int(code)))
             for window, index, _, orig in writes:
-                await self.send(WindowItem(f"restore {label}", window, index, orig))
+                await self.write_mem(f"restore {label}", window, index, [orig])
+                await self.read_mem(f"restored {label}", window, index)
             await self.run(prog, label=f"restored {label}", pokes=pokes)
 
 
@@ -773,10 +1015,10 @@ class NepTest(uvm_test):
     async def run_phase(self):
         self.raise_objection()
         rng = random.Random(self.seed)
-        seqr = self.env.agent.seqr
+        seqr, mem_seqr = self.env.agent.seqr, self.env.mem_agent.seqr
         for cls in (SetupSeq, ComputeStepSeq, DirectedSeq, RandomSeq, CorruptSeq):
-            await cls(cls.__name__, self.image, rng).start(seqr)
+            await cls(cls.__name__, self.image, rng, mem_seqr).start(seqr)
         for enc, sparsity in EXTRA_MODELS:  # the other density classes and encodings
             image = model_image(enc, sparsity)
-            await ModelSeq(f"ModelSeq {enc} {sparsity}", image, rng).start(seqr)
+            await ModelSeq(f"ModelSeq {enc} {sparsity}", image, rng, mem_seqr).start(seqr)
         self.drop_objection()

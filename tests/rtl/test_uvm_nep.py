@@ -6,7 +6,8 @@ steps of a small compiled model, directed per-opcode programs and constrained-ra
 programs, engine errors of images corrupted through the bus, and the steps of two more
 models (dense int8, sparse codebook), every run compared with the ISS by the
 scoreboard; then the functional coverage it wrote must show every opcode, at least four
-error codes of which at least three of the engine's (1..9), and every layer density class.
+error codes of which at least three of the engine's (1..9), every layer density class, and
+every (memory region, access kind) of the memory agent.
 """
 
 import xml.etree.ElementTree as ET
@@ -19,7 +20,7 @@ from hw.nep_top import NepTop
 from sim import toolchain
 from sim.cocotb_nep_top import CFG, TOPLEVEL, small_image
 from sim.harness import SIM_RAM_VERILOG
-from sim.uvm_nep import COVERAGE_DIR, ENGINE_ERRORS, SPARSITY_BINS
+from sim.uvm_nep import COVERAGE_DIR, ENGINE_ERRORS, MEM_ACCESS, MEM_REGIONS, SPARSITY_BINS
 from tests.rtl import test_nep_top_rtl as nep_top_rtl
 
 COVERAGE_XML = COVERAGE_DIR / "nep_top_coverage.xml"
@@ -61,3 +62,11 @@ def test_uvm_env_on_nep_top(tmp_path):
     sparsity = _bins(root, "nep.layer.sparsity")
     missed = [b for b in SPARSITY_BINS if sparsity.get(b, 0) == 0]
     assert not missed, f"layer density classes never executed: {missed} ({sparsity})"
+    mem = _bins(root, "nep.mem.region_x_access")
+    for region in MEM_REGIONS:
+        assert mem.get(str((region, "write")), 0) > 0, f"{region} never written: {mem}"
+    for region in ("scratch", "weights", "params"):
+        assert mem.get(str((region, "read")), 0) > 0, f"{region} never read: {mem}"
+    unhit = [b for b, n in mem.items() if n == 0]
+    assert len(mem) == len(MEM_REGIONS) * len(MEM_ACCESS) and not unhit, \
+        f"region x access bins missed: {unhit} ({mem})"
