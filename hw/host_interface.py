@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from compiler.isa import ProcessorConfig
 from golden.weights import PARAM_BYTES
 
-from .processor import HostMem
+from .processor import HostMem, host_members
 from .register_map import ADDR_WIDTH, REG_SPAN, Access, RegisterMap
 
 __all__ = ["CORE_CONTROL", "CORE_STATUS", "HOST_PORT", "HostInterface"]
@@ -97,15 +97,7 @@ class HostInterface(wiring.Component):
             "addr": In(ADDR_WIDTH - 2), "wdata": In(32), "wstrb": In(4),
             "we": In(1), "re": In(1),
             "ready": Out(1), "rdata": Out(32), "rvalid": Out(1), "err": Out(1),
-            "start": Out(1), "soft_reset": Out(1),
-            "start_pc": Out(16), "prog_len": Out(17), "desc_count": Out(9),
-            "const_count": Out(9), "watchdog": Out(32, init=config.program_depth),
-            "busy": In(1), "done": In(1), "error": In(8), "fault_pc": In(16),
-            "result": In(16), "vl": In(16), "vn": In(16), "sync_count": In(32),
-            "cycles": In(32), "instructions": In(32), "macs": In(32),
-            "zero_acts": In(32), "stalls": In(32),
-            "host_mem": Out(HostMem), "host_addr": Out(16), "host_wdata": Out(512),
-            "host_we": Out(1), "host_re": Out(1), "host_rdata": In(512),
+            **{name: member.flip() for name, member in host_members(config).items()},
             "weight_addr": Out(wa), "weight_wdata": Out(config.word_bits),
             "weight_we": Out(1), "weight_re": Out(1), "weight_rdata": In(config.word_bits),
             "param_addr": Out(pa), "param_wdata": Out(8 * PARAM_BYTES),

@@ -80,6 +80,23 @@ class _State(enum.Enum, shape=4):
     LSTM_TAIL = 12  # the cell unit drains
 
 
+def host_members(config: ProcessorConfig) -> dict:
+    """The core's host-facing ports (``isa.md`` 1.1), as the core sees them: run control
+    and status registers, counters, and the host memory port. ``HostInterface`` drives
+    the same members flipped."""
+    return {
+        "start": In(1), "soft_reset": In(1),
+        "start_pc": In(16), "prog_len": In(17), "desc_count": In(9),
+        "const_count": In(9), "watchdog": In(32, init=config.program_depth),
+        "busy": Out(1), "done": Out(1), "error": Out(8), "fault_pc": Out(16),
+        "result": Out(16), "vl": Out(16), "vn": Out(16), "sync_count": Out(32),
+        "cycles": Out(32), "instructions": Out(32), "macs": Out(32),
+        "zero_acts": Out(32), "stalls": Out(32),
+        "host_mem": In(HostMem), "host_addr": In(16), "host_wdata": In(512),
+        "host_we": In(1), "host_re": In(1), "host_rdata": Out(512),
+    }
+
+
 class Processor(wiring.Component):
     """The NEP processor: program, descriptor, constant and scratch memories, a blocking
     sequencer, the matrix-vector engine, the LSTM cell unit, the vector ALU and the
@@ -149,19 +166,11 @@ class Processor(wiring.Component):
         wa = max(1, (config.weight_depth - 1).bit_length())
         pa = max(1, (config.param_depth - 1).bit_length())
         super().__init__({
-            "start": In(1), "soft_reset": In(1),
-            "start_pc": In(16), "prog_len": In(17), "desc_count": In(9),
-            "const_count": In(9), "watchdog": In(32, init=config.program_depth),
-            "busy": Out(1), "done": Out(1), "error": Out(8), "fault_pc": Out(16),
-            "result": Out(16), "vl": Out(16), "vn": Out(16), "sync_count": Out(32),
-            "cycles": Out(32), "instructions": Out(32), "macs": Out(32),
-            "zero_acts": Out(32), "stalls": Out(32),
+            **host_members(config),
             "w_req_addr": Out(wa), "w_req_valid": Out(1), "w_req_ready": In(1),
             "w_resp_data": In(config.word_bits), "w_resp_valid": In(1),
             "p_req_addr": Out(pa), "p_req_valid": Out(1), "p_req_ready": In(1),
             "p_resp_data": In(8 * PARAM_BYTES), "p_resp_valid": In(1),
-            "host_mem": In(HostMem), "host_addr": In(16), "host_wdata": In(512),
-            "host_we": In(1), "host_re": In(1), "host_rdata": Out(512),
         })
         self.program_mem = Memory(shape=64, depth=config.program_depth, init=[])
         self.desc_mem = Memory(shape=512, depth=config.desc_depth, init=[])
