@@ -167,6 +167,9 @@ class Device:
 
 
 async def _setup(dut, pause: float, seed: int) -> Device:
+    """Clock (10 ns), zeroed weight and param RAMs, reset, and an ``AxiLiteMaster`` whose
+    channels pause with probability ``pause`` per cycle (none at 0: no per-cycle
+    pause coroutines then)."""
     Clock(dut.clk, 10, unit="ns").start()
     # The weight and param RAMs have no reset; the ISS starts them at zero.
     for ram in (dut.weight_mem, dut.param_mem):
@@ -179,7 +182,8 @@ async def _setup(dut, pause: float, seed: int) -> Device:
     rng = random.Random(seed ^ 0x5EED)
     for ch in (axi.write_if.aw_channel, axi.write_if.w_channel, axi.write_if.b_channel,
                axi.read_if.ar_channel, axi.read_if.r_channel):
-        ch.set_pause_generator(iter(lambda: rng.random() < pause, None))
+        if pause:
+            ch.set_pause_generator(iter(lambda: rng.random() < pause, None))
     await RisingEdge(dut.clk)
     return Device(dut, axi)
 
