@@ -526,6 +526,37 @@ class IssBackend:
         A model is compiled with ``config`` and ``fuse_lstm``; an image is loaded as is.
     config : ProcessorConfig, optional
     fuse_lstm : bool
+
+    Notes
+    -----
+    **Extending: another device behind the same protocol.** The Backend methods
+    (:meth:`arbitrate`, :meth:`encoder_step`, ...) check their arguments and decide which
+    scratch regions a step writes and reads; they reach the device only through five
+    device-access methods, which a subclass may override to put another device (e.g.
+    the RTL, ``sim.rtl_backend.RtlBackend``) behind the protocol:
+
+    * :meth:`write_region` -- a step's input into a scratch region;
+    * :meth:`read_region` -- a step's output from a scratch region;
+    * :meth:`run_step` -- run a step's program to its clean halt and leave its ``RESULT``
+      in ``machine.result`` (what it returns and records in :attr:`runs` is the
+      subclass's: the Backend methods do not use it);
+    * :meth:`put_state` / :meth:`get_state` -- the LSTM state a step continues from
+      and the one it leaves (a subclass may return a handle in place of an
+      ``LSTMState``, e.g. for a state kept on the device, as long as
+      :meth:`put_state` accepts it back).
+
+    An override keeps each method's contract (its docstring) and may call the base
+    method, which acts on :attr:`machine`. Everything else is internal.
+
+    Attributes
+    ----------
+    image : Image
+    machine : Machine
+        The simulated processor (for a subclass: whatever it makes of it, e.g. the
+        host's shadow of a device's scratch).
+    runs : list of (str, Run)
+        Every program run of :meth:`run_step`, in order.
+    model_config : ModelConfig
     """
 
     def __init__(self, model: QuantModel | Image, config: ProcessorConfig | None = None,
@@ -564,14 +595,30 @@ class IssBackend:
         r = self.image.memory_map["regions"][name]
         return r["addr"], r["length"]
 
-    def _write(self, name: str, values) -> None:
+    def write_region(self, name: str, values) -> None:
+        """Write scratch region ``name`` (device access; see Notes).
+
+        Parameters
+        ----------
+        name : str
+            A region of the image's memory map (e.g. ``"feat"``, ``"pred.h"``).
+        values : array_like
+            One value per entry (shape ``(length,)``), stored as 16-bit entries.
+
+        Raises
+        ------
+        ValueError
+            If ``values`` does not have the region's shape.
+        """
         addr, n = self._region(name)
         v = np.asarray(values)
         if v.shape != (n,):
             raise ValueError(f"{name} needs shape ({n},), got {v.shape}")
         self.machine.write_scratch(addr, v)
 
-    def _read(self, name: str, dtype) -> np.ndarray:
+    def read_region(self, name: str, dtype) -> np.ndarray:
+        """Scratch region ``name`` as a read-only array of ``dtype`` (device access;
+        see Notes): what the device holds there after the last :meth:`run_step`."""
         addr, n = self._region(name)
         return _readonly(self.machine.read_scratch(addr, n).astype(dtype))
 
@@ -581,63 +628,79 @@ class IssBackend:
             raise ValueError(f"{what} must be int8 of shape ({n},), got {x.dtype} {x.shape}")
         return x
 
-    def _run(self, step: str) -> Run:
+    def run_step(self, step: str) -> Run:
+        """Run program ``step`` (one of ``compiler.compile.PROGRAMS``) from its entry
+        to a clean halt, record it in :attr:`runs` and set ``machine.result`` to the
+        ``RESULT`` register (device access; see Notes).
+
+        Raises
+        ------
+        IssError
+            If the program halts with an error code.
+        """
         run = self.machine.run(self.image.entry(step))
         self.runs.append((step, run))
         if run.error:
             raise IssError(f"program {step} halted with {run.error.name} at PC {run.fault_pc}")
         return run
 
-    def _put_state(self, prefix: str, state: LSTMState) -> None:
-        self._write(f"{prefix}.h", state.h)
-        self._write(f"{prefix}.c", state.c)
+    def put_state(self, prefix: str, state: LSTMState) -> None:
+        """Make ``state`` the one in regions ``prefix.h`` and ``prefix.c`` (an LSTM's
+        state before a step continues from it; device access, see Notes)."""
+        self.write_region(f"{prefix}.h", state.h)
+        self.write_region(f"{prefix}.c", state.c)
 
-    def _get_state(self, prefix: str) -> LSTMState:
-        return LSTMState(self._read(f"{prefix}.h", np.int8), self._read(f"{prefix}.c", np.int16))
+    def get_state(self, prefix: str) -> LSTMState:
+        """The LSTM state in regions ``prefix.h`` (int8) and ``prefix.c`` (int16) after a
+        step (device access; see Notes)."""
+        return LSTMState(self.read_region(f"{prefix}.h", np.int8),
+                         self.read_region(f"{prefix}.c", np.int16))
 
     def arbitrate(self, feat_int8, backlog_q: int) -> int:
         if isinstance(backlog_q, bool) or not isinstance(backlog_q, (int, np.integer)) or not (
                 0 <= backlog_q <= BACKLOG_MAX):
             raise ValueError(f"backlog_q must be an int in 0..{BACKLOG_MAX}, got {backlog_q!r}")
-        self._write("feat", self._int8("features", feat_int8, self.model_config.feature_dim))
-        self._write("backlog", [backlog_q])
-        self._run("arbitrate")
+        feat = self._int8("features", feat_int8, self.model_config.feature_dim)
+        self.write_region("feat", feat)
+        self.write_region("backlog", [backlog_q])
+        self.run_step("arbitrate")
         return self.machine.result
 
     def encoder_step(self, branch: int, feat_int8, state: EncoderState
                      ) -> tuple[np.ndarray, EncoderState]:
         if branch not in (FAST, SLOW):
             raise ValueError(f"branch must be {FAST} or {SLOW}, got {branch!r}")
-        self._write("feat", self._int8("features", feat_int8, self.model_config.feature_dim))
+        feat = self._int8("features", feat_int8, self.model_config.feature_dim)
+        self.write_region("feat", feat)
         if branch == FAST:
-            self._put_state("fast", state.fast)
-            self._run("encoder_fast")
-            new = state._replace(fast=self._get_state("fast"))
+            self.put_state("fast", state.fast)
+            self.run_step("encoder_fast")
+            new = state._replace(fast=self.get_state("fast"))
         else:
-            self._put_state("slow1", state.slow1)
-            self._put_state("slow2", state.slow2)
-            self._run("encoder_slow")
-            new = state._replace(slow1=self._get_state("slow1"), slow2=self._get_state("slow2"))
-        return self._read("enc", np.int8), new
+            self.put_state("slow1", state.slow1)
+            self.put_state("slow2", state.slow2)
+            self.run_step("encoder_slow")
+            new = state._replace(slow1=self.get_state("slow1"), slow2=self.get_state("slow2"))
+        return self.read_region("enc", np.int8), new
 
     def predictor_step(self, token: int, state: LSTMState) -> tuple[np.ndarray, LSTMState]:
         token = int(token)
         if not 0 <= token < self.model_config.vocab_size:
             raise ValueError(f"token {token} out of range 0..{self.model_config.vocab_size - 1}")
-        self._write("token", [token])
-        self._put_state("pred", state)
-        self._run("predictor")
-        new = self._get_state("pred")
+        self.write_region("token", [token])
+        self.put_state("pred", state)
+        self.run_step("predictor")
+        new = self.get_state("pred")
         return new.h, new
 
     predictor = predictor_step
 
     def joint(self, enc_int8, pred_int8) -> np.ndarray:
         c = self.model_config
-        self._write("enc", self._int8("enc", enc_int8, c.enc_dim))
-        self._write("pred.h", self._int8("pred", pred_int8, c.pred_hidden))
-        self._run("joint")
-        return self._read("logits", np.int8)
+        self.write_region("enc", self._int8("enc", enc_int8, c.enc_dim))
+        self.write_region("pred.h", self._int8("pred", pred_int8, c.pred_hidden))
+        self.run_step("joint")
+        return self.read_region("logits", np.int8)
 
     def _zero(self, prefix: str) -> LSTMState:
         _, n = self._region(f"{prefix}.h")

@@ -35,7 +35,8 @@ from .quantize import quantize_model
 from .tokens import BLANK_ID, default_tokens
 from .wav import WavError, load_audio
 
-__all__ = ["MODEL_SIZES", "main", "random_model", "synthetic_speech"]
+__all__ = ["MODEL_SIZES", "UsageError", "load_audio_file", "load_quant_model", "main",
+           "random_model", "synthetic_speech"]
 
 #: ``random-model --size`` choices: (front-end settings, model sizes).
 MODEL_SIZES = {
@@ -170,30 +171,66 @@ def _blank_bias(fm: FloatModel, feats: np.ndarray, rate: float, seed: int) -> fl
     return float(np.quantile(gaps, 1.0 - rate))
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     """Bad input from the user: printed as ``error: ...``, exit status 2."""
 
 
-def _load_quant_model(path: str) -> QuantModel:
+def load_quant_model(path: str) -> QuantModel:
+    """Read an integer model file for the pipeline.
+
+    Parameters
+    ----------
+    path : str
+        A model ``.npz`` written by :func:`golden.model.save_model`.
+
+    Returns
+    -------
+    QuantModel
+
+    Raises
+    ------
+    UsageError
+        If the file is missing, unreadable or corrupt, or holds a float model; the
+        message names the file and says what is wrong.
+    """
     try:
         model = load_model(path)
     except ModelError as e:
-        raise _UsageError(str(e)) from None
+        raise UsageError(str(e)) from None
     except OSError as e:
-        raise _UsageError(f"{path}: cannot read model file: {e.strerror or e}") from None
+        raise UsageError(f"{path}: cannot read model file: {e.strerror or e}") from None
     if not isinstance(model, QuantModel):
-        raise _UsageError(f"{path}: is a float model; the pipeline runs integer models "
+        raise UsageError(f"{path}: is a float model; the pipeline runs integer models "
                           "(quantize it first)")
     return model
 
 
-def _load_audio(path: str, sample_rate: int) -> np.ndarray:
+def load_audio_file(path: str, *, sample_rate: int) -> np.ndarray:
+    """Read a WAV file as mono float samples at ``sample_rate``
+    (:func:`golden.wav.load_audio`), with command-line errors.
+
+    Parameters
+    ----------
+    path : str
+    sample_rate : int, keyword-only
+        Target rate in Hz (the model's front end).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 samples in ``[-1, 1]``.
+
+    Raises
+    ------
+    UsageError
+        If the file is missing, unreadable or not a WAV file this reader handles.
+    """
     try:
         return load_audio(path, sample_rate=sample_rate)
     except WavError as e:
-        raise _UsageError(f"{path}: unreadable audio: {e}") from None
+        raise UsageError(f"{path}: unreadable audio: {e}") from None
     except OSError as e:
-        raise _UsageError(f"{path}: cannot read audio file: {e.strerror or e}") from None
+        raise UsageError(f"{path}: cannot read audio file: {e.strerror or e}") from None
 
 
 def _run(rec: Recognizer, audio: np.ndarray, progress: bool) -> Result:
@@ -235,14 +272,14 @@ def _format(result: Result, cost: CostModel) -> str:
 
 
 def _transcribe(args) -> int:
-    model = _load_quant_model(args.model)
+    model = load_quant_model(args.model)
     try:
         cost = CostModel(speed=args.device_speed)
         rec = Recognizer(model, beam=args.beam, context=args.context, cost=cost,
                          after_final=args.after_final)
     except ValueError as e:
-        raise _UsageError(str(e)) from None
-    audio = _load_audio(args.audio, rec.frontend_config.sample_rate)
+        raise UsageError(str(e)) from None
+    audio = load_audio_file(args.audio, sample_rate=rec.frontend_config.sample_rate)
     result = _run(rec, audio, args.progress or sys.stderr.isatty())
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False))
@@ -256,7 +293,7 @@ def _random_model(args) -> int:
     try:
         save_model(model, args.out)
     except OSError as e:
-        raise _UsageError(f"{args.out}: cannot write model file: {e.strerror or e}") from None
+        raise UsageError(f"{args.out}: cannot write model file: {e.strerror or e}") from None
     n = sum(model.tensors[k].size for k in model.tensors if k.endswith((".weight", ".table")))
     print(f"wrote {args.out}: {args.size} random model, seed {args.seed}, {n} weights")
     return 0
@@ -294,6 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except _UsageError as e:
+    except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

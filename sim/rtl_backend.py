@@ -4,11 +4,12 @@
 section 5: write a step's inputs and the state it continues from into scratch, run the
 step's program, read its outputs) with the device on the other side of the bus. It
 inherits the protocol itself (argument checks, which regions each step writes and reads,
-step costs) and replaces the device accesses:
+step costs) and overrides its device-access methods (the extension point documented
+in :class:`~compiler.iss.IssBackend`):
 
-* ``_write`` updates the ISS machine's scratch, which here is the **shadow** of the
+* ``write_region`` updates the ISS machine's scratch, which here is the **shadow** of the
   device's scratch (what the host knows is there), and marks the entries that changed;
-* ``_run`` sends only those entries over the bus, starts the program, waits for the
+* ``run_step`` sends only those entries over the bus, starts the program, waits for the
   interrupt's rising edge (no per-cycle polling), reads the status and counter registers
   and the regions the host reads after that step in a few bursts, into the shadow, and
   sets the shadow's ``RESULT``;
@@ -17,7 +18,7 @@ step costs) and replaces the device accesses:
   traffic) would be wasted. Predictor states are values, as beam search needs.
 
 The pipeline is synchronous and cocotb is not: the pipeline runs in a thread started by
-``cocotb.task.bridge`` and each ``_run`` is one ``cocotb.task.resume`` call, so a step
+``cocotb.task.bridge`` and each ``run_step`` is one ``cocotb.task.resume`` call, so a step
 costs one switch between the two. :class:`HostBus` is the bus side (image load, step run).
 
 :func:`iss_step_cycles` gives the cycles of each step on the ISS cycle model, the cost
@@ -354,27 +355,34 @@ class RtlBackend(IssBackend):
         self._device_run = resume(self.bus.run)
         self._device_read = resume(self.bus.read_spans)
 
-    def _write(self, name: str, values) -> None:
-        addr, n = self._region(name)
+    def write_region(self, name: str, values) -> None:
+        """Write ``values`` into the shadow and mark the entries to send before the next
+        run: those that changed, and stale ones (see :meth:`run_step`)."""
+        region = self.image.region(name)
+        addr, n = region.addr, region.length
         before = self.machine.read_scratch(addr, n)
-        super()._write(name, values)  # checks the shape; the shadow takes the new values
+        super().write_region(name, values)  # checks the shape; the shadow takes the values
         changed = np.flatnonzero(before != self.machine.read_scratch(addr, n))
         self._dirty.update((addr + changed).tolist())
         stale = self._stale.intersection(range(addr, addr + n))
         self._dirty.update(stale)
         self._stale.difference_update(stale)
 
-    def _put_state(self, prefix: str, state) -> None:
+    def put_state(self, prefix: str, state) -> None:
+        """As :meth:`IssBackend.put_state`; a :class:`ChipState` still on the device
+        costs nothing."""
         if (isinstance(state, ChipState) and state._backend is self
                 and state.prefix == prefix and state.on_chip):
             return  # the device holds it already
         if isinstance(state, ChipState):
             state = state.values()
-        super()._put_state(prefix, state)
+        super().put_state(prefix, state)
 
-    def _get_state(self, prefix: str):
+    def get_state(self, prefix: str):
+        """An encoder state as a :class:`ChipState` (no bus traffic); the predictor's as
+        an ``LSTMState`` (read after its step)."""
         if prefix not in self._versions:
-            return super()._get_state(prefix)
+            return super().get_state(prefix)
         return ChipState(self, prefix, self._versions[prefix])
 
     def _fetch_state(self, prefix: str) -> LSTMState:
@@ -385,9 +393,19 @@ class RtlBackend(IssBackend):
             self.machine.scratch[addr:addr + n] = v
             self._stale.difference_update(range(addr, addr + n))
         self.bus_words["read"] += sum(n for _, n in spans)
-        return IssBackend._get_state(self, prefix)
+        return super().get_state(prefix)
 
-    def _run(self, step: str):
+    def run_step(self, step: str) -> DeviceRun:
+        """Send the marked entries, run ``step`` on the device, check its cycles against
+        the ISS cycle model, read its outputs into the shadow and mark the states it
+        left on chip stale (a later host write there must go over the bus).
+
+        Raises
+        ------
+        RtlError
+            If the run ends with an error, times out, or takes other cycles than the
+            ISS cycle model.
+        """
         scratch = self.machine.scratch
         writes = [(a, scratch[a:a + n]) for a, n in _runs(sorted(self._dirty))]
         self._dirty.clear()
@@ -401,8 +419,8 @@ class RtlBackend(IssBackend):
         for prefix in CHIP_STATES.get(step, ()):
             self._versions[prefix] += 1
             for part in ("h", "c"):
-                addr, n = self._region(f"{prefix}.{part}")
-                self._stale.update(range(addr, addr + n))
+                region = self.image.region(f"{prefix}.{part}")
+                self._stale.update(range(region.addr, region.end))
         if step in RESULT_STEPS:
             self.machine.result = run.result
         self.runs.append(run)

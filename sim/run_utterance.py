@@ -36,7 +36,7 @@ from compiler.compile import CompileError, Image, compile_model, load_image
 from compiler.iss import IssBackend
 from golden.arbitration import CostModel
 from golden.backend import STEPS, GoldenBackend
-from golden.cli import _load_audio, _load_quant_model, _UsageError, random_model, \
+from golden.cli import UsageError, load_audio_file, load_quant_model, random_model, \
     synthetic_speech
 from golden.endpointer import EndpointerConfig
 from golden.frontend import FrontendConfig
@@ -45,8 +45,8 @@ from golden.pipeline import AFTER_FINAL, Recognizer
 from sim import toolchain
 
 __all__ = ["DEFAULT_CLOCK_MHZ", "DEMO_MODEL", "ITEMS", "MANIFEST", "Outcome", "Settings",
-           "compare", "default_clock_mhz", "main", "model_image", "run_utterance",
-           "run_utterances"]
+           "WAVE_SCOPES", "WAVE_SECONDS", "compare", "default_clock_mhz", "main",
+           "model_image", "run_utterance", "run_utterances"]
 
 DEMO_MODEL = toolchain.REPO / "models" / "demo.npz"
 MANIFEST = toolchain.REPO / "data" / "testset" / "manifest.tsv"
@@ -64,8 +64,15 @@ RANDOM_MODEL = ("small", 0)
 ITEMS = ("text", "nbest", "lattice", "events", "decisions", "branch_frames", "num_frames",
          "decoded_frames", "stopped_at", "audio_ms", "latency_ms", "cost")
 TOPLEVEL = "nep_top"
-#: With ``--waves`` the audio is cut to this long by default: the trace holds every signal
-#: of ``nep_top`` (measured: 2.4 GB of VCD for 0.5 s of audio with the random model).
+#: What a waveform holds: Verilator options of the traced build. ``top``: the signals of
+#: ``nep_top`` itself up to 32 bits wide (the AXI bus, ``irq``, start/busy/done, error,
+#: result, VL/VN, the counters, the host's memory accesses, the weight and parameter memory
+#: requests), small enough for a whole utterance. ``all``: every signal of every block
+#: (measured: about 5 GB of VCD per second of audio with the random model). Verilator's
+#: ``--trace-depth`` counts Amaranth's dotted module names wrongly: any depth above 1
+#: traces every level, so there is nothing in between.
+WAVE_SCOPES = {"top": ("--trace-depth", "1", "--trace-max-width", "32"), "all": ()}
+#: With ``--wave-scope all`` the audio is cut to this long by default.
 WAVE_SECONDS = 0.3
 
 
@@ -174,7 +181,7 @@ def default_clock_mhz(lanes: int, synth: Path = REPORTS / "synth.json") -> tuple
 def default_model() -> tuple[QuantModel, str]:
     """The trained demo model when it exists, else the seeded random model."""
     if DEMO_MODEL.exists():
-        return _load_quant_model(str(DEMO_MODEL)), str(DEMO_MODEL.relative_to(toolchain.REPO))
+        return load_quant_model(str(DEMO_MODEL)), str(DEMO_MODEL.relative_to(toolchain.REPO))
     size, seed = RANDOM_MODEL
     return random_model(size, seed), f"random model ({size}, seed {seed})"
 
@@ -186,7 +193,7 @@ def manifest_audio(manifest: Path = MANIFEST) -> tuple[Path, str] | None:
     with manifest.open(newline="") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("file")]
     if not rows:
-        raise _UsageError(f"{manifest}: no entries (expected a header with a 'file' column)")
+        raise UsageError(f"{manifest}: no entries (expected a header with a 'file' column)")
     return manifest.parent / rows[0]["file"], rows[0].get("transcript", "")
 
 
@@ -206,7 +213,7 @@ def model_image(model: QuantModel, lanes: int) -> Image:
     try:
         image = compile_model(model, ProcessorConfig(lanes=lanes))
     except CompileError as e:
-        raise _UsageError(f"the model does not fit the processor: {e}") from None
+        raise UsageError(f"the model does not fit the processor: {e}") from None
     image = compile_model(model, fitted_config(image))
     CACHE.mkdir(parents=True, exist_ok=True)
     part = path.with_suffix(f".{os.getpid()}.part")  # parallel test workers: no torn file
@@ -233,7 +240,8 @@ def run_utterance(model: QuantModel, audio: np.ndarray, **kwargs) -> Outcome:
 
 def run_utterances(model: QuantModel, audios, *, lanes: int = 8,
                    clock_hz: float = DEFAULT_CLOCK_MHZ * 1e6, waves: bool = False,
-                   progress: bool = True, **pipeline) -> list[Outcome]:
+                   wave_scope: str = "top", progress: bool = True,
+                   **pipeline) -> list[Outcome]:
     """Run each of ``audios`` through the pipeline on the golden backend and on the RTL
     (one simulation: the image is loaded once, the utterances follow one another).
 
@@ -248,6 +256,8 @@ def run_utterances(model: QuantModel, audios, *, lanes: int = 8,
         Processor clock (the cost model's speed).
     waves : bool
         Write ``build/waves/utterance.vcd``.
+    wave_scope : {"top", "all"}
+        What the waveform holds (:data:`WAVE_SCOPES`).
     progress : bool
         Show a tqdm bar of the frames decoded on the RTL.
     **pipeline
@@ -258,7 +268,11 @@ def run_utterances(model: QuantModel, audios, *, lanes: int = 8,
     ------
     RuntimeError
         If the simulation fails (the message is the cocotb failure).
+    ValueError
+        On a bad ``wave_scope`` or pipeline setting.
     """
+    if wave_scope not in WAVE_SCOPES:
+        raise ValueError(f"wave_scope must be one of {tuple(WAVE_SCOPES)}, got {wave_scope!r}")
     from hw.nep_top import NepTop
     from sim.harness import SIM_RAM_VERILOG
     from sim.rtl_backend import iss_step_cycles
@@ -268,8 +282,9 @@ def run_utterances(model: QuantModel, audios, *, lanes: int = 8,
     frontend = FrontendConfig.from_dict(model.config.frontend)
     rec = settings.recognizer(GoldenBackend(model), frontend)
     golden = [json.loads(json.dumps(rec.transcribe(a).to_dict())) for a in audios]
+    trace = WAVE_SCOPES[wave_scope] if waves else ()
     build_dir = toolchain.build(NepTop(image.config, sim_rams=True), TOPLEVEL, waves=waves,
-                                extra_sources=[SIM_RAM_VERILOG])
+                                extra_sources=[SIM_RAM_VERILOG], build_args=trace)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "model.nepimg").write_bytes(image.to_bytes())
@@ -291,7 +306,7 @@ def run_utterances(model: QuantModel, audios, *, lanes: int = 8,
     if waves:
         dest = toolchain.BUILD / "waves" / "utterance.vcd"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(build_dir / "dump.vcd", dest)
+        shutil.move(build_dir / "dump.vcd", dest)  # not a second copy in the cache
     costs = IssBackend(image)  # the image's layer shapes: dense MACs per call
     common = {"image_config": asdict(image.config), "step_cycles": settings.step_cycles,
               "settings": settings.to_dict(),
@@ -315,9 +330,13 @@ def _parser() -> argparse.ArgumentParser:
                    f"{DEFAULT_CLOCK_MHZ:g})")
     p.add_argument("--after-final", choices=AFTER_FINAL, default="stop")
     p.add_argument("--waves", action="store_true", help="write build/waves/utterance.vcd")
-    p.add_argument("--wave-seconds", type=float, default=WAVE_SECONDS,
-                   help="with --waves, run only this much of the audio (default "
-                   f"{WAVE_SECONDS:g} s: a full trace is about 5 GB per second of audio)")
+    p.add_argument("--wave-scope", choices=tuple(WAVE_SCOPES), default="top",
+                   help="with --waves: nep_top's own signals up to 32 bits over the whole "
+                   "utterance (top, default), or every signal (all)")
+    p.add_argument("--wave-seconds", type=float, default=None,
+                   help="with --waves, run only this much of the audio (default: all of "
+                   f"it with --wave-scope top, {WAVE_SECONDS:g} s with all: a full trace is "
+                   "about 5 GB per second of audio)")
     p.add_argument("--out", default=str(REPORTS / "utterance"),
                    help="report path without suffix (.json and .png are written)")
     return p
@@ -329,7 +348,7 @@ def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     try:
         if a.model:
-            model, model_label = _load_quant_model(a.model), a.model
+            model, model_label = load_quant_model(a.model), a.model
         else:
             model, model_label = default_model()
         frontend = FrontendConfig.from_dict(model.config.frontend)
@@ -343,17 +362,21 @@ def main(argv=None) -> int:
             audio, audio_label = synthetic_speech(3.0, sample_rate=frontend.sample_rate), \
                 "synthetic speech, 3.0 s"
         else:
-            audio, audio_label = _load_audio(str(audio_path), frontend.sample_rate), \
-                str(audio_path)
-        if a.waves and len(audio) > a.wave_seconds * frontend.sample_rate:
-            audio = audio[:max(0, round(a.wave_seconds * frontend.sample_rate))]
-            audio_label += f", first {a.wave_seconds:g} s (--waves)"
+            audio = load_audio_file(str(audio_path), sample_rate=frontend.sample_rate)
+            audio_label = str(audio_path)
+        if a.wave_seconds is not None and not a.wave_seconds > 0:
+            raise UsageError(f"--wave-seconds must be positive, got {a.wave_seconds}")
+        seconds = (a.wave_seconds if a.wave_seconds is not None
+                   else WAVE_SECONDS if a.wave_scope == "all" else None)
+        if a.waves and seconds is not None and len(audio) > seconds * frontend.sample_rate:
+            audio = audio[:max(0, round(seconds * frontend.sample_rate))]
+            audio_label += f", first {seconds:g} s (--waves)"
         if len(audio) < frontend.encoder_stride:
-            raise _UsageError(f"{audio_label}: too short for one encoder frame")
+            raise UsageError(f"{audio_label}: too short for one encoder frame")
         clock_mhz, clock_label = ((a.clock_mhz, "command line") if a.clock_mhz is not None
                                   else default_clock_mhz(a.lanes))
         if not clock_mhz > 0:
-            raise _UsageError(f"the clock must be positive, got {clock_mhz} MHz")
+            raise UsageError(f"the clock must be positive, got {clock_mhz} MHz")
         context = [p.strip() for p in a.context.split("|") if p.strip()]
         # Check the model fits and the settings are valid before the long part.
         model_image(model, a.lanes)
@@ -361,7 +384,7 @@ def main(argv=None) -> int:
                             clock_hz=clock_mhz * 1e6, beam=a.beam, context=tuple(context),
                             after_final=a.after_final)
         settings.recognizer(GoldenBackend(model), frontend)
-    except (_UsageError, ValueError) as e:  # bad input: say what, no traceback
+    except (UsageError, ValueError) as e:  # bad input: say what, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -370,8 +393,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     try:
         outcome = run_utterance(model, audio, lanes=a.lanes, clock_hz=clock_mhz * 1e6,
-                                waves=a.waves, beam=a.beam, context=context,
-                                after_final=a.after_final)
+                                waves=a.waves, wave_scope=a.wave_scope, beam=a.beam,
+                                context=context, after_final=a.after_final)
     except RuntimeError as e:
         print(f"FAIL: {e}", file=sys.stderr)
         return 1

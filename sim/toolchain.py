@@ -88,13 +88,33 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(component, toplevel: str, *, waves: bool = False, extra_sources=()) -> Path:
-    """Generate Verilog and build it with Verilator for cocotb; return the build folder."""
+def build(component, toplevel: str, *, waves: bool = False, extra_sources=(),
+          build_args=()) -> Path:
+    """Generate Verilog and build it with Verilator for cocotb; return the build folder.
+
+    Parameters
+    ----------
+    component
+        The Amaranth component to generate.
+    toplevel : str
+        Its Verilog module name.
+    waves : bool
+        Build with ``--trace``: the simulation writes ``dump.vcd`` in the build folder.
+    extra_sources : sequence of path
+        More Verilog files (e.g. behavioural RAMs).
+    build_args : sequence of str
+        More Verilator options, e.g. ``("--trace-depth", "2")`` to trace only the top
+        levels of the hierarchy. Part of the cache key: other options, another build.
+    """
     from cocotb_tools.runner import get_runner
 
+    build_args = list(build_args)
+    if not all(isinstance(a, str) for a in build_args):
+        raise TypeError(f"build_args must be strings, got {build_args!r}")
     setup_verilator_env()
     text = generate_verilog(component, toplevel, strip_zero_init=True)
-    opts = waiver_args() + ["--public-flat-rw", "-O2"] + (["--trace"] if waves else [])
+    opts = (waiver_args() + ["--public-flat-rw", "-O2"] + (["--trace"] if waves else [])
+            + build_args)
     extra = "".join(Path(p).read_text() for p in extra_sources)
     key = hashlib.sha256((text + extra + repr(opts) + MAKEFLAGS).encode()).hexdigest()[:16]
     build_dir = cache_dir() / "verilator" / f"{toplevel}-{key}"

@@ -12,12 +12,19 @@ Under ``NEP_REGRESS=1`` (``make regress``) every utterance of ``data/testset`` r
 the demo model (``models/demo.npz``) and ``make sim``'s settings, in one simulation.
 
 ``test_report_and_plot`` checks ``sim.report`` on runs recorded by the ISS (no simulator).
+
+``test_top_waveform_holds_the_top_level_only`` verilates ``make sim WAVES=1``'s traced
+build (no C++ compile) and checks what its waveform declares; bad waveform options are
+refused before any simulation.
 """
 
 import json
 import os
+import re
+import subprocess
 
 import numpy as np
+import pytest
 
 from compiler.iss import IssBackend
 from golden.backend import STEPS, GoldenBackend
@@ -27,8 +34,10 @@ from golden.frontend import FrontendConfig
 from golden.wav import load_audio
 from sim.report import format_report, frame_cycles, plot_report, summarize
 from sim.rtl_backend import iss_step_cycles
-from sim.run_utterance import (DEMO_MODEL, ITEMS, MANIFEST, Outcome, Settings, compare,
-                               model_image, run_utterance, run_utterances)
+from sim import toolchain
+from sim.run_utterance import (DEMO_MODEL, ITEMS, MANIFEST, TOPLEVEL, WAVE_SCOPES, Outcome,
+                               Settings, compare, main, model_image, run_utterance,
+                               run_utterances)
 
 REGRESS = os.environ.get("NEP_REGRESS") == "1"
 #: Settings that make a random model's short utterance exercise every item.
@@ -163,3 +172,44 @@ def test_report_and_plot(tmp_path):
     png = tmp_path / "u.png"
     plot_report(s, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
+
+
+def test_top_waveform_holds_the_top_level_only(tmp_path):
+    """``--wave-scope top``'s Verilator options trace ``nep_top``'s own signals up to 32
+    bits (bus, irq, run control, counters) and nothing inside its blocks: what keeps a
+    whole utterance's VCD small. Checked on the trace declarations Verilator generates
+    for the processor ``make sim`` builds."""
+    from hw.nep_top import NepTop
+    from sim.harness import SIM_RAM_VERILOG
+
+    image = model_image(random_model("small", 0), 8)
+    src = tmp_path / f"{TOPLEVEL}.v"
+    src.write_text(toolchain.generate_verilog(NepTop(image.config, sim_rams=True), TOPLEVEL,
+                                              strip_zero_init=True))
+    toolchain.setup_verilator_env()
+    subprocess.run(["verilator", "--cc", "--trace", "--public-flat-rw", "--top-module",
+                    TOPLEVEL, "-Mdir", str(tmp_path / "obj"), *toolchain.waiver_args(),
+                    *WAVE_SCOPES["top"], str(src), str(SIM_RAM_VERILOG)],
+                   check=True, capture_output=True)
+    decls = "".join(f.read_text() for f in (tmp_path / "obj").glob("*__Trace__*Slow.cpp"))
+    scopes = set(re.findall(r'VL_TRACE_PUSH_PREFIX\(tracep, "([^"]+)"', decls))
+    assert scopes == {"$rootio", TOPLEVEL}, scopes
+    kinds = set(re.findall(r"VL_TRACE_DECL_(\w+)\(", decls))
+    assert kinds <= {"BIT", "BUS"}, kinds  # no QUAD (33-64 bits), WIDE or arrays
+    names = set(re.findall(r'VL_TRACE_DECL_\w+\(tracep,[^"]*"([^"]+)"', decls))
+    for name in ("irq", "axi__awaddr", "axi__rdata", "start", "busy", "done", "error",
+                 "cycles", "macs", "w_req_addr", "p_req_addr"):
+        assert name in names, name
+
+
+def test_bad_wave_options_are_refused(capsys):
+    model = random_model("small", 0)
+    with pytest.raises(ValueError, match="wave_scope must be one of"):
+        run_utterance(model, np.zeros(4800), waves=True, wave_scope="engine")
+    with pytest.raises(TypeError, match="build_args must be strings"):
+        toolchain.build(None, TOPLEVEL, build_args=["--trace-depth", 1])
+    with pytest.raises(SystemExit) as e:
+        main(["--waves", "--wave-scope", "engine"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert main(["--waves", "--wave-seconds", "-1"]) == 2
+    assert "--wave-seconds must be positive, got -1.0" in capsys.readouterr().err
