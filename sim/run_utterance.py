@@ -43,6 +43,7 @@ from golden.frontend import FrontendConfig
 from golden.model import QuantModel, save_model
 from golden.pipeline import AFTER_FINAL, Recognizer
 from sim import toolchain
+from sim.realtime import processor_fmax_hz
 
 __all__ = ["DEFAULT_CLOCK_MHZ", "DEMO_MODEL", "ITEMS", "MANIFEST", "Outcome", "Settings",
            "WAVE_SCOPES", "WAVE_SECONDS", "compare", "default_clock_mhz", "main",
@@ -57,7 +58,8 @@ REPORTS = toolchain.BUILD / "reports"
 #: (``docs/synthesis.md``) and the 48 MHz iCE40 target.
 DEFAULT_CLOCK_MHZ = 50.0
 #: Designs in ``synth.json`` whose Fmax is the processor's.
-PROCESSOR_DESIGNS = ("nep_top", "processor")
+#: Parts ``make synth`` targets (hw.synth.PARTS), searched for the default clock.
+SYNTH_PARTS = ("ecp5-85f", "up5k")
 #: Seed and size of the random model used until a trained one exists.
 RANDOM_MODEL = ("small", 0)
 #: Items of ``Result.to_dict()`` that must be equal on both backends.
@@ -165,16 +167,15 @@ def compare(golden: dict, rtl: dict) -> tuple[str, ...]:
 def default_clock_mhz(lanes: int, synth: Path = REPORTS / "synth.json") -> tuple[float, str]:
     """The processor's best synthesized Fmax at ``lanes`` (over the parts it fits), else
     :data:`DEFAULT_CLOCK_MHZ`; with where the figure comes from."""
-    try:
-        records = json.loads(synth.read_text())["records"]
-    except (OSError, ValueError, KeyError, TypeError):
-        records = []
-    fmax = [(r["fmax_mhz"], r.get("part", "?")) for r in records
-            if isinstance(r, dict) and r.get("design") in PROCESSOR_DESIGNS
-            and r.get("lanes") == lanes and r.get("ok") and r.get("fmax_mhz")]
+    fmax = []
+    for part in SYNTH_PARTS:
+        try:
+            fmax.append((processor_fmax_hz(part=part, lanes=lanes, path=synth) / 1e6, part))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not synthesized, or it does not fit that part
     if fmax:
         mhz, part = max(fmax)
-        return float(mhz), f"synthesized Fmax on {part} ({synth.name})"
+        return mhz, f"synthesized Fmax on {part} ({synth.name})"
     return DEFAULT_CLOCK_MHZ, "default (no processor Fmax in build/reports/synth.json)"
 
 
