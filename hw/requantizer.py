@@ -76,17 +76,14 @@ class Requantizer(wiring.Component):
             p3.eq(x2 * m2),
             ovf3.eq((x2 == INT32_MIN) & (m2 == INT32_MIN)),
         ]
-        # 4: doubling high half, rounded half away from zero (truncating division by 2^31).
+        # 4: doubling high half. TFLite nudges by 2^30 (1 - 2^30 below zero) and divides by
+        # 2^31 truncating; both cases equal floor((p + 2^30) / 2^31), so one 34-bit add.
         v4 = Signal()
         h4 = Signal(signed(32))
         right4 = Signal(5)
-        nudged = Signal(signed(65))
-        m.d.comb += nudged.eq(p3 + Mux(p3 >= 0, 1 << 30, 1 - (1 << 30)))
-        trunc = Signal(signed(65))
-        m.d.comb += trunc.eq(nudged + Mux(nudged < 0, (1 << 31) - 1, 0))
         m.d.sync += [
             v4.eq(v3), right4.eq(right3),
-            h4.eq(Mux(ovf3, INT32_MAX, trunc >> 31)),
+            h4.eq(Mux(ovf3, INT32_MAX, ((p3 >> 30) + 1) >> 1)),
         ]
         # 5: rounding divide by 2^right.
         v5 = Signal()
