@@ -85,10 +85,11 @@ class MatVecEngine(wiring.Component):
                           depth=cfg.fifo_depth)
         dec = Decompressor(cfg)
         mac = self.mac_array
-        rq = Requantizer()
+        rq = Requantizer(pipelined=cfg.pipelined_requantizer)
         for name, block in (("wreader", wr), ("preader", pr), ("decompressor", dec),
-                            ("mac_array", mac), ("requantizer", rq)):
+                            ("mac_array", mac)):
             m.submodules[name] = ResetInserter(restart)(block)
+        m.submodules.requantizer = rq  # cleared by ``restart`` through its clear input
         # Row sums wait here for their parameters; read synchronously (block RAM on iCE40).
         m.submodules.acc_fifo = acc_q = ResetInserter(restart)(
             fifo.SyncFIFOBuffered(width=32, depth=cfg.fifo_depth))
@@ -129,7 +130,7 @@ class MatVecEngine(wiring.Component):
         join = running & acc_q.r_rdy & pr.out_valid
         m.d.comb += [
             acc_q.r_en.eq(join), pr.out_ready.eq(join),
-            rq.in_valid.eq(join), rq.acc.eq(acc_q.r_data),
+            rq.clear.eq(restart), rq.in_valid.eq(join), rq.acc.eq(acc_q.r_data),
             rq.bias.eq(pr.out_data[0:32]), rq.multiplier.eq(pr.out_data[32:64]),
             rq.shift.eq(pr.out_data[64:72]), rq.mode.eq(out_mode),
             self.out_addr.eq(out_count),

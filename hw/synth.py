@@ -58,7 +58,7 @@ class Part:
     nextpnr: tuple[str, ...]  # arguments after the nextpnr executable
     dsps: int  # DSP blocks on the part (a budget for multiplier mapping)
     spram_bits: int | None = None  # width of the SPRAM bank (iCE40 UP: 4 x 16 bits)
-    registered_reads: bool = False  # the wrapper's weight/param memories answer in 2 cycles
+    registered_reads: bool = False  # the wrapper's weight/param memories answer in 3 cycles
 
     @property
     def nextpnr_tool(self) -> str:
@@ -81,15 +81,19 @@ PARTS = {
 #: bits; wider words spill the rest into block RAM, which then bounds the depth), the
 #: activation buffer takes one block RAM copy per lane, parameters 72 bits per row.
 #: ECP5-85F: ~1.3 Mbit of stream (128 K weight slots) at every lane count, 1024 x 1024 layers;
-#: its memories answer in 2 cycles (``registered_reads``), so the readers' FIFOs hold 5 words
-#: to keep one word per cycle (credits: 2 in flight, the FIFO's storage and output register).
+#: its memories answer in 3 cycles (``registered_reads``), so the readers' FIFOs hold 6 words
+#: to keep one word per cycle (credits: 3 in flight, the FIFO's storage and output register),
+#: and the requantizer takes 8 stages (logic is plentiful there, the clock target is 100 MHz).
 CONFIGS = {
     ("up5k", 4): dict(max_rows=512, max_cols=1024, weight_depth=16384),
     ("up5k", 8): dict(max_rows=256, max_cols=512, weight_depth=4096),
     ("up5k", 16): dict(max_rows=256, max_cols=512, weight_depth=256),
-    ("ecp5-85f", 4): dict(max_rows=1024, max_cols=1024, weight_depth=32768, fifo_depth=5),
-    ("ecp5-85f", 8): dict(max_rows=1024, max_cols=1024, weight_depth=16384, fifo_depth=5),
-    ("ecp5-85f", 16): dict(max_rows=1024, max_cols=1024, weight_depth=8192, fifo_depth=5),
+    ("ecp5-85f", 4): dict(max_rows=1024, max_cols=1024, weight_depth=32768, fifo_depth=6,
+                             pipelined_requantizer=True),
+    ("ecp5-85f", 8): dict(max_rows=1024, max_cols=1024, weight_depth=16384, fifo_depth=6,
+                             pipelined_requantizer=True),
+    ("ecp5-85f", 16): dict(max_rows=1024, max_cols=1024, weight_depth=8192, fifo_depth=6,
+                             pipelined_requantizer=True),
 }
 
 #: Multiplies in the engine outside the MAC lanes: the requantizer's 32 x 32 product, which
@@ -126,9 +130,10 @@ class EngineSynthTop(wiring.Component):
     ``param_mem`` (72-bit row records) and ``out_mem`` (int8 per row); the activation
     buffer lives in the MAC array.
 
-    With ``registered_reads`` the weight and parameter memories register their read data
-    (a 2-cycle memory): on the ECP5 a block RAM's clock-to-out plus the routing across the
-    stream memory's 80 DP16KD take about 11 ns before any logic.
+    With ``registered_reads`` the weight and parameter memories register their request and
+    their read data (a 3-cycle memory): on the ECP5 a block RAM's clock-to-out plus the
+    routing across the stream memory's 80 DP16KD take about 11 ns before any logic, and
+    the address fans out to all of them.
     """
 
     def __init__(self, cfg: EngineConfig, *, spram_bits: int | None = None,
@@ -173,11 +178,12 @@ class EngineSynthTop(wiring.Component):
 
         # Weight stream memory: one address, read and write never together (single port).
         host_w = cmd == Cmd.WRITE_WEIGHT
-        take = eng.w_req_valid & ~host_w
+        delay = self.registered_reads
+        take, waddr, wdata, wen = self._request(
+            m, delay, eng.w_req_valid & ~host_w, Mux(host_w, addr, eng.w_req_addr),
+            data[:W], host_w)
         resp_valid = Signal()
         m.d.sync += resp_valid.eq(take)
-        delay = self.registered_reads
-        waddr = Mux(host_w, addr, eng.w_req_addr)
         rdata = []
         lo_bits = Shape.cast(self.weight_mem.shape).width
         for mem, lo, hi in ((self.weight_mem, 0, lo_bits), (self.weight_hi, lo_bits, W)):
@@ -185,7 +191,7 @@ class EngineSynthTop(wiring.Component):
                 continue
             m.submodules[f"weight_{'lo' if lo == 0 else 'hi'}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(data[lo:hi]), wp.en.eq(host_w),
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(wdata[lo:hi]), wp.en.eq(wen),
                          rp.addr.eq(waddr), rp.en.eq(take)]
             rdata.append(rp.data)
         m.d.comb += eng.w_req_ready.eq(~host_w)
@@ -194,12 +200,12 @@ class EngineSynthTop(wiring.Component):
         # Row parameters: host write port, engine read port.
         m.submodules.param_mem = self.param_mem
         pw, prd = self.param_mem.write_port(), self.param_mem.read_port()
-        p_take = eng.p_req_valid
+        p_take, p_addr = self._request(m, delay, eng.p_req_valid, eng.p_req_addr)
         p_valid = Signal()
         m.d.sync += p_valid.eq(p_take)
         m.d.comb += [pw.addr.eq(addr), pw.data.eq(data[:cfg.param_bits]),
                      pw.en.eq(cmd == Cmd.WRITE_PARAM),
-                     prd.addr.eq(eng.p_req_addr), prd.en.eq(p_take),
+                     prd.addr.eq(p_addr), prd.en.eq(p_take),
                      eng.p_req_ready.eq(1)]
         self._respond(m, delay, prd.data, p_valid, eng.p_resp_data, eng.p_resp_valid)
 
@@ -232,6 +238,15 @@ class EngineSynthTop(wiring.Component):
         m.d.comb += [self.sdo.eq(cap[0]), self.busy.eq(eng.busy), self.done.eq(eng.done),
                      self.error.eq(eng.error)]
         return m
+
+    @staticmethod
+    def _request(m, delay: bool, *signals):
+        """A memory's request signals, registered if ``delay``."""
+        if not delay:
+            return signals
+        regs = [Signal.like(Value.cast(sig)) for sig in signals]
+        m.d.sync += [r.eq(sig) for r, sig in zip(regs, signals)]
+        return regs
 
     @staticmethod
     def _respond(m, delay: bool, data, valid, resp_data, resp_valid):
@@ -375,7 +390,7 @@ def _yosys_cells(stat_path: Path) -> dict[str, int]:
 def _design_clock(fmax: dict) -> str | None:
     """The design clock among nextpnr's clocks: on the iCE40 it also reports a pseudo-clock
     ``$PACKER_GND_NET_$glb_clk`` (DSP clock pins tied low), which is not one."""
-    names = [k for k in fmax if not k.startswith("$")]
+    names = [k for k in fmax if "PACKER_GND" not in k]
     return next((k for k in names if "clk" in k), names[0] if names else None)
 
 

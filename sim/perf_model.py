@@ -22,12 +22,12 @@ from hw.decompressor import LATENCY as DECODER_LATENCY
 from .harness import PARAM_SALT, WEIGHT_SALT
 
 #: CHECK (1), memory request/response and buffered FIFO (3), decode (3), MAC array (5),
-#: buffered row FIFO (2), requantizer (6), FINISH (1).
+#: buffered row FIFO (2), requantizer (6), FINISH (1): ``EngineConfig()``. The pipelined
+#: requantizer (``EngineConfig.pipelined_requantizer``) adds its 2 stages.
 PIPELINE_LATENCY = 21
 FIFO_DEPTH = EngineConfig().fifo_depth
 DECODE_STAGES = DECODER_LATENCY  # registers from a FIFO pop to the decoder output
 MAC_STAGES = 4  # registers between the decoder output and the row FIFO write
-REQUANT_STAGES = 6
 
 
 def _step8(s: int) -> int:
@@ -78,7 +78,8 @@ class _Reader:
         self.popped += int(pop)
 
 
-def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: int = 1) -> int:
+def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: int = 1,
+                    requantizer_stages: int = 6) -> int:
     """Busy cycles of a run whose stream words end rows where ``ends`` is true."""
     seed &= 0xFFFF
     wr = _Reader(len(ends), _Lfsr((seed ^ WEIGHT_SALT) or 1), wait_level)
@@ -89,7 +90,7 @@ def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: i
     dec = deque([(False, False)] * DECODE_STAGES)
     mac = deque([(False, False)] * MAC_STAGES)
     acc_inner, acc_rdy = 0, False  # the row FIFO (SyncFIFOBuffered): storage, output
-    rq = deque([False] * REQUANT_STAGES)
+    rq = deque([False] * requantizer_stages)
     out = 0
     while True:
         cycles += 1
@@ -117,12 +118,14 @@ def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: i
 
 
 def predict_cycles(words: list[int], lanes: int, rows: int, *, wait_level: int = 0,
-                   seed: int = 1) -> int:
-    """Predicted busy cycles for a run over the stream ``words``."""
+                   seed: int = 1, requantizer_stages: int = 6) -> int:
+    """Predicted busy cycles for a run over the stream ``words``
+    (``requantizer_stages``: ``EngineConfig.requantizer_stages``)."""
     if wait_level == 0:
-        return len(words) + PIPELINE_LATENCY
+        return len(words) + PIPELINE_LATENCY + requantizer_stages - 6
     ends = [unpack_word(w, lanes)[0] for w in words]
-    return simulate_cycles(ends, rows, wait_level=wait_level, seed=seed)
+    return simulate_cycles(ends, rows, wait_level=wait_level, seed=seed,
+                           requantizer_stages=requantizer_stages)
 
 
 def ideal_cycles(nnz: int, lanes: int) -> int:
