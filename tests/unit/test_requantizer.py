@@ -32,9 +32,10 @@ def golden(acc, bias, mult, shift):
     return int(requantize_to_int8(wrap_int32(acc + bias), mult, shift))
 
 
-def run(inputs, mode, pipelined):
+def run(inputs, mode, pipelined, clear_at=None):
     """Present ``inputs`` (None = bubble, else (acc, bias, mult, shift)) one per cycle,
-    then flush; return (out_valid, out) after every edge."""
+    with ``clear`` high alongside input ``clear_at``, then flush; return (out_valid, out)
+    after every edge."""
     dut = Requantizer(pipelined=pipelined)
     assert dut.latency == LATENCY[pipelined]
     seen = []
@@ -42,7 +43,8 @@ def run(inputs, mode, pipelined):
 
     async def tb(ctx):
         ctx.set(dut.mode, mode)
-        for item in script:
+        for k, item in enumerate(script):
+            ctx.set(dut.clear, int(k == clear_at))
             if item is None:
                 # Garbage on the data ports during a bubble must not matter.
                 ctx.set(dut.in_valid, 0)
@@ -174,34 +176,11 @@ def test_relu_and_int16_modes(pipelined):
 def test_clear_drops_everything_in_flight(pipelined):
     """``clear`` for one cycle with the pipeline full: nothing in flight comes out, the
     element presented with ``clear`` neither; the next ones come out on time and exact."""
-    dut = Requantizer(pipelined=pipelined)
-    lat = dut.latency
+    lat = LATENCY[pipelined]
     rng = random.Random(9)
     items = [(rng.randint(-5000, 5000), 0, rng.randint(1 << 30, INT32_MAX), rng.randint(-8, 0))
              for _ in range(2 * lat)]
-    seen = []
-
-    async def tb(ctx):
-        ctx.set(dut.mode, 0)
-        for k, (acc, bias, mult, shift) in enumerate(items):
-            ctx.set(dut.clear, int(k == lat))
-            ctx.set(dut.in_valid, 1)
-            ctx.set(dut.acc, acc)
-            ctx.set(dut.bias, bias)
-            ctx.set(dut.multiplier, mult)
-            ctx.set(dut.shift, shift)
-            await ctx.tick()
-            seen.append((ctx.get(dut.out_valid), ctx.get(dut.out)))
-        ctx.set(dut.clear, 0)
-        ctx.set(dut.in_valid, 0)
-        for _ in range(lat + 1):
-            await ctx.tick()
-            seen.append((ctx.get(dut.out_valid), ctx.get(dut.out)))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    _, seen = run(items, 0, pipelined, clear_at=lat)
     # seen[j] follows edge j + 1: input i (edge i + 1) shows at j = i + lat - 1. Input 0
     # leaves at edge lat; the clear at edge lat + 1 drops inputs 1..lat.
     out = {j - (lat - 1): v for j, v in enumerate(seen) if v[0]}
