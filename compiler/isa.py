@@ -285,7 +285,7 @@ MATVEC_SETUP_CYCLES = 2
 #: Cell pipeline drain after the engine's last row (LSTM only).
 LSTM_TAIL_CYCLES = 9
 #: Engine pipeline (``sim.perf_model.PIPELINE_LATENCY``): CHECK to FINISH beyond n_words.
-ENGINE_LATENCY = 16
+ENGINE_LATENCY = 21
 #: Latency of the vector ALU (``hw.vector_alu.LATENCY``) and the activation lookup unit
 #: (``hw.activation_lut``), behind one scratch read cycle.
 ALU_LATENCY, LUT_LATENCY, SCRATCH_READ = 7, 3, 1
@@ -305,7 +305,7 @@ def instruction_cycles(op: Op, *, vl: int = 0, desc: Descriptor | None = None) -
     """Cycles of one instruction that completes, without memory wait states.
 
     ``MATVEC``: issue + setup + activation load (one entry per cycle, ``cols``) + the
-    engine's ``n_words + 16``; ``LSTM`` adds the cell-pipeline drain. Vector
+    engine's ``n_words + 21``; ``LSTM`` adds the cell-pipeline drain. Vector
     instructions: issue + ``VL`` + their pipeline latency. ``HALT``, ``SYNC``,
     ``SETVL``: issue only.
     """

@@ -6,10 +6,14 @@ from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.weights import CODE_BITS, DELTA_BITS, SLOT_BITS, Encoding
+from golden.weights import CODE_BITS, DELTA_BITS, MAX_DELTA, SLOT_BITS, Encoding
 
 from .config import EngineConfig
 from .errors import EngineError
+
+#: ``ce`` cycles from a word entering to its lanes on the outputs: decode and prefix sums,
+#: row split and positions, running position and checks.
+LATENCY = 3
 
 
 def popcount(bits):
@@ -21,13 +25,34 @@ def popcount(bits):
     return vals[0]
 
 
+def prefix_sums(values):
+    """Inclusive prefix sums in log2(len) adder levels (Sklansky), not a serial chain."""
+    sums = list(values)
+    span = 1
+    while span < len(sums):
+        sums = [s if (j // span) % 2 == 0 else s + sums[(j // span) * span - 1]
+                for j, s in enumerate(sums)]
+        span *= 2
+    return sums
+
+
 class Decompressor(wiring.Component):
     """Decode stream words (``docs/weight-format.md``) into lane entries, checking each rule.
 
-    One word per cycle when ``ce`` is high. Each output lane carries a column, an int8
-    weight and a nonzero flag; ``out_first`` marks lanes that belong to the row ending in
-    this word (all lanes when the row goes on). The first rule a word breaks sets ``error``,
-    which stays set until the engine resets the block.
+    A three-stage pipeline taking one word per cycle when ``ce`` is high (``LATENCY``):
+
+    1. slot decode, delta prefix sums, nonzero and first-row flags;
+    2. the row split: positions of the lanes that start the next row, the word's own
+       checks (split field, repeated columns within the word, int8 low-nibble deltas);
+    3. the running column position and row count (the only loop-carried state), the
+       column and length checks against them, the output registers.
+
+    The output data registers load every ``ce`` cycle; a word breaking a rule only clears
+    ``out_valid``, so the checks stay off the data registers' enables. Each output lane
+    carries a column, an int8 weight and a nonzero flag; ``out_first`` marks lanes that
+    belong to the row ending in this word (all lanes when the row goes on). The first rule
+    a word breaks sets ``error``, which stays set until the engine resets the block; words
+    behind it in the pipeline are dropped.
 
     Interface
     ---------
@@ -36,12 +61,12 @@ class Decompressor(wiring.Component):
     in_word, in_valid, in_last : In ; in_ready : Out(1)
         Stream words; ``in_last`` marks the image's final word.
     encoding, codebook, cols, rows : In
-        The layer's header fields.
+        The layer's header fields, stable while the block runs.
     out_valid, out_end, out_col, out_weight, out_nz, out_first : Out
     error : Out(4)
         An ``EngineError`` code, 0 while all is well.
     nnz : Out(32)
-        Nonzero weights decoded so far.
+        Nonzero weights decoded so far (one cycle after their word's ``out_valid``).
     rows_done : Out(16)
         Rows whose end has been decoded.
     """
@@ -65,109 +90,142 @@ class Decompressor(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, L = self.cfg, self.cfg.lanes
+        cfg, L, ce = self.cfg, self.cfg.lanes, self.ce
         sb = cfg.split_bits
+        pb = (MAX_DELTA * L).bit_length()  # a word's prefix sums
+        is8 = self.encoding == Encoding.INT8
+        is4 = self.encoding == Encoding.INT4
+        per_word = Mux(is8, L // 2, L)
+        active = [Mux(is8, j < L // 2, 1) for j in range(L)]
+        error = Signal(4)
+        stop = error != 0
+        m.d.comb += self.in_ready.eq(ce & ~stop)
+
+        # ---- Stage 1: slot decode, prefix sums of the deltas, per-slot flags.
         w = self.in_word
         end = w[0]
         split = w[1:1 + sb]
         slots = [w[1 + sb + SLOT_BITS * i:1 + sb + SLOT_BITS * (i + 1)] for i in range(L)]
         d = [s[:DELTA_BITS] for s in slots]
         c = [s[DELTA_BITS:DELTA_BITS + CODE_BITS] for s in slots]
-
-        is8 = self.encoding == Encoding.INT8
-        is4 = self.encoding == Encoding.INT4
-        per_word = Mux(is8, L // 2, L)
-        codebook = Array(self.codebook[i] for i in range(16))
-
-        delta, value, active = [], [], []
+        cb_nz = Cat(*[self.codebook[i] != 0 for i in range(16)])
+        delta, nz = [], []
         for j in range(L):
-            v4 = Mux(is4, c[j].as_signed(), codebook[c[j]])
-            if j < L // 2:  # int8 weights take slot pairs: delta and high nibble, low nibble
-                d8, v8 = d[2 * j], Cat(c[2 * j + 1], c[2 * j]).as_signed()
-            else:
-                d8, v8 = 0, 0
-            dj = Signal(DELTA_BITS, name=f"delta{j}")
-            vj = Signal(signed(8), name=f"value{j}")
-            m.d.comb += [dj.eq(Mux(is8, d8, d[j])), vj.eq(Mux(is8, v8, v4))]
-            delta.append(dj)
-            value.append(vj)
-            active.append(Mux(is8, j < L // 2, 1))
+            # int8 weights take slot pairs: delta and high nibble, low nibble.
+            d8 = d[2 * j] if j < L // 2 else 0
+            nz8 = (c[2 * j] != 0) | (c[2 * j + 1] != 0) if j < L // 2 else 0
+            delta.append(Mux(is8, d8, d[j]))
+            nz.append(Mux(is8, nz8, Mux(is4, c[j] != 0, cb_nz.bit_select(c[j], 1))))
+        v1, e1, last1 = Signal(), Signal(), Signal()
+        split1 = Signal(sb)
+        codes1 = Signal(CODE_BITS * L)
+        prefix1 = [Signal(pb, name=f"prefix1_{j}") for j in range(L)]
+        nz1, dz1, first1 = Signal(L), Signal(L), Signal(L)
+        split_err1, low_delta1 = Signal(), Signal()
+        with m.If(ce):
+            m.d.sync += [
+                v1.eq(self.in_valid & ~stop), e1.eq(end), last1.eq(self.in_last),
+                split1.eq(split), codes1.eq(Cat(*c)),
+                nz1.eq(Cat(*[active[j] & nz[j] for j in range(L)])),
+                dz1.eq(Cat(*[dj == 0 for dj in delta])),
+                first1.eq(Cat(*[~end | (split > j) for j in range(L)])),
+                split_err1.eq((split > per_word) | (~end & (split != per_word))),
+                low_delta1.eq(is8 & Cat(*[d[2 * j + 1] for j in range(L // 2)]).any()),
+            ]
+            m.d.sync += [p.eq(s) for p, s in zip(prefix1, prefix_sums(delta))]
 
-        # Prefix sums of the deltas give each slot's offset from the row's running position.
-        cb = cfg.col_bits
-        prefix = []
-        acc = 0
-        for j in range(L):
-            p = Signal(cb, name=f"prefix{j}")
-            m.d.comb += p.eq(acc + delta[j])
-            prefix.append(p)
-            acc = p
-        base = Signal(cb)
-        q = Signal(cb)  # offset where the next row starts inside this word
-        m.d.comb += q.eq(Array([0] + prefix)[split])
-
-        first = Signal(L)
-        pos = []
-        col_bad = []
-        for j in range(L):
-            m.d.comb += first[j].eq(~end | (split > j))
-            pj = Signal(cb, name=f"pos{j}")
-            m.d.comb += pj.eq(Mux(first[j], base + prefix[j], prefix[j] - q))
-            pos.append(pj)
-            col_bad.append(active[j] & (pj >= self.cols))
-        nz = Signal(L)
-        m.d.comb += nz.eq(Cat(*[active[j] & (value[j] != 0) for j in range(L)]))
-
+        # ---- Stage 2: where the next row starts, its lanes' positions, word-local checks.
+        q = Signal(pb)  # offset where the next row starts inside this word
+        m.d.comb += q.eq(Array([0] + prefix1)[split1])
         # A weight with delta 0 after another weight of its row would land on the same
-        # column twice; an int8 low-nibble slot must not carry a delta.
-        row_has_weight = Signal()
-        seen_a, seen_b = row_has_weight, 0
-        slot_bad = []
+        # column twice. Within the word that is decided here; against the row's earlier
+        # words (only for first-row lanes) in stage 3.
+        repeat_in_word, zero_delta_first = [], []
+        seen_a = seen_b = 0
         for j in range(L):
-            seen = Mux(first[j], seen_a, seen_b)
-            low_delta = (is8 & (d[2 * j + 1] != 0)) if j < L // 2 else 0
-            slot_bad.append((nz[j] & (delta[j] == 0) & seen) | low_delta)
-            seen_a = seen_a | (nz[j] & first[j])
-            seen_b = seen_b | (nz[j] & ~first[j])
+            rep = nz1[j] & dz1[j]
+            repeat_in_word.append(rep & Mux(first1[j], seen_a, seen_b))
+            zero_delta_first.append(rep & first1[j])
+            seen_a = seen_a | (nz1[j] & first1[j])
+            seen_b = seen_b | (nz1[j] & ~first1[j])
+        v2, e2, last2, split_err2 = Signal(), Signal(), Signal(), Signal()
+        codes2 = Signal(CODE_BITS * L)
+        # first-row lanes: the offset from the row's running position; the others: their
+        # column in the next row
+        offset2 = [Signal(pb, name=f"offset2_{j}") for j in range(L)]
+        nz2, first2 = Signal(L), Signal(L)
+        total2, tail2 = Signal(pb), Signal(pb)
+        local_bad2, zero_delta_first2 = Signal(), Signal()
+        nz_first2, nz_next2 = Signal(), Signal()
+        pop2 = Signal(range(L + 1))
+        with m.If(ce):
+            m.d.sync += [
+                v2.eq(v1 & ~stop), e2.eq(e1), last2.eq(last1), split_err2.eq(split_err1),
+                codes2.eq(codes1), nz2.eq(nz1), first2.eq(first1),
+                total2.eq(prefix1[-1]), tail2.eq(prefix1[-1] - q),
+                local_bad2.eq(Cat(*repeat_in_word).any() | low_delta1),
+                zero_delta_first2.eq(Cat(*zero_delta_first).any()),
+                nz_first2.eq((nz1 & first1).any()), nz_next2.eq((nz1 & ~first1).any()),
+                pop2.eq(popcount(nz1)),
+            ]
+            m.d.sync += [o.eq(Mux(first1[j], prefix1[j], prefix1[j] - q))
+                         for j, o in enumerate(offset2)]
 
+        # ---- Stage 3: running position and row count; checks; outputs.
+        base = Signal(cfg.col_bits)  # column of the row's last slot so far
+        room = Signal(16)  # cols - base: first-row lanes fit while prefix < room
+        row_has_weight = Signal()
         rows_done = Signal(16)
-        last_row_ends = end & (rows_done + 1 == self.rows)
-        split_err = (split > per_word) | (~end & (split != per_word))
-        length_err = (rows_done >= self.rows) | (last_row_ends & (nz & ~first).any())
-        col_err = Cat(*col_bad).any() | Cat(*slot_bad).any()
-        trunc_err = self.in_last & (rows_done + end != self.rows)
+        rows_next = Signal(16, init=1)  # rows_done + 1
+        fresh = Signal(init=1)  # no word accepted yet: room follows cols
+        col_bad = [active[j] & (offset2[j] >= Mux(first2[j], room, self.cols))
+                   for j in range(L)]
+        all_rows = rows_done == self.rows
+        last_row = rows_next == self.rows
+        split_err = split_err2
+        length_err = all_rows | (e2 & last_row & nz_next2)
+        col_err = (Cat(*col_bad).any() | local_bad2
+                   | (row_has_weight & zero_delta_first2))
+        trunc_err = last2 & Mux(e2, ~last_row, ~all_rows)
         code = Mux(split_err, EngineError.SPLIT,
                Mux(length_err, EngineError.LENGTH,
                Mux(col_err, EngineError.COLUMN,
                Mux(trunc_err, EngineError.TRUNCATED, EngineError.OK))))
-
-        error = Signal(4)
+        fire = ce & v2 & ~stop
+        accepted = Signal()  # a word left with out_valid last cycle: count its nonzeros
+        pop3 = Signal(range(L + 1))
         nnz = Signal(32)
-        ready = self.ce & (error == 0)
-        fire = ready & self.in_valid
+        m.d.sync += [accepted.eq(fire & (code == 0)), pop3.eq(pop2)]
+        with m.If(accepted):
+            m.d.sync += nnz.eq(nnz + pop3)
+        with m.If(ce):
+            m.d.sync += [
+                self.out_valid.eq(v2 & ~stop & (code == 0)),
+                self.out_end.eq(e2), self.out_nz.eq(nz2), self.out_first.eq(first2),
+            ]
+            codebook = Array(self.codebook[i] for i in range(16))
+            c2 = [codes2[CODE_BITS * j:CODE_BITS * (j + 1)] for j in range(L)]
+            for j in range(L):
+                v4 = Mux(is4, c2[j].as_signed(), codebook[c2[j]])
+                v8 = Cat(c2[2 * j + 1], c2[2 * j]).as_signed() if j < L // 2 else 0
+                m.d.sync += [
+                    self.out_col[j].eq(Mux(first2[j], base + offset2[j], offset2[j])),
+                    self.out_weight[j].eq(Mux(is8, v8, v4)),
+                ]
+        with m.If(fire):
+            m.d.sync += [
+                error.eq(code), fresh.eq(0),
+                base.eq(Mux(e2, tail2, base + total2)),
+                room.eq(Mux(e2, self.cols - tail2, room - total2)),
+                row_has_weight.eq(Mux(e2, nz_next2, row_has_weight | nz_first2)),
+            ]
+            with m.If(e2 & (code == 0)):
+                m.d.sync += [rows_done.eq(rows_next), rows_next.eq(rows_next + 1)]
+        with m.Elif(fresh):
+            m.d.sync += room.eq(self.cols)
         m.d.comb += [
-            self.in_ready.eq(ready),
             self.error.eq(error),
             self.nnz.eq(nnz),
             self.rows_done.eq(rows_done),
         ]
-        with m.If(self.ce):
-            m.d.sync += self.out_valid.eq(fire & (code == 0))
-            with m.If(fire):
-                m.d.sync += error.eq(code)
-                with m.If(code == 0):
-                    m.d.sync += [
-                        base.eq(Mux(end, prefix[-1] - q, base + prefix[-1])),
-                        row_has_weight.eq(Mux(end, seen_b, seen_a)),
-                        rows_done.eq(rows_done + end),
-                        nnz.eq(nnz + popcount(nz)),
-                        self.out_end.eq(end),
-                        self.out_nz.eq(nz),
-                        self.out_first.eq(first),
-                    ]
-                    for j in range(L):
-                        m.d.sync += [
-                            self.out_col[j].eq(pos[j]),
-                            self.out_weight[j].eq(value[j]),
-                        ]
         return m

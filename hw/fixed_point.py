@@ -10,9 +10,17 @@ def rounding_divide_by_pot(m, x, e, *, name: str):
     rounded half away from zero. Adds its mask signal to ``m``; returns the expression."""
     mask = Signal(32, name=f"{name}_mask")
     m.d.comb += mask.eq((1 << e) - 1)
-    remainder = x.as_unsigned() & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> e) + (remainder > threshold)
+    return (x >> e) + round_away_bit(x, mask)
+
+
+def round_away_bit(x, mask):
+    """The rounding increment of ``RoundingDivideByPOT(x, e)`` given ``mask = 2**e - 1``.
+
+    ``remainder > (mask >> 1) + (x < 0)`` without an add or a compare: the remainder's top
+    bit (bit ``e - 1``) is set, and below zero some lower bit too."""
+    half = (x.as_unsigned() & (mask ^ (mask >> 1))).any()
+    below = (x.as_unsigned() & (mask >> 1)).any()
+    return half & ((x >= 0) | below)
 
 
 def saturate(x, lo, hi):

@@ -25,11 +25,13 @@ class MacArray(wiring.Component):
     The decompressor only sends nonzero weights, so zero weights never take a lane. A word
     may end one row and start the next: lanes flagged ``in_first`` add into the row that
     ends, the others into the row that starts, through two adder trees. The activation
-    buffer has one read port per lane (one copy per lane in block RAM); a nonzero weight
-    meeting a zero activation is counted and its multiplier result gated off.
+    buffer is one memory per lane (``acts``, written together, each read by its lane): what
+    a block RAM with one read port per lane becomes anyway, without asking Yosys to split a
+    16-read-port memory (which crashes Yosys 0.70's ``memory_libmap``); a nonzero weight
+    meeting a zero activation is counted; lanes without a nonzero weight multiply by 0.
 
-    Pipeline: activation read, multiply, adder trees, accumulate (4 stages, all held
-    while ``ce`` is low).
+    Pipeline: activation read, activation register (block RAM output off the multiplier
+    path), multiply, adder trees, accumulate (5 stages, all held while ``ce`` is low).
 
     Interface
     ---------
@@ -41,7 +43,8 @@ class MacArray(wiring.Component):
     row_valid : Out(1) ; row_acc : Out(signed(32))
         A finished row's sum (without bias), for one ``ce`` cycle.
     macs, zero_acts : Out
-        Products done and products skipped for a zero activation, this cycle.
+        Products done and products skipped for a zero activation, registered: each word's
+        counts show for one cycle, the cycle after its multiply stage moved.
     """
 
     def __init__(self, cfg: EngineConfig):
@@ -59,23 +62,27 @@ class MacArray(wiring.Component):
             "row_valid": Out(1), "row_acc": Out(signed(32)),
             "macs": Out(cnt), "zero_acts": Out(cnt),
         })
-        #: The activation buffer (a testbench may load it directly).
-        self.acts = Memory(shape=signed(8), depth=cfg.max_cols, init=[])
+        #: The activation buffer, one copy per lane (a testbench loading it directly writes
+        #: every copy).
+        self.acts = [Memory(shape=signed(8), depth=cfg.max_cols, init=[]) for _ in range(L)]
 
     def elaborate(self, platform):
         m = Module()
         L, ce = self.cfg.lanes, self.ce
-        m.submodules.acts = acts = self.acts
-        wp = acts.write_port()
-        m.d.comb += [wp.addr.eq(self.act_waddr), wp.data.eq(self.act_wdata), wp.en.eq(self.act_we)]
+        read_ports = []
+        for j, copy in enumerate(self.acts):
+            m.submodules[f"acts{j}"] = copy
+            wp = copy.write_port()
+            m.d.comb += [wp.addr.eq(self.act_waddr), wp.data.eq(self.act_wdata),
+                         wp.en.eq(self.act_we)]
+            read_ports.append(copy.read_port())
 
         # Stage 1: read the activations (synchronous read ports, held while ce is low).
         s1_valid, s1_end = Signal(), Signal()
         s1_w = [Signal(signed(8), name=f"s1_w{j}") for j in range(L)]
         s1_nz, s1_first = Signal(L), Signal(L)
         x = []
-        for j in range(L):
-            rp = acts.read_port()
+        for j, rp in enumerate(read_ports):
             m.d.comb += [rp.addr.eq(self.in_col[j]), rp.en.eq(ce)]
             x.append(rp.data)
         with m.If(ce):
@@ -83,36 +90,48 @@ class MacArray(wiring.Component):
                          s1_nz.eq(self.in_nz), s1_first.eq(self.in_first)]
             m.d.sync += [s1_w[j].eq(self.in_weight[j]) for j in range(L)]
 
-        # Stage 2: multiply; a zero weight or activation contributes nothing.
+        # Stage 2: register the activations.
         s2_valid, s2_end = Signal(), Signal()
-        s2_p = [Signal(signed(16), name=f"s2_p{j}") for j in range(L)]
-        s2_first = Signal(L)
-        act_nz = Cat(*[x[j] != 0 for j in range(L)])
+        s2_w = [Signal(signed(8), name=f"s2_w{j}") for j in range(L)]
+        s2_x = [Signal(signed(8), name=f"s2_x{j}") for j in range(L)]
+        s2_nz, s2_first = Signal(L), Signal(L)
         with m.If(ce):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_end.eq(s1_end), s2_first.eq(s1_first)]
-            m.d.sync += [s2_p[j].eq(Mux(s1_nz[j] & act_nz[j], s1_w[j] * x[j], 0))
-                         for j in range(L)]
-        m.d.comb += [
-            self.macs.eq(Mux(ce & s1_valid, popcount(s1_nz & act_nz), 0)),
-            self.zero_acts.eq(Mux(ce & s1_valid, popcount(s1_nz & ~act_nz), 0)),
-        ]
+            m.d.sync += [s2_valid.eq(s1_valid), s2_end.eq(s1_end), s2_nz.eq(s1_nz),
+                         s2_first.eq(s1_first)]
+            m.d.sync += [s2_w[j].eq(Mux(s1_nz[j], s1_w[j], 0)) for j in range(L)]
+            m.d.sync += [s2_x[j].eq(x[j]) for j in range(L)]
 
-        # Stage 3: one tree for the row that ends here, one for the row that starts.
+        # Stage 3: multiply; a zero weight or activation contributes nothing.
         s3_valid, s3_end = Signal(), Signal()
-        s3_a, s3_b = Signal(signed(32)), Signal(signed(32))
+        s3_p = [Signal(signed(16), name=f"s3_p{j}") for j in range(L)]
+        s3_first = Signal(L)
+        act_nz = Cat(*[s2_x[j] != 0 for j in range(L)])
+        with m.If(ce):
+            m.d.sync += [s3_valid.eq(s2_valid), s3_end.eq(s2_end), s3_first.eq(s2_first)]
+            m.d.sync += [s3_p[j].eq(s2_w[j] * s2_x[j]) for j in range(L)]
+        macs, zero_acts = Signal.like(self.macs), Signal.like(self.zero_acts)
+        m.d.sync += [
+            macs.eq(Mux(ce & s2_valid, popcount(s2_nz & act_nz), 0)),
+            zero_acts.eq(Mux(ce & s2_valid, popcount(s2_nz & ~act_nz), 0)),
+        ]
+        m.d.comb += [self.macs.eq(macs), self.zero_acts.eq(zero_acts)]
+
+        # Stage 4: one tree for the row that ends here, one for the row that starts.
+        s4_valid, s4_end = Signal(), Signal()
+        s4_a, s4_b = Signal(signed(32)), Signal(signed(32))
         with m.If(ce):
             m.d.sync += [
-                s3_valid.eq(s2_valid), s3_end.eq(s2_end),
-                s3_a.eq(adder_tree([Mux(s2_first[j], s2_p[j], 0) for j in range(L)])),
-                s3_b.eq(adder_tree([Mux(s2_first[j], 0, s2_p[j]) for j in range(L)])),
+                s4_valid.eq(s3_valid), s4_end.eq(s3_end),
+                s4_a.eq(adder_tree([Mux(s3_first[j], s3_p[j], 0) for j in range(L)])),
+                s4_b.eq(adder_tree([Mux(s3_first[j], 0, s3_p[j]) for j in range(L)])),
             ]
 
-        # Stage 4: accumulate (32-bit wrap, as the golden model's wrap_int32).
+        # Stage 5: accumulate (32-bit wrap, as the golden model's wrap_int32).
         acc = Signal(signed(32))
         m.d.comb += [
-            self.row_valid.eq(ce & s3_valid & s3_end),
-            self.row_acc.eq(acc + s3_a),
+            self.row_valid.eq(ce & s4_valid & s4_end),
+            self.row_acc.eq(acc + s4_a),
         ]
-        with m.If(ce & s3_valid):
-            m.d.sync += acc.eq(Mux(s3_end, s3_b, acc + s3_a))
+        with m.If(ce & s4_valid):
+            m.d.sync += acc.eq(Mux(s4_end, s4_b, acc + s4_a))
         return m

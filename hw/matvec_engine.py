@@ -19,8 +19,9 @@ from .requantizer import MODE_INT16, Requantizer
 class MatVecEngine(wiring.Component):
     """Run one compressed layer: fetch, decompress, multiply-accumulate, requantize, write.
 
-    The host loads the activation vector, writes the layer's header fields, and pulses
-    ``start``. The engine checks the shape against its buffers, streams the weight words and
+    The host loads the activation vector, sets the layer's header fields, and pulses
+    ``start``; the fields must hold still until ``done`` (the processor's descriptor read
+    port does; the engine keeps no copy of them). The engine checks the shape against its buffers, streams the weight words and
     row parameters from their memories, and writes one int8 result per row. Any malformed
     input stops it with an ``EngineError`` code in ``error`` and ``done`` high; it never
     writes past row ``rows - 1``. Each start resets the datapath, so a run after an error
@@ -29,11 +30,12 @@ class MatVecEngine(wiring.Component):
     Interface
     ---------
     start : In(1)
-        Latch the header fields and run.
+        Run the layer the header fields describe.
     rows, cols, n_words, nnz, encoding, codebook, crc_stream, crc_params : In
-        The image header (``golden.weights.Header``).
+        The image header (``golden.weights.Header``), held from ``start`` to ``done``.
     out_mode : In(2)
-        Result range (``hw.requantizer``): int8, int8 with ReLU, or int16 (LSTM gates).
+        Result range (``hw.requantizer``): int8, int8 with ReLU, or int16 (LSTM gates),
+        held like the header.
     w_req_addr, w_req_valid, w_req_ready, w_resp_data, w_resp_valid
         Weight stream memory port (see ``MemoryReader``).
     p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
@@ -74,13 +76,8 @@ class MatVecEngine(wiring.Component):
         cfg = self.cfg
         restart = Signal()  # one-cycle synchronous reset of the datapath at each start
 
-        # Header fields, latched at start.
-        rows, cols = Signal(16), Signal(16)
-        n_words, nnz = Signal(32), Signal(32)
-        encoding = Signal(8)
-        codebook = Signal(data.ArrayLayout(signed(8), 16))
-        crc_stream, crc_params = Signal(32), Signal(32)
-        out_mode = Signal(2)
+        rows, cols, n_words, nnz = self.rows, self.cols, self.n_words, self.nnz
+        encoding, codebook, out_mode = self.encoding, self.codebook, self.out_mode
 
         wr = MemoryReader(width=cfg.word_bits, addr_bits=cfg.waddr_bits,
                           depth=cfg.fifo_depth, pad_to=8 * word_bytes(cfg.lanes))
@@ -88,12 +85,14 @@ class MatVecEngine(wiring.Component):
                           depth=cfg.fifo_depth)
         dec = Decompressor(cfg)
         mac = self.mac_array
-        rq = Requantizer()
+        rq = Requantizer(pipelined=cfg.pipelined_requantizer)
         for name, block in (("wreader", wr), ("preader", pr), ("decompressor", dec),
-                            ("mac_array", mac), ("requantizer", rq)):
+                            ("mac_array", mac)):
             m.submodules[name] = ResetInserter(restart)(block)
+        m.submodules.requantizer = rq  # cleared by ``restart`` through its clear input
+        # Row sums wait here for their parameters; read synchronously (block RAM on iCE40).
         m.submodules.acc_fifo = acc_q = ResetInserter(restart)(
-            fifo.SyncFIFO(width=32, depth=cfg.fifo_depth))
+            fifo.SyncFIFOBuffered(width=32, depth=cfg.fifo_depth))
 
         running = Signal()
         ce = Signal()
@@ -131,7 +130,7 @@ class MatVecEngine(wiring.Component):
         join = running & acc_q.r_rdy & pr.out_valid
         m.d.comb += [
             acc_q.r_en.eq(join), pr.out_ready.eq(join),
-            rq.in_valid.eq(join), rq.acc.eq(acc_q.r_data),
+            rq.clear.eq(restart), rq.in_valid.eq(join), rq.acc.eq(acc_q.r_data),
             rq.bias.eq(pr.out_data[0:32]), rq.multiplier.eq(pr.out_data[32:64]),
             rq.shift.eq(pr.out_data[64:72]), rq.mode.eq(out_mode),
             self.out_addr.eq(out_count),
@@ -145,11 +144,6 @@ class MatVecEngine(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
-                        rows.eq(self.rows), cols.eq(self.cols), n_words.eq(self.n_words),
-                        nnz.eq(self.nnz), encoding.eq(self.encoding),
-                        codebook.eq(self.codebook),
-                        crc_stream.eq(self.crc_stream), crc_params.eq(self.crc_params),
-                        out_mode.eq(self.out_mode),
                         error.eq(0), done.eq(0), out_count.eq(0),
                         cycles.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
                     ]
@@ -190,9 +184,9 @@ class MatVecEngine(wiring.Component):
                 m.d.sync += [cycles.eq(cycles + 1), done.eq(1)]
                 with m.If(dec.nnz != nnz):
                     m.d.sync += error.eq(EngineError.NNZ)
-                with m.Elif(wr.crc != crc_stream):
+                with m.Elif(wr.crc != self.crc_stream):
                     m.d.sync += error.eq(EngineError.CRC_STREAM)
-                with m.Elif(pr.crc != crc_params):
+                with m.Elif(pr.crc != self.crc_params):
                     m.d.sync += error.eq(EngineError.CRC_PARAMS)
                 m.next = "IDLE"
         m.d.comb += [

@@ -15,7 +15,10 @@ class MemoryReader(wiring.Component):
     The memory side is a request/response pair: a request is taken when ``req_valid`` and
     ``req_ready`` are both high (``req_ready`` low is a wait state); responses come back in
     order, any number of cycles later, flagged by ``resp_valid``. Credits make sure every
-    response has a FIFO slot, so the memory is never back-pressured.
+    response has a FIFO slot, so the memory is never back-pressured. The FIFO reads its
+    storage synchronously (``SyncFIFOBuffered``: block RAM where the part has it, and the
+    words leave from a register), so a response reaches ``out`` two cycles after it
+    arrives; with a one-cycle memory, ``depth`` 4 still keeps up with one word per cycle.
 
     Interface
     ---------
@@ -49,11 +52,12 @@ class MemoryReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self._addr_bits + 1
-        m.submodules.fifo = q = fifo.SyncFIFO(width=self._width + 1, depth=self._depth)
+        # One slot more than the credits: SyncFIFOBuffered refuses a write while its storage
+        # is full even when the word there is moving to the output register that cycle.
+        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=self._width, depth=self._depth + 1)
         m.submodules.crc = crc = Crc32(width=self._width, pad_to=self._pad_to)
 
         issued = Signal(n)
-        received = Signal(n)
         popped = Signal(n)
         inflight = Signal(range(self._depth + 1))
 
@@ -62,13 +66,13 @@ class MemoryReader(wiring.Component):
         m.d.comb += [
             self.req_addr.eq(issued),
             self.req_valid.eq(can_issue),
-            q.w_data.eq(self.resp_data | ((received == self.count - 1) << self._width)),
+            q.w_data.eq(self.resp_data),
             q.w_en.eq(self.resp_valid),
             crc.en.eq(self.resp_valid),
             crc.data.eq(self.resp_data),
             self.crc.eq(crc.value),
-            self.out_data.eq(q.r_data[:self._width]),
-            self.out_last.eq(q.r_data[self._width]),
+            self.out_data.eq(q.r_data),
+            self.out_last.eq(popped + 1 == self.count),
             self.out_valid.eq(q.r_rdy),
             q.r_en.eq(self.out_ready),
             self.done.eq(popped == self.count),
@@ -76,8 +80,6 @@ class MemoryReader(wiring.Component):
         m.d.sync += inflight.eq(inflight + take - self.resp_valid)
         with m.If(take):
             m.d.sync += issued.eq(issued + 1)
-        with m.If(self.resp_valid):
-            m.d.sync += received.eq(received + 1)
         with m.If(q.r_rdy & self.out_ready):
             m.d.sync += popped.eq(popped + 1)
         return m

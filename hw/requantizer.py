@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .fixed_point import rounding_divide_by_pot, saturate
+from .fixed_point import round_away_bit, rounding_divide_by_pot, saturate
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -16,14 +16,25 @@ MODE_INT8, MODE_RELU, MODE_INT16 = 0, 1, 2
 
 
 class Requantizer(wiring.Component):
-    """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding) as a 6-stage pipeline.
+    """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding) as a 6- or 8-stage pipeline.
 
     Stages: add bias (wrap); saturating left shift; 32x32 multiply; doubling high half with
     TFLite's nudge (``INT32_MIN^2`` saturates); rounding right shift; saturate. One result
     per cycle, no back-pressure. ``docs/numerics.md`` gives the formulas.
 
+    Parameters
+    ----------
+    pipelined : bool
+        Two more stages (``latency`` 8 instead of 6), for a faster clock: the product is
+        formed from four unsigned 16 x 16 partial products (one DSP each) in one stage and
+        added up in the next, and the rounding shift computes its shifted value and rounding
+        bit in one stage (its mask decoded a stage earlier) and adds them in the next.
+
     Interface
     ---------
+    clear : In(1)
+        Drop every element in flight (clears only the valid bits, so the data registers
+        need no reset and may sit inside DSP blocks).
     in_valid, acc, bias, multiplier, shift : In
         ``shift`` is in -31..7 (checked by the compiler, see ``golden.weights``).
     mode : In(2)
@@ -33,15 +44,21 @@ class Requantizer(wiring.Component):
     out_valid, out : Out
     """
 
-    def __init__(self):
+    def __init__(self, *, pipelined: bool = False):
+        if not isinstance(pipelined, bool):
+            raise TypeError(f"Requantizer: pipelined must be a bool, got {pipelined!r}")
+        self.pipelined = pipelined
+        #: Cycles from ``in_valid`` to ``out_valid``.
+        self.latency = 8 if pipelined else 6
         super().__init__({
-            "in_valid": In(1), "acc": In(signed(32)), "bias": In(signed(32)),
+            "clear": In(1), "in_valid": In(1), "acc": In(signed(32)), "bias": In(signed(32)),
             "multiplier": In(signed(32)), "shift": In(signed(8)), "mode": In(2),
             "out_valid": Out(1), "out": Out(signed(16)),
         })
 
     def elaborate(self, platform):
         m = Module()
+        keep = ~self.clear
         # 1: bias, split the shift.
         v1 = Signal()
         x1 = Signal(signed(32))
@@ -49,7 +66,7 @@ class Requantizer(wiring.Component):
         left1 = Signal(3)
         right1 = Signal(5)
         m.d.sync += [
-            v1.eq(self.in_valid),
+            v1.eq(self.in_valid & keep),
             x1.eq(self.acc + self.bias),
             m1.eq(self.multiplier),
             left1.eq(Mux(self.shift > 0, self.shift, 0)),
@@ -63,7 +80,7 @@ class Requantizer(wiring.Component):
         wide = Signal(signed(40))
         m.d.comb += wide.eq(x1 << left1)
         m.d.sync += [
-            v2.eq(v1), m2.eq(m1), right2.eq(right1),
+            v2.eq(v1 & keep), m2.eq(m1), right2.eq(right1),
             x2.eq(saturate(wide, INT32_MIN, INT32_MAX)),
         ]
         # 3: full product.
@@ -71,36 +88,59 @@ class Requantizer(wiring.Component):
         p3 = Signal(signed(64))
         ovf3 = Signal()
         right3 = Signal(5)
-        m.d.sync += [
-            v3.eq(v2), right3.eq(right2),
-            p3.eq(x2 * m2),
-            ovf3.eq((x2 == INT32_MIN) & (m2 == INT32_MIN)),
-        ]
-        # 4: doubling high half, rounded half away from zero (truncating division by 2^31).
+        ovf = (x2 == INT32_MIN) & (m2 == INT32_MIN)
+        if self.pipelined:
+            # x m = xu mu - 2^32 ((x < 0 ? mu : 0) + (m < 0 ? xu : 0))  (mod 2^64), with xu mu
+            # from unsigned 16-bit halves; the exact product fits 64 signed bits.
+            xu, mu = x2.as_unsigned(), m2.as_unsigned()
+            ll, lh, hl, hh = (Signal(32, name=n) for n in ("ll", "lh", "hl", "hh"))
+            corr = Signal(33)
+            v3a, ovf3a = Signal(), Signal()
+            right3a = Signal(5)
+            m.d.sync += [
+                v3a.eq(v2 & keep), right3a.eq(right2), ovf3a.eq(ovf),
+                ll.eq(xu[:16] * mu[:16]), lh.eq(xu[:16] * mu[16:]),
+                hl.eq(xu[16:] * mu[:16]), hh.eq(xu[16:] * mu[16:]),
+                corr.eq(Mux(x2 < 0, mu, 0) + Mux(m2 < 0, xu, 0)),
+            ]
+            m.d.sync += [
+                v3.eq(v3a & keep), right3.eq(right3a), ovf3.eq(ovf3a),
+                p3.eq(Cat(ll, (hh - corr)[:32]) + ((lh + hl) << 16)),
+            ]
+        else:
+            m.d.sync += [v3.eq(v2 & keep), right3.eq(right2), p3.eq(x2 * m2), ovf3.eq(ovf)]
+        # 4: doubling high half. TFLite nudges by 2^30 (1 - 2^30 below zero) and divides by
+        # 2^31 truncating; both cases equal floor((p + 2^30) / 2^31), so one 34-bit add.
         v4 = Signal()
         h4 = Signal(signed(32))
         right4 = Signal(5)
-        nudged = Signal(signed(65))
-        m.d.comb += nudged.eq(p3 + Mux(p3 >= 0, 1 << 30, 1 - (1 << 30)))
-        trunc = Signal(signed(65))
-        m.d.comb += trunc.eq(nudged + Mux(nudged < 0, (1 << 31) - 1, 0))
         m.d.sync += [
-            v4.eq(v3), right4.eq(right3),
-            h4.eq(Mux(ovf3, INT32_MAX, trunc >> 31)),
+            v4.eq(v3 & keep), right4.eq(right3),
+            h4.eq(Mux(ovf3, INT32_MAX, ((p3 >> 30) + 1) >> 1)),
         ]
         # 5: rounding divide by 2^right.
         v5 = Signal()
         q5 = Signal(signed(32))
-        m.d.sync += [v5.eq(v4), q5.eq(rounding_divide_by_pot(m, h4, right4, name="rdbpot"))]
-        # 6: saturate to the mode's range (the mode followed its element down stages 1-5).
-        modes = [Signal(2, name=f"mode{i}") for i in range(1, 6)]
+        if self.pipelined:
+            mask4 = Signal(32)
+            m.d.sync += mask4.eq((1 << right3) - 1)
+            v5a, up5a = Signal(), Signal()
+            shifted5a = Signal(signed(32))
+            m.d.sync += [v5a.eq(v4 & keep), shifted5a.eq(h4 >> right4),
+                         up5a.eq(round_away_bit(h4, mask4))]
+            m.d.sync += [v5.eq(v5a & keep), q5.eq(shifted5a + up5a)]
+        else:
+            m.d.sync += [v5.eq(v4 & keep),
+                         q5.eq(rounding_divide_by_pot(m, h4, right4, name="rdbpot"))]
+        # 6: saturate to the mode's range (the mode followed its element down the stages).
+        modes = [Signal(2, name=f"mode{i}") for i in range(1, self.latency)]
         m.d.sync += modes[0].eq(self.mode)
-        m.d.sync += [modes[i].eq(modes[i - 1]) for i in range(1, 5)]
+        m.d.sync += [modes[i].eq(modes[i - 1]) for i in range(1, len(modes))]
         mode = modes[-1]
         hi = Mux(mode == MODE_INT16, INT16_MAX, 127)
         lo = Mux(mode == MODE_INT16, INT16_MIN, Mux(mode == MODE_RELU, 0, -128))
         m.d.sync += [
-            self.out_valid.eq(v5),
+            self.out_valid.eq(v5 & keep),
             self.out.eq(saturate(q5, lo, hi)),
         ]
         return m

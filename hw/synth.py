@@ -66,6 +66,7 @@ class Part:
     nextpnr: tuple[str, ...]  # arguments after the nextpnr executable
     dsps: int  # DSP blocks on the part (a budget for multiplier mapping)
     spram_bits: int | None = None  # width of the SPRAM bank (iCE40 UP: 4 x 16 bits)
+    registered_reads: bool = False  # the wrapper's weight/param memories answer in 3 cycles
 
     @property
     def nextpnr_tool(self) -> str:
@@ -80,20 +81,27 @@ PARTS = {
     "ecp5-85f": Part(
         name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
         target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
-        nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156),
+        nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156,
+        registered_reads=True),
 }
 
 #: Memory depths per (part, lanes). UP5K: the weight stream sits in the SPRAMs (its low 64
 #: bits; wider words spill the rest into block RAM, which then bounds the depth), the
 #: activation buffer takes one block RAM copy per lane, parameters 72 bits per row.
-#: ECP5-85F: ~1.3 Mbit of stream (128 K weight slots) at every lane count, 1024 x 1024 layers.
+#: ECP5-85F: ~1.3 Mbit of stream (128 K weight slots) at every lane count, 1024 x 1024 layers;
+#: its memories answer in 3 cycles (``registered_reads``), so the readers' FIFOs hold 6 words
+#: to keep one word per cycle (credits: 3 in flight, the FIFO's storage and output register),
+#: and the requantizer takes 8 stages (logic is plentiful there, the clock target is 100 MHz).
 CONFIGS = {
     ("up5k", 4): dict(max_rows=512, max_cols=1024, weight_depth=16384),
     ("up5k", 8): dict(max_rows=256, max_cols=512, weight_depth=4096),
     ("up5k", 16): dict(max_rows=256, max_cols=512, weight_depth=256),
-    ("ecp5-85f", 4): dict(max_rows=1024, max_cols=1024, weight_depth=32768),
-    ("ecp5-85f", 8): dict(max_rows=1024, max_cols=1024, weight_depth=16384),
-    ("ecp5-85f", 16): dict(max_rows=1024, max_cols=1024, weight_depth=8192),
+    ("ecp5-85f", 4): dict(max_rows=1024, max_cols=1024, weight_depth=32768, fifo_depth=6,
+                             pipelined_requantizer=True),
+    ("ecp5-85f", 8): dict(max_rows=1024, max_cols=1024, weight_depth=16384, fifo_depth=6,
+                             pipelined_requantizer=True),
+    ("ecp5-85f", 16): dict(max_rows=1024, max_cols=1024, weight_depth=8192, fifo_depth=6,
+                             pipelined_requantizer=True),
 }
 
 #: Multiplies in the engine outside the MAC lanes: the requantizer's 32 x 32 product, which
@@ -118,7 +126,8 @@ class EngineSynthTop(wiring.Component):
     """``MatVecEngine`` with its memories behind a serial host interface (synthesis only).
 
     ``sen`` shifts ``sdi`` into a 296-bit register ``sr`` (and the capture register out on
-    ``sdo``); ``cmd`` (registered) then uses ``sr``: START takes the header fields from it,
+    ``sdo``); ``sr`` holds still while the engine is busy, since it drives the engine's
+    header fields, which must not change during a run. ``cmd`` (registered) then uses ``sr``: START takes the header fields from it,
     WRITE_* write memory word ``sr[W:W+16]`` with data ``sr[0:W]``, READ_OUT captures output
     byte ``sr[W:W+16]``, READ_STATUS counter ``sr[W:W+3]`` (cycles, macs, zero_acts,
     stalls, nnz_seen, status) into the 32-bit capture register shifted out on ``sdo``.
@@ -128,9 +137,16 @@ class EngineSynthTop(wiring.Component):
     SPRAM is), ``weight_hi`` (the bits above ``spram_bits``, when words are wider),
     ``param_mem`` (72-bit row records) and ``out_mem`` (int8 per row); the activation
     buffer lives in the MAC array.
+
+    With ``registered_reads`` the weight and parameter memories register their request and
+    their read data (a 3-cycle memory): on the ECP5 a block RAM's clock-to-out plus the
+    routing across the stream memory's 80 DP16KD take about 11 ns before any logic, and
+    the address fans out to all of them.
     """
 
-    def __init__(self, cfg: EngineConfig, *, spram_bits: int | None = None):
+    def __init__(self, cfg: EngineConfig, *, spram_bits: int | None = None,
+                 registered_reads: bool = False):
+        self.registered_reads = registered_reads
         self.cfg = cfg
         self.engine = MatVecEngine(cfg)
         W = cfg.word_bits
@@ -154,7 +170,7 @@ class EngineSynthTop(wiring.Component):
         W = cfg.word_bits
 
         sr = Signal(self.sr_bits)
-        with m.If(self.sen):
+        with m.If(self.sen & ~eng.busy):  # frozen while busy: it holds the header fields
             m.d.sync += sr.eq(Cat(sr[1:], self.sdi))
         cmd = Signal(3)
         m.d.sync += cmd.eq(self.cmd)
@@ -170,10 +186,12 @@ class EngineSynthTop(wiring.Component):
 
         # Weight stream memory: one address, read and write never together (single port).
         host_w = cmd == Cmd.WRITE_WEIGHT
-        take = eng.w_req_valid & ~host_w
+        delay = self.registered_reads
+        take, waddr, wdata, wen = self._request(
+            m, delay, eng.w_req_valid & ~host_w, Mux(host_w, addr, eng.w_req_addr),
+            data[:W], host_w)
         resp_valid = Signal()
         m.d.sync += resp_valid.eq(take)
-        waddr = Mux(host_w, addr, eng.w_req_addr)
         rdata = []
         lo_bits = Shape.cast(self.weight_mem.shape).width
         for mem, lo, hi in ((self.weight_mem, 0, lo_bits), (self.weight_hi, lo_bits, W)):
@@ -181,23 +199,23 @@ class EngineSynthTop(wiring.Component):
                 continue
             m.submodules[f"weight_{'lo' if lo == 0 else 'hi'}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(data[lo:hi]), wp.en.eq(host_w),
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(wdata[lo:hi]), wp.en.eq(wen),
                          rp.addr.eq(waddr), rp.en.eq(take)]
             rdata.append(rp.data)
-        m.d.comb += [eng.w_req_ready.eq(~host_w), eng.w_resp_data.eq(Cat(*rdata)),
-                     eng.w_resp_valid.eq(resp_valid)]
+        m.d.comb += eng.w_req_ready.eq(~host_w)
+        self._respond(m, delay, Cat(*rdata), resp_valid, eng.w_resp_data, eng.w_resp_valid)
 
         # Row parameters: host write port, engine read port.
         m.submodules.param_mem = self.param_mem
         pw, prd = self.param_mem.write_port(), self.param_mem.read_port()
-        p_take = eng.p_req_valid
+        p_take, p_addr = self._request(m, delay, eng.p_req_valid, eng.p_req_addr)
         p_valid = Signal()
         m.d.sync += p_valid.eq(p_take)
         m.d.comb += [pw.addr.eq(addr), pw.data.eq(data[:cfg.param_bits]),
                      pw.en.eq(cmd == Cmd.WRITE_PARAM),
-                     prd.addr.eq(eng.p_req_addr), prd.en.eq(p_take),
-                     eng.p_req_ready.eq(1), eng.p_resp_data.eq(prd.data),
-                     eng.p_resp_valid.eq(p_valid)]
+                     prd.addr.eq(p_addr), prd.en.eq(p_take),
+                     eng.p_req_ready.eq(1)]
+        self._respond(m, delay, prd.data, p_valid, eng.p_resp_data, eng.p_resp_valid)
 
         # Activations.
         m.d.comb += [eng.act_waddr.eq(addr), eng.act_wdata.eq(data[:8]),
@@ -228,6 +246,24 @@ class EngineSynthTop(wiring.Component):
         m.d.comb += [self.sdo.eq(cap[0]), self.busy.eq(eng.busy), self.done.eq(eng.done),
                      self.error.eq(eng.error)]
         return m
+
+    @staticmethod
+    def _request(m, delay: bool, *signals):
+        """A memory's request signals, registered if ``delay``."""
+        if not delay:
+            return signals
+        regs = [Signal.like(Value.cast(sig)) for sig in signals]
+        m.d.sync += [r.eq(sig) for r, sig in zip(regs, signals)]
+        return regs
+
+    @staticmethod
+    def _respond(m, delay: bool, data, valid, resp_data, resp_valid):
+        """Drive a read response port from a memory's read data, one cycle later if ``delay``."""
+        if delay:
+            data_r, valid_r = Signal.like(data), Signal()
+            m.d.sync += [data_r.eq(data), valid_r.eq(valid)]
+            data, valid = data_r, valid_r
+        m.d.comb += [resp_data.eq(data), resp_valid.eq(valid)]
 
 
 class SerialPins(wiring.Component):
@@ -340,7 +376,8 @@ def _sel(module: str, cell: str) -> str:
 def engine_design(part: Part, lanes: int, overrides: dict | None = None) -> Design:
     depths = dict(CONFIGS[(part.name, lanes)], **(overrides or {}))
     cfg = EngineConfig(lanes=lanes, **depths)
-    top = EngineSynthTop(cfg, spram_bits=part.spram_bits)
+    top = EngineSynthTop(cfg, spram_bits=part.spram_bits,
+                         registered_reads=part.registered_reads)
     text = rtlil.convert(top, name="top", emit_src=False)
     d = Design(name="matvec_engine",
                config=dict(lanes=lanes, **depths, word_bits=cfg.word_bits),
@@ -359,6 +396,11 @@ def engine_design(part: Part, lanes: int, overrides: dict | None = None) -> Desi
                        + (f", high {cfg.word_bits - part.spram_bits} in block RAM"
                           if cfg.word_bits > part.spram_bits else ""))
     if part.family == "ice40":
+        # iCE40 has no LUT RAM: left to its cost model, Yosys builds the engine's small
+        # FIFOs from flip-flops (about 600). Their storage is read synchronously
+        # (``SyncFIFOBuffered``), so block RAM can hold it.
+        for fifo in ("wreader.fifo", "preader.fifo", "acc_fifo"):
+            d.pre.append(f'setattr -set ram_style "block" top.engine.{fifo}/m:storage')
         # Yosys maps every multiply to SB_MAC16 without knowing the part has 8; keep the
         # requantizer's 32x32 (4 DSPs) and as many lanes as fit, the rest in logic.
         budget = part.dsps - REQUANT_DSPS_ICE40
@@ -529,13 +571,21 @@ def cells_by_block(netlist: Path, *, depth: int = 4) -> dict[str, dict[str, int]
     return dict(sorted(out.items(), key=lambda bc: -bc[1]["luts"]))
 
 
-def _critical_path(report: dict) -> dict | None:
+def _design_clock(fmax: dict) -> str | None:
+    """The design clock among nextpnr's clocks: on the iCE40 it also reports a pseudo-clock
+    ``$PACKER_GND_NET_$glb_clk`` (DSP clock pins tied low), which is not one."""
+    names = [k for k in fmax if "PACKER_GND" not in k]
+    return next((k for k in names if "clk" in k), names[0] if names else None)
+
+
+def _critical_path(report: dict, clock: str | None) -> dict | None:
     paths = [p for p in report.get("critical_paths", []) if p.get("path")]
     if not paths:
         return None
     # The clock-to-clock path of the design clock (not I/O paths).
     internal = [p for p in paths if p.get("from") == p.get("to") and
-                "async" not in str(p.get("from"))] or paths
+                "async" not in str(p.get("from")) and (clock is None or clock in p["from"])]
+    internal = internal or paths
     p = internal[0]
     steps = p["path"]
     via = []
@@ -629,11 +679,11 @@ def synthesize(design: Design, part: Part, workdir: Path, *, seed: int = 1) -> d
     if failed:
         return rec
     fmax = report.get("fmax", {})
-    clk = next((v for k, v in fmax.items() if "clk" in k), None) or next(iter(fmax.values()),
-                                                                          None)
+    name = _design_clock(fmax)
+    clk = fmax.get(name)
     rec["fmax_mhz"] = round(clk["achieved"], 2) if clk else None
     rec["timing_met"] = bool(clk and clk["achieved"] >= part.target_mhz)
-    rec["critical_path"] = _critical_path(report)
+    rec["critical_path"] = _critical_path(report, name)
     rec["fits"] = rec["ok"] = all(v["used"] <= v["available"] for v in util.values())
     return rec
 

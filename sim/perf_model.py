@@ -7,7 +7,8 @@ Without wait states the engine decodes one stream word per cycle, so a run costs
 With wait states the memories accept requests only on cycles their generators allow. The
 model then steps the engine's queues (not its datapath): the two memory readers with their
 credits and FIFOs, the decoder and MAC pipeline registers, the row FIFO, the join with the
-row parameters and the requantizer pipeline, replaying the harness's LFSRs.
+row parameters and the requantizer pipeline, replaying the harness's LFSRs. Every FIFO is
+an ``amaranth.lib.fifo.SyncFIFOBuffered``: a storage count and an output register.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from collections import deque
 
 from golden.weights import unpack_word
 from hw.config import EngineConfig
+from hw.decompressor import LATENCY as DECODER_LATENCY
 
 from .harness import PARAM_SALT, WEIGHT_SALT
 
-#: CHECK (1), memory request/response and FIFO (2), decode (1), MAC array (4), row FIFO
-#: (1), requantizer (6), FINISH (1).
-PIPELINE_LATENCY = 16
+#: CHECK (1), memory request/response and buffered FIFO (3), decode (3), MAC array (5),
+#: buffered row FIFO (2), requantizer (6), FINISH (1): ``EngineConfig()``. The pipelined
+#: requantizer (``EngineConfig.pipelined_requantizer``) adds its 2 stages.
+PIPELINE_LATENCY = 21
 FIFO_DEPTH = EngineConfig().fifo_depth
-MAC_STAGES = 3  # registers between the decoder output and the row FIFO write
-REQUANT_STAGES = 6
+DECODE_STAGES = DECODER_LATENCY  # registers from a FIFO pop to the decoder output
+MAC_STAGES = 4  # registers between the decoder output and the row FIFO write
 
 
 def _step8(s: int) -> int:
@@ -49,28 +52,34 @@ class _Lfsr:
 
 
 class _Reader:
-    """``hw.memory_reader.MemoryReader``: credits, one-cycle memory, FIFO."""
+    """``hw.memory_reader.MemoryReader``: credits, one-cycle memory, buffered FIFO (its
+    storage count and the output register of ``SyncFIFOBuffered``)."""
 
     def __init__(self, count: int, lfsr: _Lfsr, wait_level: int):
         self.count, self.lfsr, self.wait_level = count, lfsr, wait_level
         self.issued = self.popped = 0
         self.inflight = 0
         self.resp = False
-        self.fifo = 0
+        self.inner = 0
+        self.out_rdy = False
 
     def cycle(self, running: bool, pop: bool) -> None:
         ready = self.lfsr.next_byte() >= self.wait_level
+        level = self.inner + int(self.out_rdy)
         take = (running and self.issued < self.count
-                and self.inflight + self.fifo < FIFO_DEPTH and ready)
+                and self.inflight + level < FIFO_DEPTH and ready)
         arrived = self.resp
+        to_out = self.inner > 0 and (not self.out_rdy or pop)
         self.inflight += int(take) - int(arrived)
         self.issued += int(take)
         self.resp = take
-        self.fifo += int(arrived) - int(pop)
+        self.inner += int(arrived) - int(to_out)
+        self.out_rdy = to_out or (self.out_rdy and not pop)
         self.popped += int(pop)
 
 
-def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: int = 1) -> int:
+def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: int = 1,
+                    requantizer_stages: int = 6) -> int:
     """Busy cycles of a run whose stream words end rows where ``ends`` is true."""
     seed &= 0xFFFF
     wr = _Reader(len(ends), _Lfsr((seed ^ WEIGHT_SALT) or 1), wait_level)
@@ -78,28 +87,27 @@ def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: i
     wr.lfsr.next_byte()  # the CHECK cycle
     pr.lfsr.next_byte()
     cycles = 1
-    dec_valid = dec_end = False
+    dec = deque([(False, False)] * DECODE_STAGES)
     mac = deque([(False, False)] * MAC_STAGES)
-    acc_fifo = 0
-    rq = deque([False] * REQUANT_STAGES)
+    acc_inner, acc_rdy = 0, False  # the row FIFO (SyncFIFOBuffered): storage, output
+    rq = deque([False] * requantizer_stages)
     out = 0
     while True:
         cycles += 1
-        ce = acc_fifo != FIFO_DEPTH
-        pop_w = ce and wr.fifo > 0
-        join = acc_fifo > 0 and pr.fifo > 0
+        ce = acc_inner != FIFO_DEPTH - 1
+        pop_w = ce and wr.out_rdy
+        join = acc_rdy and pr.out_rdy
         row_done = ce and mac[-1][0] and mac[-1][1]
         wrote = rq[-1] and out < rows
-        exit_run = out == rows and wr.popped == wr.count and not dec_valid
+        exit_run = out == rows and wr.popped == wr.count and not dec[-1][0]
         # clock edge
         if ce:
             mac.pop()
-            mac.appendleft((dec_valid, dec_end))
-            if pop_w:
-                dec_valid, dec_end = True, ends[wr.popped]
-            else:
-                dec_valid = False
-        acc_fifo += int(row_done) - int(join)
+            mac.appendleft(dec.pop())
+            dec.appendleft((True, ends[wr.popped]) if pop_w else (False, False))
+        acc_out = acc_inner > 0 and (not acc_rdy or join)
+        acc_inner += int(row_done) - int(acc_out)
+        acc_rdy = acc_out or (acc_rdy and not join)
         rq.pop()
         rq.appendleft(join)
         out += int(wrote)
@@ -110,12 +118,14 @@ def simulate_cycles(ends: list[bool], rows: int, *, wait_level: int = 0, seed: i
 
 
 def predict_cycles(words: list[int], lanes: int, rows: int, *, wait_level: int = 0,
-                   seed: int = 1) -> int:
-    """Predicted busy cycles for a run over the stream ``words``."""
+                   seed: int = 1, requantizer_stages: int = 6) -> int:
+    """Predicted busy cycles for a run over the stream ``words``
+    (``requantizer_stages``: ``EngineConfig.requantizer_stages``)."""
     if wait_level == 0:
-        return len(words) + PIPELINE_LATENCY
+        return len(words) + PIPELINE_LATENCY + requantizer_stages - 6
     ends = [unpack_word(w, lanes)[0] for w in words]
-    return simulate_cycles(ends, rows, wait_level=wait_level, seed=seed)
+    return simulate_cycles(ends, rows, wait_level=wait_level, seed=seed,
+                           requantizer_stages=requantizer_stages)
 
 
 def ideal_cycles(nnz: int, lanes: int) -> int:

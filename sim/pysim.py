@@ -55,9 +55,9 @@ def _load(ctx, dut, job: MatVecJob):
         ctx.set(dut.weight_mem.data[i], w)
     for i, p in enumerate(job.params):
         ctx.set(dut.param_mem.data[i], p)
-    acts = dut.engine.mac_array.acts
-    for i, v in enumerate(job.x):
-        ctx.set(acts.data[i], int(v))
+    for copy in dut.engine.mac_array.acts:  # one copy per lane
+        for i, v in enumerate(job.x):
+            ctx.set(copy.data[i], int(v))
     for i in range(dut.cfg.max_rows):
         ctx.set(dut.out_mem.data[i], SENTINEL)
     for name, value in job.fields().items():

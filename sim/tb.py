@@ -38,10 +38,12 @@ class MatVecTB:
             weights[i].value = w
         for i, p in enumerate(job.params):
             params[i].value = p
-        # The activation buffer sits inside the MAC array: reach it the same way.
-        acts = dut.engine.mac_array.acts
-        for i, v in enumerate(job.x):
-            acts[i].value = int(v) & 0xFF
+        # The activation buffer sits inside the MAC array, one copy per lane: reach them
+        # the same way.
+        for j in range(job.header.lanes):
+            acts = getattr(dut.engine.mac_array, f"acts{j}")
+            for i, v in enumerate(job.x):
+                acts[i].value = int(v) & 0xFF
         out = dut.out_mem.mem
         for i in range(len(out)):
             out[i].value = SENTINEL

@@ -1,7 +1,8 @@
 """Decompressor (``hw/decompressor.py``) in the Amaranth simulator.
 
 Random images from ``golden.weights.compress`` (every encoding, 4/8/16 lanes) are fed with
-``ce`` stalls and input bubbles; the weight matrix rebuilt from the lane outputs must equal
+``ce`` stalls and input bubbles; each word must come out exactly ``LATENCY`` ``ce`` cycles
+after it went in; the weight matrix rebuilt from the lane outputs must equal
 ``golden.weights.decompress``. Malformed streams built with ``pack_word`` must latch the
 ``EngineError`` code of ``docs/weight-format.md`` section 5, and the golden reader must
 reject the same streams.
@@ -31,7 +32,7 @@ from golden.weights import (
     word_bytes,
 )
 from hw.config import EngineConfig
-from hw.decompressor import Decompressor
+from hw.decompressor import LATENCY, Decompressor
 from hw.errors import EngineError
 
 MAX_COLS = 128
@@ -147,14 +148,16 @@ def rebuild(bench, outputs, rows, cols):
 async def stream_through(bench, ctx, rng, words, p_ce, p_valid, max_cycles):
     """Feed ``words`` with random ce stalls and input bubbles; return the output snapshots
     taken after every ce-high edge that produced a word. Checks that everything holds
-    while ce is low and that in_ready is ce & ~error."""
+    while ce is low, that a word comes out ``LATENCY`` ce cycles after it went in, and
+    that in_ready is ce & ~error."""
     d = bench.dut
     outputs = []
     i = 0
     prev = bench.snapshot(ctx)
     cycles = 0
     drain = 0
-    while drain < 2:
+    in_flight = collections.deque([0] * (LATENCY - 1))  # words fired, per ce cycle
+    while drain < LATENCY + 1:
         assert cycles < max_cycles, f"stuck after {i}/{len(words)} words"
         ce = int(rng.random() < p_ce)
         valid = int(i < len(words) and rng.random() < p_valid)
@@ -169,13 +172,15 @@ async def stream_through(bench, ctx, rng, words, p_ce, p_valid, max_cycles):
         cycles += 1
         snap = bench.snapshot(ctx)
         if not ce:
-            assert snap == prev, f"cycle {cycles}: outputs changed while ce was low"
+            assert snap[:7] == prev[:7], f"cycle {cycles}: outputs changed while ce was low"
         else:
-            assert snap[0] == fired, f"cycle {cycles}: out_valid={snap[0]}, word fired={fired}"
-            if fired:
+            in_flight.appendleft(fired)
+            out = in_flight.pop()
+            assert snap[0] == out, f"cycle {cycles}: out_valid={snap[0]}, word out={out}"
+            if out:
                 outputs.append(snap)
-                i += 1
-            elif i == len(words):
+            i += fired
+            if i == len(words) and not fired:
                 drain += 1
         prev = snap
     return outputs, prev
@@ -307,7 +312,7 @@ def error_bench_run(cases, check):
             name, enc, rows, cols, words = case[:5]
             await bench.reset(ctx, enc, [0] * 16, rows, cols)
             assert ctx.get(d.error) == 0, f"{name}: error not cleared by reset"
-            history = []
+            snaps = []
             for k, word in enumerate(words):
                 ctx.set(d.ce, 1)
                 ctx.set(d.in_valid, 1)
@@ -315,7 +320,12 @@ def error_bench_run(cases, check):
                 ctx.set(d.in_last, int(k == len(words) - 1))
                 assert ctx.get(d.in_ready) == 1, f"{name}: not ready before word {k}"
                 await ctx.tick()
-                history.append(bench.snapshot(ctx))
+                snaps.append(bench.snapshot(ctx))
+            for _ in range(LATENCY - 1):  # the last word to the outputs
+                ctx.set(d.in_valid, 0)
+                await ctx.tick()
+                snaps.append(bench.snapshot(ctx))
+            history = snaps[LATENCY - 1:]  # the outputs of word k at index k
             # Afterwards: more words (some valid-looking), ce toggling.
             for k in range(4):
                 ctx.set(d.ce, k % 2)
@@ -449,22 +459,27 @@ def test_fuzz_corrupted_streams_against_golden(lanes):
         for enc, cb, rows, cols, words in cases:
             await bench.reset(ctx, enc, cb, rows, cols)
             outputs, first_err, code = [], None, 0
-            for k, word in enumerate(words):
+            for k in range(len(words) + LATENCY - 1):
                 ctx.set(d.ce, 1)
-                ctx.set(d.in_valid, 1)
-                ctx.set(d.in_word, word)
-                ctx.set(d.in_last, int(k == len(words) - 1))
+                ctx.set(d.in_valid, int(k < len(words)))
+                if k < len(words):
+                    ctx.set(d.in_word, words[k])
+                    ctx.set(d.in_last, int(k == len(words) - 1))
                 await ctx.tick()
                 snap = bench.snapshot(ctx)
-                if snap[6]:
-                    first_err, code = k, snap[6]
+                if k < LATENCY - 1:
+                    continue
+                if snap[6]:  # the word that left the pipeline with this edge broke a rule
+                    first_err, code = k - (LATENCY - 1), snap[6]
                     break
                 outputs.append(snap)
-            results.append((first_err, code, outputs))
+            ctx.set(d.ce, 0)
+            await ctx.tick()  # nnz counts a word one cycle after its outputs
+            results.append((first_err, code, outputs, bench.snapshot(ctx)))
 
     bench.run(tb)
     flagged = collections.Counter()
-    for (enc, cb, rows, cols, words), (first_err, code, outputs) in zip(cases, results):
+    for (enc, cb, rows, cols, words), (first_err, code, outputs, final) in zip(cases, results):
         verdict = golden_verdict(words, rows, cols, enc, lanes, cb)
         what = f"{enc.name} {rows}x{cols} words={[hex(w) for w in words]}"
         if verdict is None:
@@ -472,7 +487,7 @@ def test_fuzz_corrupted_streams_against_golden(lanes):
             got = rebuild(bench, outputs, rows, cols)
             ref = golden_weights(words, rows, cols, enc, lanes, cb)
             assert np.array_equal(got, ref), f"{what}: decoded weights differ from golden"
-            assert outputs[-1][7:] == (np.count_nonzero(ref), rows), f"{what}: nnz/rows_done"
+            assert final[7:] == (np.count_nonzero(ref), rows), f"{what}: nnz/rows_done"
         else:
             k, allowed = verdict
             assert code != 0, f"{what}: golden rejects word {k}, RTL accepts"

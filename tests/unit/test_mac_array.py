@@ -85,8 +85,9 @@ def expected_counts(lane, acts):
 
 
 async def load_acts_direct(ctx, mac, acts):
-    for i, v in enumerate(acts):
-        ctx.set(mac.acts.data[i], v)
+    for copy in mac.acts:
+        for i, v in enumerate(acts):
+            ctx.set(copy.data[i], v)
 
 
 async def load_acts_port(ctx, mac, acts):
@@ -103,7 +104,8 @@ async def drive(ctx, mac, rng, lanes, words, acts, n_rows, *, p_ce=0.7, p_valid=
     """Stream ``words`` through the array; return the row sums and check the counters."""
     amask = (1 << ADDR_BITS) - 1
     rows_out = []
-    ce_inputs, ce_obs = [], []  # per ce-high cycle: the word presented, the counters seen
+    ce_inputs, ce_obs = [], []  # per ce-high cycle: the word presented, the counters after
+    prev_ce = 0
     i = 0
     cycles = 0
     while len(rows_out) < n_rows or i < len(words):
@@ -124,15 +126,19 @@ async def drive(ctx, mac, rng, lanes, words, acts, n_rows, *, p_ce=0.7, p_valid=
         ctx.set(mac.in_nz, sum(nz << j for j, (_, _, nz, _) in enumerate(lane)))
         ctx.set(mac.in_first, sum(f << j for j, (_, _, _, f) in enumerate(lane)))
         row_valid, row_acc = ctx.get(mac.row_valid), ctx.get(mac.row_acc)
-        macs, zeros = ctx.get(mac.macs), ctx.get(mac.zero_acts)
+        counts = (ctx.get(mac.macs), ctx.get(mac.zero_acts))
+        if prev_ce:
+            ce_obs.append(counts)
+        else:
+            assert counts == (0, 0), f"cycle {cycles}: counters moved after a ce-low cycle"
         if ce:
             ce_inputs.append(words[i] if valid else None)
-            ce_obs.append((macs, zeros))
             if row_valid:
                 rows_out.append(row_acc)
         else:
-            assert (row_valid, macs, zeros) == (0, 0, 0), f"cycle {cycles}: outputs active with ce low"
+            assert not row_valid, f"cycle {cycles}: row_valid with ce low"
         i += valid and ce
+        prev_ce = ce
         await ctx.tick()
         cycles += 1
     # a few more ce cycles: no extra rows may appear, the last counters come out
@@ -140,11 +146,16 @@ async def drive(ctx, mac, rng, lanes, words, acts, n_rows, *, p_ce=0.7, p_valid=
         ctx.set(mac.ce, 1)
         ctx.set(mac.in_valid, 0)
         assert not ctx.get(mac.row_valid), "row_valid after the last row"
+        if prev_ce:
+            ce_obs.append((ctx.get(mac.macs), ctx.get(mac.zero_acts)))
         ce_inputs.append(None)
-        ce_obs.append((ctx.get(mac.macs), ctx.get(mac.zero_acts)))
+        prev_ce = 1
         await ctx.tick()
-    # Each word's counts appear in the ce-high cycle after the one that took it.
-    want = [(0, 0)] + [expected_counts(wd[1], acts) if wd else (0, 0) for wd in ce_inputs[:-1]]
+    ce_obs.append((ctx.get(mac.macs), ctx.get(mac.zero_acts)))
+    # A word taken in ce-high cycle k is counted in its multiply stage, ce-high cycle k + 2;
+    # the registered counts show in the cycle after that one.
+    want = [(0, 0), (0, 0)] + [expected_counts(wd[1], acts) if wd else (0, 0)
+                               for wd in ce_inputs[:-2]]
     assert ce_obs == want, "macs/zero_acts per ce cycle differ from the words' nonzero lanes"
     return rows_out
 

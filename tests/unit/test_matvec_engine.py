@@ -96,3 +96,24 @@ def test_every_malformed_input_errors_cleanly_and_the_next_run_recovers():
     _check_all(jobs, results)
     seen = {EngineError(r.error) for r in results}
     assert seen == set(CORRUPTIONS.values()) | {EngineError.OK}
+
+
+@pytest.mark.parametrize("wait_level", [0, 96])
+def test_pipelined_requantizer_config(wait_level):
+    """``EngineConfig(pipelined_requantizer=True)`` (the ECP5 synthesis configuration):
+    bit-exact, two cycles more per run, and the cycle model still exact."""
+    cfg = EngineConfig(lanes=4, max_rows=48, max_cols=80, weight_depth=2048,
+                       pipelined_requantizer=True)
+    assert cfg.requantizer_stages == 8
+    rng = np.random.default_rng(40 + wait_level)
+    jobs = [make_job(rng, rows=int(rng.integers(1, 40)), cols=int(rng.integers(1, 80)),
+                     sparsity=sp, encoding=Encoding.INT4, lanes=cfg.lanes)
+            for sp in (0.0, 0.8)]
+    results = run_jobs(cfg, jobs, wait_level=wait_level, seed=3)
+    _check_all(jobs, results)
+    for job, res in zip(jobs, results):
+        model = predict_cycles(list(job.words), cfg.lanes, job.header.rows,
+                               wait_level=wait_level, seed=3, requantizer_stages=8)
+        assert res.cycles == model
+        if wait_level == 0:
+            assert res.cycles == job.header.n_words + PIPELINE_LATENCY + 2

@@ -1,10 +1,12 @@
 """Requantizer (``hw/requantizer.py``) in the Amaranth simulator, bit-exact against
-``golden.numerics`` and a few hand-worked values, with the 6-cycle latency and bubbles."""
+``golden.numerics`` and a few hand-worked values, with the exact latency (6 cycles, 8 when
+pipelined) and bubbles."""
 
 import itertools
 import random
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from golden.numerics import (
@@ -17,23 +19,32 @@ from golden.numerics import (
 )
 from hw.requantizer import Requantizer
 
-LATENCY = 6  # clock edges from in_valid to out_valid (one register per stage)
+#: Clock edges from in_valid to out_valid (one register per stage), by ``pipelined``.
+LATENCY = {False: 6, True: 8}
+
+
+@pytest.fixture(params=[False, True], ids=["6-stage", "8-stage"])
+def pipelined(request):
+    return request.param
 
 
 def golden(acc, bias, mult, shift):
     return int(requantize_to_int8(wrap_int32(acc + bias), mult, shift))
 
 
-def run(inputs, mode=0):
+def run(inputs, mode, pipelined, clear_at=None):
     """Present ``inputs`` (None = bubble, else (acc, bias, mult, shift)) one per cycle,
-    then flush; return (out_valid, out) after every edge."""
-    dut = Requantizer()
+    with ``clear`` high alongside input ``clear_at``, then flush; return (out_valid, out)
+    after every edge."""
+    dut = Requantizer(pipelined=pipelined)
+    assert dut.latency == LATENCY[pipelined]
     seen = []
-    script = list(inputs) + [None] * (LATENCY + 2)
+    script = list(inputs) + [None] * (dut.latency + 2)
 
     async def tb(ctx):
         ctx.set(dut.mode, mode)
-        for item in script:
+        for k, item in enumerate(script):
+            ctx.set(dut.clear, int(k == clear_at))
             if item is None:
                 # Garbage on the data ports during a bubble must not matter.
                 ctx.set(dut.in_valid, 0)
@@ -56,11 +67,11 @@ def run(inputs, mode=0):
     return script, seen
 
 
-def check(inputs, expected=None, mode=0):
+def check(inputs, pipelined, expected=None, mode=0):
     """Every output must appear exactly LATENCY edges after its input, equal to the reference."""
-    script, seen = run(inputs, mode)
+    script, seen = run(inputs, mode, pipelined)
     for j, (valid, out) in enumerate(seen):
-        i = j - (LATENCY - 1)  # seen[j] is after edge j+1; input i was presented before edge i+1
+        i = j - (LATENCY[pipelined] - 1)  # seen[j] is after edge j+1; input i was presented before edge i+1
         src = script[i] if i >= 0 else None
         assert valid == (src is not None), f"edge {j + 1}: out_valid={valid}, input {i} was {src}"
         if src is not None:
@@ -68,7 +79,7 @@ def check(inputs, expected=None, mode=0):
             assert out == want, f"requant{src}: expected {want}, got {out}"
 
 
-def test_random_with_bubbles():
+def test_random_with_bubbles(pipelined):
     rng = random.Random(2024)
     inputs = []
     for _ in range(500):
@@ -87,20 +98,20 @@ def test_random_with_bubbles():
             mult = rng.choice([0, rng.randint(1 << 30, INT32_MAX), rng.randint(INT32_MIN, INT32_MAX)])
             shift = rng.randint(-31, 7)
         inputs.append((acc, bias, mult, shift))
-    check(inputs)
+    check(inputs, pipelined)
 
 
-def test_edge_grid():
+def test_edge_grid(pipelined):
     # Wrapping bias add, multiplier extremes (0, 2^30, 2^31-1, negatives incl. INT32_MIN
     # for the SRDHM overflow case) and shifts from full right to saturating left.
     accs = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX]
     biases = [INT32_MIN, -1, 0, 1, INT32_MAX]
     mults = [0, 1 << 30, (1 << 30) + 1, INT32_MAX, INT32_MIN, -(1 << 30)]
     shifts = [-31, -30, -1, 0, 1, 7]
-    check(list(itertools.product(accs, biases, mults, shifts)))
+    check(list(itertools.product(accs, biases, mults, shifts)), pipelined)
 
 
-def test_hand_worked_values():
+def test_hand_worked_values(pipelined):
     # Independent of golden: values worked out from docs/numerics.md by hand.
     # SRDHM(a, M) = floor(a*M / 2^31 + 1/2): TFLite's nudge and C truncation round exact ties
     # toward +infinity (so -1.5 -> -1); RoundingDivideByPOT rounds ties away from zero.
@@ -136,27 +147,43 @@ def test_hand_worked_values():
     # Pin the hand values against golden first, so a wrong hand value shows up as such.
     for c, e in cases:
         assert golden(*c) == e, f"hand-worked value for {c} disagrees with golden ({golden(*c)})"
-    check(inputs, expected)
+    check(inputs, pipelined, expected)
 
 
-def test_back_to_back_and_isolated_bubbles():
+def test_back_to_back_and_isolated_bubbles(pipelined):
     # Alternate full-rate bursts with single and long bubbles; out_valid must follow exactly.
     rng = random.Random(7)
     pattern = [1] * 10 + [0] + [1] + [0] * 7 + [1, 0, 1, 0, 1] + [0] * 3 + [1] * 6
     inputs = [(rng.randint(-5000, 5000), rng.randint(-100, 100), rng.randint(1 << 30, INT32_MAX),
                rng.randint(-12, 0)) if p else None for p in pattern]
-    check(inputs)
+    check(inputs, pipelined)
 
 
-def test_relu_and_int16_modes():
+def test_relu_and_int16_modes(pipelined):
     """Mode 1 clamps the int8 result at zero; mode 2 saturates to int16 instead of int8."""
     rng = np.random.default_rng(77)
     inputs = [(int(rng.integers(-(1 << 24), 1 << 24)), int(rng.integers(-1000, 1000)),
                int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(-12, 2)))
               for _ in range(300)]
     relu = [max(golden(*i), 0) for i in inputs]
-    check(inputs, relu, mode=1)
+    check(inputs, pipelined, relu, mode=1)
     wide = [int(saturate(multiply_by_quantized_multiplier(wrap_int32(a + b), m, s),
                          -(1 << 15), (1 << 15) - 1)) for a, b, m, s in inputs]
     assert max(wide) > 127 and min(wide) < -128
-    check(inputs, wide, mode=2)
+    check(inputs, pipelined, wide, mode=2)
+
+
+def test_clear_drops_everything_in_flight(pipelined):
+    """``clear`` for one cycle with the pipeline full: nothing in flight comes out, the
+    element presented with ``clear`` neither; the next ones come out on time and exact."""
+    lat = LATENCY[pipelined]
+    rng = random.Random(9)
+    items = [(rng.randint(-5000, 5000), 0, rng.randint(1 << 30, INT32_MAX), rng.randint(-8, 0))
+             for _ in range(2 * lat)]
+    _, seen = run(items, 0, pipelined, clear_at=lat)
+    # seen[j] follows edge j + 1: input i (edge i + 1) shows at j = i + lat - 1. Input 0
+    # leaves at edge lat; the clear at edge lat + 1 drops inputs 1..lat.
+    out = {j - (lat - 1): v for j, v in enumerate(seen) if v[0]}
+    assert sorted(out) == [0, *range(lat + 1, 2 * lat)]
+    for i, (_, value) in out.items():
+        assert value == golden(*items[i])
