@@ -97,6 +97,21 @@ def _testset() -> list[str]:
     return [str(MANIFEST.parent / name) for name in files]
 
 
+def test_shipped_utterance_with_the_demo_model():
+    """A shipped test utterance (the shortest, 1.5 s) with the trained demo model, beam 4
+    and a biasing phrase, as ``make sim CONTEXT=...`` runs it: RTL == golden on every item.
+    ``make regress`` does the same for every shipped utterance."""
+    from golden.model import load_model
+
+    model = load_model(DEMO_MODEL)
+    rate = FrontendConfig.from_dict(model.config.frontend).sample_rate
+    wav = str(MANIFEST.parent / "test_00010.wav")
+    outcome = run_utterance(model, load_audio(wav, sample_rate=rate), progress=False,
+                            context=("siobhan",))
+    _check(outcome)
+    assert outcome.golden["text"]  # the demo model hears something (docs/accuracy.md)
+
+
 if REGRESS:  # defined only then: the long run is regress work, not a skipped test
     def test_test_set_on_the_rtl_matches_golden():
         """Every shipped test utterance (one simulation) with the demo model and ``make
