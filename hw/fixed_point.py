@@ -5,14 +5,22 @@ from __future__ import annotations
 from amaranth import Mux, Signal
 
 
+def rounding_parts(x, e, mask):
+    """``RoundingDivideByPOT`` of a signed 32-bit ``x`` by ``2**e`` as its two halves, for
+    pipelines that add them a stage later: ``(x >> e, round_up)``, where ``mask`` is
+    ``2**e - 1`` (a signal or a register computed ahead) and the quotient is their sum."""
+    remainder = x.as_unsigned() & mask
+    threshold = (mask >> 1) + (x < 0)
+    return x >> e, remainder > threshold
+
+
 def rounding_divide_by_pot(m, x, e, *, name: str):
     """TFLite ``RoundingDivideByPOT`` of a signed 32-bit ``x`` by ``2**e`` (``e`` 0..31):
     rounded half away from zero. Adds its mask signal to ``m``; returns the expression."""
     mask = Signal(32, name=f"{name}_mask")
     m.d.comb += mask.eq((1 << e) - 1)
-    remainder = x.as_unsigned() & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> e) + (remainder > threshold)
+    quotient, round_up = rounding_parts(x, e, mask)
+    return quotient + round_up
 
 
 def saturate(x, lo, hi):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, ResetInserter, Signal, signed
+from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -25,7 +25,7 @@ from golden.weights import PARAM_BYTES
 
 from .activation_lut import ActivationLut
 from .config import EngineConfig
-from .lstm_cell import LstmCell
+from .lstm_cell import H_LATENCY, LstmCell
 from .matvec_engine import MatVecEngine
 from .requantizer import MODE_INT16
 from .vector_alu import OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
@@ -44,10 +44,9 @@ DESC_FIELDS = {
 
 #: ``LSTM`` cycles after the engine's ``done`` (``MATVEC`` completes there). The worst
 #: case, the last unit's ``g`` and ``o`` rows back to back, writes the last ``h'`` then:
-#: o's lookup (3), the cell's join with tanh(c') (3), the requantizer (6), less the
-#: engine's own 3 cycles from its last row to ``done``. Faster cases wait for it, so the
-#: count is fixed.
-CELL_TAIL_CYCLES = 9
+#: o's lookup (3) and the cell's ``H_LATENCY`` from o, less the engine's own 3 cycles
+#: from its last row to ``done``. Faster cases wait for it, so the count is fixed.
+CELL_TAIL_CYCLES = H_LATENCY
 
 _ALU_OPS = {Op.VADD: OP_ADD, Op.VMUL: OP_MUL_RSHIFT, Op.VSHIFT: OP_SHIFT,
             Op.VREQ8: OP_MUL_REQUANT, Op.VMULQ8: OP_MUL_REQUANT}
@@ -240,9 +239,17 @@ class Processor(wiring.Component):
         def partial_overlap(dst, src, n):
             return (dst != src) & (dst < src + n) & (src < dst + n)
 
-        # Descriptor fields: the read port keeps addressing the latched index.
+        # Descriptor fields: the read port keeps addressing the latched index, and the
+        # fields are registered (valid from MV_CHECK on) so that the block RAM's output
+        # drives flip-flops only, not the engine, the address adders and the LSTM cell.
         desc = desc_rd.data
-        df = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
+        df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
+              if not name.startswith("reserved")}
+        desc_reserved = Signal()  # a reserved field is nonzero
+        m.d.sync += [df[name].eq(desc[lo:lo + w]) for name, (lo, w) in DESC_FIELDS.items()
+                     if name in df]
+        m.d.sync += desc_reserved.eq(Cat(desc[lo:lo + w] for name, (lo, w)
+                                         in DESC_FIELDS.items() if name not in df).any())
         m.d.comb += desc_rd.addr.eq(Mux(state == _State.DECODE, f["p"], p))
 
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
@@ -470,7 +477,7 @@ class Processor(wiring.Component):
                 lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + hidden != cols)
                             | (cfb < 8) | (cfb > 15) | const_bad)
                 desc_bad = ((p >= self.desc_count)
-                            | (df["reserved16"] != 0) | (df["reserved96"] != 0)
+                            | desc_reserved
                             | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
                             | (split > cols)
                             | (df["stream_base"] + df["n_words"] > cfg.weight_depth)
