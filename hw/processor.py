@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth import Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -67,8 +67,8 @@ class _State(enum.Enum, shape=4):
     IDLE = 0
     FETCH = 1
     DECODE = 2
-    DESC = 3  # descriptor read
-    MV_CHECK = 4  # descriptor and range checks, first activation read
+    DESC = 3  # descriptor read, its checks registered
+    MV_CHECK = 4  # fault on the checks or start: first activation read
     MV_LOAD = 5  # activation load, one entry per cycle
     MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
     LR_INDEX = 7  # LOADROW: index arrives, checked
@@ -239,30 +239,29 @@ class Processor(wiring.Component):
         def partial_overlap(dst, src, n):
             return (dst != src) & (dst < src + n) & (src < dst + n)
 
-        # Descriptor fields: the read port keeps addressing the latched index, and the
-        # fields are registered (valid from MV_CHECK on) so that the block RAM's output
-        # drives flip-flops only, not the engine, the address adders and the LSTM cell.
+        # Descriptor fields: the read port keeps addressing the latched index. The block
+        # RAM's output (``dr``, valid from DESC on) feeds only the checks, registered in
+        # DESC, and ``df``, its registered copy (valid from MV_CHECK on), which drives the
+        # engine, the address adders and the LSTM cell.
         desc = desc_rd.data
+        dr = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
         df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
-        desc_reserved = Signal()  # a reserved field is nonzero
-        m.d.sync += [df[name].eq(desc[lo:lo + w]) for name, (lo, w) in DESC_FIELDS.items()
-                     if name in df]
-        m.d.sync += desc_reserved.eq(Cat(desc[lo:lo + w] for name, (lo, w)
-                                         in DESC_FIELDS.items() if name not in df).any())
+        m.d.sync += [df[name].eq(dr[name]) for name in df]
         m.d.comb += desc_rd.addr.eq(Mux(state == _State.DECODE, f["p"], p))
 
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
         # the instruction's p at decode, the descriptor's const_index for LSTM after.
         cm, cs = Signal(signed(32)), Signal(signed(32))
         const_index = Signal(8)
-        m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], df["const_index"])),
+        m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], dr["const_index"])),
                      const_rd.addr.eq(const_index), cm.eq(const_rd.data[:32]),
                      cs.eq(const_rd.data[32:])]
         const_bad = ((const_index >= self.const_count)
                      | ~((cm == 0) | (cm[30:32] == 0b01))
                      | (cs < -MAX_RIGHT_SHIFT) | (cs > MAX_LEFT_SHIFT))
         k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
+        desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
 
         # Element pipeline: read counter, data-valid flag, write/arrival counter.
         rk, wk = Signal(16), Signal(16)
@@ -468,24 +467,25 @@ class Processor(wiring.Component):
                                 m.d.sync += state.eq(_State.VEC_RUN)
 
             with m.Case(_State.DESC):
-                m.d.sync += state.eq(_State.MV_CHECK)
+                rows, cols, split = dr["rows"], dr["cols"], dr["split"]
+                mode, cfb, units = dr["mode"], dr["cell_frac_bits"], dr["rows"][2:]
+                lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + units != cols)
+                            | (cfb < 8) | (cfb > 15) | const_bad)
+                m.d.sync += [
+                    desc_bad.eq((p >= self.desc_count)
+                                | (dr["reserved16"] != 0) | (dr["reserved96"] != 0)
+                                | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
+                                | (split > cols)
+                                | (dr["stream_base"] + dr["n_words"] > cfg.weight_depth)
+                                | (dr["param_base"] + rows > cfg.param_depth)
+                                | (is_lstm & lstm_bad)),
+                    range_bad.eq(beyond(a, split)
+                                 | Mux(is_lstm, beyond(d, 2 * units),
+                                       beyond(b, cols - split) | beyond(d, rows))),
+                    k_mult.eq(cm), k_shift.eq(cs), state.eq(_State.MV_CHECK),
+                ]
 
             with m.Case(_State.MV_CHECK):
-                rows, cols, split = df["rows"], df["cols"], df["split"]
-                mode = df["mode"]
-                cfb = df["cell_frac_bits"]
-                lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + hidden != cols)
-                            | (cfb < 8) | (cfb > 15) | const_bad)
-                desc_bad = ((p >= self.desc_count)
-                            | desc_reserved
-                            | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
-                            | (split > cols)
-                            | (df["stream_base"] + df["n_words"] > cfg.weight_depth)
-                            | (df["param_base"] + rows > cfg.param_depth)
-                            | (is_lstm & lstm_bad))
-                range_bad = beyond(a, split) | Mux(is_lstm, beyond(d, 2 * hidden),
-                                                   beyond(b, cols - split) | beyond(d, rows))
-                m.d.sync += [k_mult.eq(cm), k_shift.eq(cs)]
                 with m.If(desc_bad):
                     fault(ErrorCode.BAD_DESCRIPTOR)
                 with m.Elif(range_bad):
@@ -494,7 +494,7 @@ class Processor(wiring.Component):
                     m.d.comb += [load.eq(1), cell_reset.eq(1)]
                     # Start the engine with the last activation read: its last write
                     # lands in the engine's CHECK cycle, before it reads the buffer.
-                    with m.If(cols <= 1):
+                    with m.If(df["cols"] <= 1):
                         m.d.comb += eng.start.eq(1)
                         m.d.sync += state.eq(_State.MV_RUN)
                     with m.Else():
