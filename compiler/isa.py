@@ -283,7 +283,7 @@ ISSUE_CYCLES = 2
 #: Descriptor read and range checks before the activation load of MATVEC/LSTM.
 MATVEC_SETUP_CYCLES = 2
 #: Cell pipeline drain after the engine's last row (LSTM only).
-LSTM_TAIL_CYCLES = 9
+LSTM_TAIL_CYCLES = 13
 #: Engine pipeline (``sim.perf_model.PIPELINE_LATENCY``): CHECK to FINISH beyond n_words.
 ENGINE_LATENCY = 21
 #: Latency of the vector ALU (``hw.vector_alu.LATENCY``) and the activation lookup unit

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth import Cat, Module, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -14,8 +14,9 @@ class ActivationLut(wiring.Component):
     """int16 Q3.12 in, int16 Q0.15 out, one element per cycle, 3-cycle latency.
 
     ``y = T[s] + (((T[s+1] - T[s]) * t + 128) >> 8)`` with ``u = z + 32768``,
-    ``s = u >> 8``, ``t = u & 255``: both table entries come from one ROM holding the
-    sigmoid table then the tanh table (``golden.lstm``), read through two ports.
+    ``s = u >> 8``, ``t = u & 255``: one ROM word per segment holds ``T[s]`` and the slope
+    ``T[s+1] - T[s]``, the sigmoid table's segments then the tanh table's (``golden.lstm``),
+    so the read goes straight into the multiplier (no subtraction, no address adder).
 
     Interface
     ---------
@@ -30,21 +31,16 @@ class ActivationLut(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = TABLE_SEGMENTS + 1
-        init = [int(v) for v in SIGMOID_TABLE] + [int(v) for v in TANH_TABLE]
-        m.submodules.rom = rom = Memory(shape=signed(16), depth=2 * n, init=init)
-        lo_port, hi_port = rom.read_port(), rom.read_port()
+        entry = data.StructLayout({"value": signed(16), "slope": signed(17)})
+        init = [{"value": int(table[k]), "slope": int(table[k + 1]) - int(table[k])}
+                for table in (SIGMOID_TABLE, TANH_TABLE) for k in range(TABLE_SEGMENTS)]
+        m.submodules.rom = rom = Memory(shape=entry, depth=2 * TABLE_SEGMENTS, init=init)
+        port = rom.read_port()
 
         u = Signal(unsigned(16))
         m.d.comb += u.eq(self.z.as_unsigned() ^ 0x8000)  # z + 32768 for int16 z
-        seg = u[SEGMENT_BITS:]
-        base = Signal(range(2 * n))
-        m.d.comb += [
-            base.eq(Cat(seg, 0) + self.func * n),
-            lo_port.addr.eq(base),
-            hi_port.addr.eq(base + 1),
-        ]
-        # 1: table reads.
+        m.d.comb += port.addr.eq(Cat(u[SEGMENT_BITS:], self.func))
+        # 1: table read.
         v1 = Signal()
         t1 = Signal(SEGMENT_BITS)
         m.d.sync += [v1.eq(self.in_valid), t1.eq(u[:SEGMENT_BITS])]
@@ -52,8 +48,7 @@ class ActivationLut(wiring.Component):
         v2 = Signal()
         lo2 = Signal(signed(16))
         prod2 = Signal(signed(17 + SEGMENT_BITS + 1))
-        m.d.sync += [v2.eq(v1), lo2.eq(lo_port.data),
-                     prod2.eq((hi_port.data - lo_port.data) * t1)]
+        m.d.sync += [v2.eq(v1), lo2.eq(port.data.value), prod2.eq(port.data.slope * t1)]
         # 3: round half up and add.
         half = 1 << (SEGMENT_BITS - 1)
         m.d.sync += [self.out_valid.eq(v2),

@@ -9,13 +9,18 @@ from amaranth.lib.wiring import In, Out
 from golden.lstm import GATE_FRAC_BITS, OUT_FRAC_BITS
 
 from .activation_lut import ActivationLut
-from .fixed_point import rounding_divide_by_pot, saturate
+from .fixed_point import rounding_divide_by_pot, rounding_parts, saturate
 from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, Requantizer
 
-__all__ = ["LstmCell"]
+__all__ = ["H_LATENCY", "LstmCell"]
 
 #: Cycles from the requantizer's input to its output (``hw.requantizer``).
 _RQ_LATENCY = 6
+#: Pipeline stages of the cell update, from the i*g product to the tanh lookup's input.
+_UPDATE_STAGES = 4
+#: Cycles from ``o``, directly after its ``g``, to its ``h'`` write: the cell update (4),
+#: the tanh lookup (3), the requantizer (6). A later ``o`` is written sooner after it.
+H_LATENCY = _UPDATE_STAGES + 3 + _RQ_LATENCY
 
 
 class LstmCell(wiring.Component):
@@ -29,18 +34,20 @@ class LstmCell(wiring.Component):
     at 0.
 
     Pipeline: ``f c`` is multiplied when ``f`` arrives, ``i g`` when ``g`` arrives; the
-    next cycle rounds, adds and converts ``c'`` into its own tanh lookup (3 cycles); the
-    product ``o t`` enters a ``Requantizer`` as soon as both ``t`` and ``o`` are there.
-    ``c'[j]`` is written the cycle before ``h'[j]``: units are at least 4 cycles apart,
-    so the two writes of one unit never meet another unit's on the single write port.
-    From ``g`` directly followed by ``o``, ``h'`` is written 10 cycles after ``g``.
+    next four cycles round (quotient and round-up bit), saturate, add and convert ``c'``
+    to Q3.12 into its own tanh lookup (3 cycles); the product ``o t`` enters a
+    ``Requantizer`` as soon as both ``t`` and ``o`` are there. ``c'[j]`` is written the
+    cycle before ``h'[j]``: units are at least 4 cycles apart, so the two writes of one
+    unit never meet another unit's on the single write port. From ``g`` directly followed
+    by ``o``, ``h'`` is written ``H_LATENCY`` cycles after ``o`` (the worst case).
 
     Interface
     ---------
     in_valid : In(1) ; y : In(signed(16))
         One activated gate (Q0.15).
     cell_frac_bits : In(4)
-        ``n``, 8..15; held for the whole instruction.
+        ``n``, 8..15; held for the whole instruction from the cycle after the reset (it is
+        registered, with the shifts it sets, before the first gate's ``c'`` needs it).
     multiplier : In(signed(32)) ; shift : In(signed(8))
         ``(M_h, s_h)``; held for the whole instruction.
     c_index : Out(16) ; c_data : In(signed(16))
@@ -79,7 +86,14 @@ class LstmCell(wiring.Component):
         fc_p, ig_p = Signal(signed(32)), Signal(signed(32))
         cell_v = Signal()  # the cycle after g: c' is formed
         m.d.sync += cell_v.eq(self.in_valid & (gate == 2))
-        o_now = self.in_valid & (gate == 3)
+        # o waits as long as c' takes in the update stages below, so it meets t as it
+        # did with a one-cycle update: never after the next unit's o.
+        o_valid = [Signal(name=f"o_valid{k}") for k in range(_UPDATE_STAGES)]
+        o_line = [Signal(signed(16), name=f"o_line{k}") for k in range(_UPDATE_STAGES)]
+        m.d.sync += [o_valid[0].eq(self.in_valid & (gate == 3)), o_line[0].eq(self.y)]
+        m.d.sync += [o_valid[k].eq(o_valid[k - 1]) for k in range(1, _UPDATE_STAGES)]
+        m.d.sync += [o_line[k].eq(o_line[k - 1]) for k in range(1, _UPDATE_STAGES)]
+        o_now = o_valid[-1]
         with m.If(self.in_valid):
             with m.Switch(gate):
                 with m.Case(0):
@@ -88,26 +102,45 @@ class LstmCell(wiring.Component):
                     m.d.sync += fc_p.eq(self.y * self.c_data)
                 with m.Case(2):
                     m.d.sync += ig_p.eq(i_q * self.y)
-                with m.Case(3):
-                    m.d.sync += o_q.eq(self.y)
 
-        # c' and the Q3.12 tanh input, straight into the lookup's address stage.
-        fc = saturate(rounding_divide_by_pot(m, fc_p, OUT_FRAC_BITS, name="fc"),
-                      INT16_MIN, INT16_MAX)
-        ig_shift = Signal(5)
-        m.d.comb += ig_shift.eq(2 * OUT_FRAC_BITS - n)
-        ig = saturate(rounding_divide_by_pot(m, ig_p, ig_shift, name="ig"),
-                      INT16_MIN, INT16_MAX)
+        # The cell format, registered (it comes from the descriptor memory) together with
+        # what it derives: the i*g shift and its rounding mask, the Q3.12 rescale.
+        ig_shift_now, ig_shift, ig_mask = Signal(5), Signal(5), Signal(32)
+        narrow, left, right = Signal(), Signal(3), Signal(2)
+        m.d.comb += ig_shift_now.eq(2 * OUT_FRAC_BITS - n)
+        m.d.sync += [
+            ig_shift.eq(ig_shift_now), ig_mask.eq((1 << ig_shift_now) - 1),
+            narrow.eq(n < GATE_FRAC_BITS),
+            left.eq(Mux(n < GATE_FRAC_BITS, GATE_FRAC_BITS - n, 0)),
+            right.eq(Mux(n > GATE_FRAC_BITS, n - GATE_FRAC_BITS, 0)),
+        ]
+
+        # c' and the Q3.12 tanh input over four stages, one carry chain or shifter each.
+        # 1: both products' rounding shifts, quotient and round-up bit apart.
+        v1, fc_up1, ig_up1 = Signal(), Signal(), Signal()
+        fc_q1, ig_q1 = Signal(signed(32)), Signal(signed(32))
+        fc_q, fc_up = rounding_parts(fc_p, OUT_FRAC_BITS, (1 << OUT_FRAC_BITS) - 1)
+        ig_q, ig_up = rounding_parts(ig_p, ig_shift, ig_mask)
+        m.d.sync += [v1.eq(cell_v), fc_q1.eq(fc_q), fc_up1.eq(fc_up), ig_q1.eq(ig_q),
+                     ig_up1.eq(ig_up)]
+        # 2: rounded and saturated to int16.
+        v2 = Signal()
+        fc2, ig2 = Signal(signed(16)), Signal(signed(16))
+        m.d.sync += [v2.eq(v1), fc2.eq(saturate(fc_q1 + fc_up1, INT16_MIN, INT16_MAX)),
+                     ig2.eq(saturate(ig_q1 + ig_up1, INT16_MIN, INT16_MAX))]
+        # 3: c'.
+        v3 = Signal()
         c_new = Signal(signed(16))
-        m.d.comb += c_new.eq(saturate(fc + ig, INT16_MIN, INT16_MAX))
-        left, right = Signal(3), Signal(2)
-        m.d.comb += [left.eq(Mux(n < GATE_FRAC_BITS, GATE_FRAC_BITS - n, 0)),
-                     right.eq(Mux(n > GATE_FRAC_BITS, n - GATE_FRAC_BITS, 0))]
-        t_in = Mux(n < GATE_FRAC_BITS, saturate(c_new << left, INT16_MIN, INT16_MAX),
-                   rounding_divide_by_pot(m, c_new, right, name="cell_q3_12"))
-        m.d.comb += [lut.in_valid.eq(cell_v), lut.z.eq(t_in), lut.func.eq(1)]
+        m.d.sync += [v3.eq(v2), c_new.eq(saturate(fc2 + ig2, INT16_MIN, INT16_MAX))]
+        # 4: c' in Q3.12 (saturating left or rounding right shift), into the lookup.
+        v4 = Signal()
+        t_in = Signal(signed(16))
+        m.d.sync += [v4.eq(v3), t_in.eq(Mux(
+            narrow, saturate(c_new << left, INT16_MIN, INT16_MAX),
+            rounding_divide_by_pot(m, c_new, right, name="cell_q3_12")))]
+        m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_in), lut.func.eq(1)]
         c_q = Signal(signed(16))
-        with m.If(cell_v):
+        with m.If(v3):
             m.d.sync += c_q.eq(c_new)
 
         # Join t and o (either may come first), then MBQM(o t) to int8.
@@ -115,7 +148,7 @@ class LstmCell(wiring.Component):
         t_q = Signal(signed(16))
         t_now = lut.out_valid
         t_val = Mux(t_now, lut.y, t_q)
-        o_val = Mux(o_now, self.y, o_q)
+        o_val = Mux(o_now, o_line[-1], o_q)
         fire = (t_now | have_t) & (o_now | have_o)
         with m.If(t_now):
             m.d.sync += t_q.eq(lut.y)
@@ -125,7 +158,7 @@ class LstmCell(wiring.Component):
             with m.If(t_now):
                 m.d.sync += have_t.eq(1)
             with m.If(o_now):
-                m.d.sync += have_o.eq(1)
+                m.d.sync += [have_o.eq(1), o_q.eq(o_line[-1])]
         m.d.comb += [
             rq.in_valid.eq(fire), rq.acc.eq(o_val * t_val), rq.bias.eq(0),
             rq.multiplier.eq(self.multiplier), rq.shift.eq(self.shift), rq.mode.eq(MODE_INT8),

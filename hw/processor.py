@@ -25,7 +25,7 @@ from golden.weights import PARAM_BYTES
 
 from .activation_lut import ActivationLut
 from .config import EngineConfig
-from .lstm_cell import LstmCell
+from .lstm_cell import H_LATENCY, LstmCell
 from .matvec_engine import MatVecEngine
 from .requantizer import MODE_INT16
 from .vector_alu import OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
@@ -44,10 +44,9 @@ DESC_FIELDS = {
 
 #: ``LSTM`` cycles after the engine's ``done`` (``MATVEC`` completes there). The worst
 #: case, the last unit's ``g`` and ``o`` rows back to back, writes the last ``h'`` then:
-#: o's lookup (3), the cell's join with tanh(c') (3), the requantizer (6), less the
-#: engine's own 3 cycles from its last row to ``done``. Faster cases wait for it, so the
-#: count is fixed.
-CELL_TAIL_CYCLES = 9
+#: o's lookup (3) and the cell's ``H_LATENCY`` from o, less the engine's own 3 cycles
+#: from its last row to ``done``. Faster cases wait for it, so the count is fixed.
+CELL_TAIL_CYCLES = H_LATENCY
 
 _ALU_OPS = {Op.VADD: OP_ADD, Op.VMUL: OP_MUL_RSHIFT, Op.VSHIFT: OP_SHIFT,
             Op.VREQ8: OP_MUL_REQUANT, Op.VMULQ8: OP_MUL_REQUANT}
@@ -68,8 +67,8 @@ class _State(enum.Enum, shape=4):
     IDLE = 0
     FETCH = 1
     DECODE = 2
-    DESC = 3  # descriptor read
-    MV_CHECK = 4  # descriptor and range checks, first activation read
+    DESC = 3  # descriptor read, its checks registered
+    MV_CHECK = 4  # fault on the checks or start: first activation read
     MV_LOAD = 5  # activation load, one entry per cycle
     MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
     LR_INDEX = 7  # LOADROW: index arrives, checked
@@ -240,22 +239,29 @@ class Processor(wiring.Component):
         def partial_overlap(dst, src, n):
             return (dst != src) & (dst < src + n) & (src < dst + n)
 
-        # Descriptor fields: the read port keeps addressing the latched index.
+        # Descriptor fields: the read port keeps addressing the latched index. The block
+        # RAM's output (``dr``, valid from DESC on) feeds only the checks, registered in
+        # DESC, and ``df``, its registered copy (valid from MV_CHECK on), which drives the
+        # engine, the address adders and the LSTM cell.
         desc = desc_rd.data
-        df = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
+        dr = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
+        df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
+              if not name.startswith("reserved")}
+        m.d.sync += [df[name].eq(dr[name]) for name in df]
         m.d.comb += desc_rd.addr.eq(Mux(state == _State.DECODE, f["p"], p))
 
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
         # the instruction's p at decode, the descriptor's const_index for LSTM after.
         cm, cs = Signal(signed(32)), Signal(signed(32))
         const_index = Signal(8)
-        m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], df["const_index"])),
+        m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], dr["const_index"])),
                      const_rd.addr.eq(const_index), cm.eq(const_rd.data[:32]),
                      cs.eq(const_rd.data[32:])]
         const_bad = ((const_index >= self.const_count)
                      | ~((cm == 0) | (cm[30:32] == 0b01))
                      | (cs < -MAX_RIGHT_SHIFT) | (cs > MAX_LEFT_SHIFT))
         k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
+        desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
 
         # Element pipeline: read counter, data-valid flag, write/arrival counter.
         rk, wk = Signal(16), Signal(16)
@@ -461,24 +467,25 @@ class Processor(wiring.Component):
                                 m.d.sync += state.eq(_State.VEC_RUN)
 
             with m.Case(_State.DESC):
-                m.d.sync += state.eq(_State.MV_CHECK)
+                rows, cols, split = dr["rows"], dr["cols"], dr["split"]
+                mode, cfb, units = dr["mode"], dr["cell_frac_bits"], dr["rows"][2:]
+                lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + units != cols)
+                            | (cfb < 8) | (cfb > 15) | const_bad)
+                m.d.sync += [
+                    desc_bad.eq((p >= self.desc_count)
+                                | (dr["reserved16"] != 0) | (dr["reserved96"] != 0)
+                                | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
+                                | (split > cols)
+                                | (dr["stream_base"] + dr["n_words"] > cfg.weight_depth)
+                                | (dr["param_base"] + rows > cfg.param_depth)
+                                | (is_lstm & lstm_bad)),
+                    range_bad.eq(beyond(a, split)
+                                 | Mux(is_lstm, beyond(d, 2 * units),
+                                       beyond(b, cols - split) | beyond(d, rows))),
+                    k_mult.eq(cm), k_shift.eq(cs), state.eq(_State.MV_CHECK),
+                ]
 
             with m.Case(_State.MV_CHECK):
-                rows, cols, split = df["rows"], df["cols"], df["split"]
-                mode = df["mode"]
-                cfb = df["cell_frac_bits"]
-                lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + hidden != cols)
-                            | (cfb < 8) | (cfb > 15) | const_bad)
-                desc_bad = ((p >= self.desc_count)
-                            | (df["reserved16"] != 0) | (df["reserved96"] != 0)
-                            | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
-                            | (split > cols)
-                            | (df["stream_base"] + df["n_words"] > cfg.weight_depth)
-                            | (df["param_base"] + rows > cfg.param_depth)
-                            | (is_lstm & lstm_bad))
-                range_bad = beyond(a, split) | Mux(is_lstm, beyond(d, 2 * hidden),
-                                                   beyond(b, cols - split) | beyond(d, rows))
-                m.d.sync += [k_mult.eq(cm), k_shift.eq(cs)]
                 with m.If(desc_bad):
                     fault(ErrorCode.BAD_DESCRIPTOR)
                 with m.Elif(range_bad):
@@ -487,7 +494,7 @@ class Processor(wiring.Component):
                     m.d.comb += [load.eq(1), cell_reset.eq(1)]
                     # Start the engine with the last activation read: its last write
                     # lands in the engine's CHECK cycle, before it reads the buffer.
-                    with m.If(cols <= 1):
+                    with m.If(df["cols"] <= 1):
                         m.d.comb += eng.start.eq(1)
                         m.d.sync += state.eq(_State.MV_RUN)
                     with m.Else():

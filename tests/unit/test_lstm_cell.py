@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 
 from golden.lstm import CELL_FRAC_BITS_RANGE, cell_to_q3_12, cell_update, tanh_q15
 from golden.numerics import requantize_to_int8
-from hw.lstm_cell import LstmCell
+from hw.lstm_cell import H_LATENCY, LstmCell
 from sim import toolchain
 
 EXTREMES = (-32768, 32767, 0, -1, 1)
@@ -78,7 +78,7 @@ def test_cell_matches_golden_for_every_cell_format(n):
 
 def test_constant_extremes_and_back_to_back_latency():
     """Zero multiplier and both shift limits; with no gaps the last ``h'`` follows the
-    last gate (``o``) by 9 cycles, after any spacing by at most that."""
+    last gate (``o``) by ``H_LATENCY`` cycles, after any spacing by at most that."""
     rng = np.random.default_rng(99)
     H = 8
     gates = rng.integers(-32768, 32768, (H, 4))
@@ -90,9 +90,9 @@ def test_constant_extremes_and_back_to_back_latency():
                                        mult, shift)
             h = np.array([writes[(0, j)] for j in range(H)]).astype(np.uint16).view(np.int16)
             np.testing.assert_array_equal(h, h_ref)
-            assert tail <= 9
+            assert tail <= H_LATENCY
             if not gaps.any():
-                assert tail == 9
+                assert tail == H_LATENCY
 
 
 def test_verilog_name():
