@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.backend import MacCost
+from golden.backend import STEPS, MacCost, step_macs
 from golden.lstm import (
     LSTMState,
     cell_to_q3_12,
@@ -577,19 +577,9 @@ class IssBackend:
         self.machine = Machine(image.config)
         self.machine.load(image)
         self.runs: list[tuple[str, Run]] = []
-        layers = image.memory_map["layers"]
-
-        def cost(*names):
-            return MacCost(sum(layers[n]["rows"] * layers[n]["cols"] for n in names),
-                           sum(layers[n]["nnz"] for n in names))
-
-        self._costs = {
-            "arbitrate": cost("arb.hidden", "arb.out"),
-            "encoder_fast": cost("fast.lstm", "fast.proj"),
-            "encoder_slow": cost("slow.lstm1", "slow.lstm2", "slow.proj"),
-            "predictor": cost("pred.lstm"),
-            "joint": cost("joint.hidden", "joint.out"),
-        }
+        layer_macs = {n: MacCost(lay["rows"] * lay["cols"], lay["nnz"])
+                      for n, lay in image.memory_map["layers"].items()}
+        self._costs = {step: step_macs(layer_macs, step) for step in STEPS}
 
     def _region(self, name: str):
         r = self.image.memory_map["regions"][name]

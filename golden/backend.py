@@ -20,6 +20,8 @@ way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,10 +29,21 @@ import numpy as np
 from .lstm import LSTMState
 from .model import FAST, SLOW, EncoderState, FastKernels, QuantModel
 
-__all__ = ["STEPS", "Backend", "BatchedJoint", "GoldenBackend", "MacCost", "joint_rows"]
+__all__ = ["STEPS", "STEP_LAYERS", "Backend", "BatchedJoint", "GoldenBackend", "MacCost",
+           "joint_rows", "step_macs"]
 
 #: Step names accepted by :meth:`Backend.step_cost`.
 STEPS = ("arbitrate", "encoder_fast", "encoder_slow", "predictor", "joint")
+
+#: Matrix layers each step runs, in :data:`STEPS` order (read-only). The predictor's
+#: embedding is a table lookup, so it costs no MACs and is not listed.
+STEP_LAYERS = MappingProxyType({
+    "arbitrate": ("arb.hidden", "arb.out"),
+    "encoder_fast": ("fast.lstm", "fast.proj"),
+    "encoder_slow": ("slow.lstm1", "slow.lstm2", "slow.proj"),
+    "predictor": ("pred.lstm",),
+    "joint": ("joint.hidden", "joint.out"),
+})
 
 
 class MacCost(NamedTuple):
@@ -46,6 +59,29 @@ class MacCost(NamedTuple):
 
     dense: int
     nonzero: int
+
+
+def step_macs(layers: Mapping[str, MacCost], step: str) -> MacCost:
+    """MACs of one call of ``step``: the sum over its :data:`STEP_LAYERS`.
+
+    Parameters
+    ----------
+    layers : mapping of str -> MacCost
+        MACs of each layer, by layer name (extra layers are ignored).
+    step : str
+        One of :data:`STEPS`.
+
+    Returns
+    -------
+    MacCost
+    """
+    if step not in STEP_LAYERS:
+        raise ValueError(f"unknown step {step!r}; expected one of {STEPS}")
+    names = STEP_LAYERS[step]
+    missing = [n for n in names if n not in layers]
+    if missing:
+        raise KeyError(f"step {step!r} needs the MACs of layers {missing}, not given")
+    return MacCost(sum(layers[n].dense for n in names), sum(layers[n].nonzero for n in names))
 
 
 @runtime_checkable
@@ -141,19 +177,9 @@ class GoldenBackend:
         self._kernels = FastKernels(model) if self.fast else model
         self.logit_scale = model.logit_scale
         self.vocabulary = model.config.vocabulary
-        lay = model.layers
-
-        def cost(*names: str) -> MacCost:
-            return MacCost(sum(lay[n].dense_macs for n in names),
-                           sum(lay[n].nonzero_macs for n in names))
-
-        self._costs = {
-            "arbitrate": cost("arb.hidden", "arb.out"),
-            "encoder_fast": cost("fast.lstm", "fast.proj"),
-            "encoder_slow": cost("slow.lstm1", "slow.lstm2", "slow.proj"),
-            "predictor": cost("pred.lstm"),  # the embedding is a lookup: no MACs
-            "joint": cost("joint.hidden", "joint.out"),
-        }
+        layer_macs = {n: MacCost(lay.dense_macs, lay.nonzero_macs)
+                      for n, lay in model.layers.items()}
+        self._costs = {step: step_macs(layer_macs, step) for step in STEPS}
 
     def arbitrate(self, feat_int8: np.ndarray, backlog_q: int) -> int:
         return self._kernels.arbitrate(feat_int8, backlog_q)

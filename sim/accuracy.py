@@ -44,7 +44,7 @@ import numpy as np
 from compiler.compile import CompileError
 from compiler.iss import IssBackend
 from golden.arbitration import CostModel
-from golden.backend import STEPS, GoldenBackend, MacCost
+from golden.backend import STEPS, GoldenBackend, MacCost, step_macs
 from golden.frontend import FrontendConfig
 from golden.model import (
     FAST,
@@ -239,12 +239,6 @@ def extend_background(samples: np.ndarray, trail: int, total: int) -> np.ndarray
 # ---------------------------------------------------------------------------- backends
 
 
-#: Matrix layers each pipeline step runs (the embedding lookup costs no MACs).
-_STEP_LAYERS = {"arbitrate": ("arb.hidden", "arb.out"), "encoder_fast": ("fast.lstm", "fast.proj"),
-                "encoder_slow": ("slow.lstm1", "slow.lstm2", "slow.proj"),
-                "predictor": ("pred.lstm",), "joint": ("joint.hidden", "joint.out")}
-
-
 class FloatBackend:
     """:class:`golden.backend.Backend` running a :class:`~golden.model.FloatModel`.
 
@@ -276,10 +270,9 @@ class FloatBackend:
         self.feature_scale = float(feature_scale)
         self.logit_scale = self.LOGIT_STEP
         self.vocabulary = model.config.vocabulary
-        w = {name: model.tensors[f"{name}.weight"] for name in layer_specs(model.config)}
-        self._costs = {step: MacCost(sum(w[n].size for n in names),
-                                     sum(int(np.count_nonzero(w[n])) for n in names))
-                       for step, names in _STEP_LAYERS.items()}
+        weights = {name: model.tensors[f"{name}.weight"] for name in layer_specs(model.config)}
+        layer_macs = {n: MacCost(w.size, int(np.count_nonzero(w))) for n, w in weights.items()}
+        self._costs = {step: step_macs(layer_macs, step) for step in STEPS}
 
     def _feat(self, feat_int8) -> np.ndarray:
         return np.asarray(feat_int8, np.float64) * self.feature_scale

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from golden.backend import STEP_LAYERS
 from golden.frontend import FrontendConfig
 from golden.model import ModelConfig, layer_specs
 
@@ -46,16 +47,6 @@ __all__ = [
     "compute_penalty",
     "gate",
 ]
-
-#: Layers of each step (as golden.backend.GoldenBackend charges them).
-_STEP_LAYERS = {
-    "arbitrate": ("arb.hidden", "arb.out"),
-    "encoder_fast": ("fast.lstm", "fast.proj"),
-    "encoder_slow": ("slow.lstm1", "slow.lstm2", "slow.proj"),
-    "predictor": ("pred.lstm",),
-    "joint": ("joint.hidden", "joint.out"),
-}
-
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceCost:
@@ -76,9 +67,9 @@ class DeviceCost:
     frontend: FrontendConfig
 
     def __post_init__(self):
-        if set(self.macs) != set(_STEP_LAYERS):
+        if set(self.macs) != set(STEP_LAYERS):
             raise ValueError(f"DeviceCost.macs keys {sorted(self.macs)} differ from "
-                             f"{sorted(_STEP_LAYERS)}")
+                             f"{sorted(STEP_LAYERS)}")
         if not (isinstance(self.speed, (int, float)) and math.isfinite(self.speed)
                 and self.speed > 0):
             raise ValueError(f"DeviceCost.speed must be a positive number, got {self.speed!r}")
@@ -91,7 +82,7 @@ class DeviceCost:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
         specs = layer_specs(config)
         macs = {step: (1.0 - sparsity) * sum(specs[n].rows * specs[n].cols for n in layers)
-                for step, layers in _STEP_LAYERS.items()}
+                for step, layers in STEP_LAYERS.items()}
         return cls(macs=macs, speed=float(speed),
                    frontend=frontend if frontend is not None else FrontendConfig())
 

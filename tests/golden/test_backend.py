@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from golden.backend import STEPS, Backend, GoldenBackend, MacCost
+from golden.backend import STEP_LAYERS, STEPS, Backend, GoldenBackend, MacCost, step_macs
 from golden.decoding import BeamDecoder, GreedyDecoder
 from golden.model import (
     FAST,
@@ -170,3 +170,15 @@ def test_joint_partial_sums_can_be_cached(backend, features):
     part_pred = w[:, e_dim:] @ pred.astype(np.int64) + hidden.bias
     wrapped = (part_enc + part_pred + (1 << 31)) % (1 << 32) - (1 << 31)
     assert np.array_equal(wrapped, hidden.accumulate(np.concatenate((enc, pred))))
+
+
+def test_step_layers_is_one_read_only_table_in_step_order():
+    assert tuple(STEP_LAYERS) == STEPS
+    with pytest.raises(TypeError):
+        STEP_LAYERS["joint"] = ("x",)
+    layers = {"joint.hidden": MacCost(3, 1), "joint.out": MacCost(5, 2), "x": MacCost(9, 9)}
+    assert step_macs(layers, "joint") == MacCost(8, 3)  # only the step's layers count
+    with pytest.raises(ValueError, match="unknown step 'nope'"):
+        step_macs(layers, "nope")
+    with pytest.raises(KeyError, match="pred.lstm"):
+        step_macs(layers, "predictor")
