@@ -64,7 +64,7 @@ $(TRAIN_STAMP): $(STAMP) requirements-train.txt
 	touch $@
 
 test: $(STAMP) $(TRAIN_STAMP)
-	$(PY) -m pytest -n $(JOBS) tests
+	$(PY) -m pytest -n $(JOBS) --durations=10 tests
 
 # Train the shipped demo model from build/dataset (make dataset) -> models/ (docs/training.md):
 # stage 1 (float, CTC-assisted) stops at step 800; stage 2 starts from it with predictor
