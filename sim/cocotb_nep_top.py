@@ -50,9 +50,10 @@ def reg(name: str) -> int:
     return MAP.address(name)
 
 
-def small_image(seed: int = 3) -> Image:
-    """A compiled model small enough for ``CFG`` (fused LSTMs, int4, 50% sparse)."""
-    quant = QuantConfig(weight_encoding="int4", sparsity=0.5)
+def small_image(seed: int = 3, *, encoding: str = "int4", sparsity: float = 0.5) -> Image:
+    """A compiled model small enough for ``CFG`` (fused LSTMs; int4, 50% sparse unless
+    ``encoding`` / ``sparsity`` say otherwise)."""
+    quant = QuantConfig(weight_encoding=encoding, sparsity=sparsity)
     mc = ModelConfig(vocabulary=("<b>", "a", "b", "c", "d"), quant=quant, feature_dim=8,
                      fast_hidden=4, slow_hidden=6, enc_dim=6, arbitrator_hidden=4,
                      pred_embed=4, pred_hidden=4, joint_dim=6)

@@ -132,6 +132,17 @@ def build(component, toplevel: str, *, waves: bool = False, extra_sources=(),
     return build_dir
 
 
+def failures(xml: Path) -> list[str]:
+    """The failed or errored test cases of a cocotb results XML, one line each."""
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for case in ET.parse(xml).iter("testcase"):
+        for bad in (*case.iter("failure"), *case.iter("error")):
+            out.append(f"{case.get('name')}: {bad.get('type')}: {bad.get('message')}")
+    return out
+
+
 def run_cocotb(build_dir: Path, toplevel: str, test_module: str, *, env: dict | None = None,
                testcase: str | None = None, waves: bool = False) -> Path:
     """Run a cocotb test module against a cached build; return the results XML path."""

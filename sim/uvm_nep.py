@@ -54,13 +54,11 @@ from pyuvm import (ConfigDB, uvm_agent, uvm_analysis_port, uvm_component, uvm_dr
                    uvm_env, uvm_sequence, uvm_sequence_item, uvm_sequencer,
                    uvm_subscriber, uvm_test)
 
-from compiler.compile import Image, compile_model, load_image
+from compiler.compile import Image, load_image
 from compiler.isa import (ELEMENTWISE, Descriptor, ErrorCode, Instruction, Mode, Op, decode,
                           encode)
 from compiler.iss import Machine
-from golden.model import ModelConfig, QuantConfig, random_float_model
-from golden.quantize import quantize_model
-from sim.cocotb_nep_top import CFG, EXTRA_PC, MAP, STEPS, inputs, reg
+from sim.cocotb_nep_top import CFG, EXTRA_PC, MAP, STEPS, inputs, reg, small_image
 
 DEPTH = CFG.scratch_depth
 #: Scratch the directed and random programs own (the image's regions end below 100).
@@ -891,19 +889,6 @@ class RandomSeq(NepSeq):
             await self.run(prog, label=f"random {k}", pokes=pokes)
 
 
-def model_image(encoding: str, sparsity: float, seed: int = 3) -> Image:
-    """A small model like ``small_image``'s with another weight encoding and sparsity
-    (``int8``/0.0: every layer dense; ``codebook4``/0.8: every layer sparse)."""
-    quant = QuantConfig(weight_encoding=encoding, sparsity=sparsity)
-    mc = ModelConfig(vocabulary=("<b>", "a", "b", "c", "d"), quant=quant, feature_dim=8,
-                     fast_hidden=4, slow_hidden=6, enc_dim=6, arbitrator_hidden=4,
-                     pred_embed=4, pred_hidden=4, joint_dim=6)
-    rng = np.random.default_rng(seed + 2)
-    model = quantize_model(random_float_model(mc, seed=seed),
-                           [rng.standard_normal((40, mc.feature_dim))], quant=quant)
-    return compile_model(model, CFG, fuse_lstm=True)
-
-
 #: The extra models :class:`ModelSeq` loads: (weight encoding, sparsity).
 EXTRA_MODELS = (("int8", 0.0), ("codebook4", 0.8))
 
@@ -1019,6 +1004,6 @@ class NepTest(uvm_test):
         for cls in (SetupSeq, ComputeStepSeq, DirectedSeq, RandomSeq, CorruptSeq):
             await cls(cls.__name__, self.image, rng, mem_seqr).start(seqr)
         for enc, sparsity in EXTRA_MODELS:  # the other density classes and encodings
-            image = model_image(enc, sparsity)
+            image = small_image(encoding=enc, sparsity=sparsity)
             await ModelSeq(f"ModelSeq {enc} {sparsity}", image, rng, mem_seqr).start(seqr)
         self.drop_objection()

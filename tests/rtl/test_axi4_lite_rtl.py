@@ -9,7 +9,6 @@ paused at random by cocotbext-axi's pause generators and random inside wait stat
 """
 
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cocotb_tools.check_results import get_results
@@ -24,14 +23,6 @@ REGRESS = os.environ.get("NEP_REGRESS") == "1"
 COCOTB_TESTS = 2
 
 
-def _failures(xml: Path) -> list[str]:
-    out = []
-    for case in ET.parse(xml).iter("testcase"):
-        for bad in (*case.iter("failure"), *case.iter("error")):
-            out.append(f"{case.get('name')}: {bad.get('type')}: {bad.get('message')}")
-    return out
-
-
 def test_random_traffic_matches_model():
     build_dir = toolchain.build(AxiTestTop(), TOPLEVEL)
     xml = toolchain.run_cocotb(
@@ -41,7 +32,7 @@ def test_random_traffic_matches_model():
              # cocotbext-axi 0.1.28 still uses cocotb's deprecated Event.data
              "PYTHONWARNINGS": "ignore::DeprecationWarning"})
     n_tests, n_failed = get_results(Path(xml))
-    assert (n_tests, n_failed) == (COCOTB_TESTS, 0), _failures(Path(xml))
+    assert (n_tests, n_failed) == (COCOTB_TESTS, 0), toolchain.failures(Path(xml))
 
 
 def test_slave_verilog_lints(tmp_path):

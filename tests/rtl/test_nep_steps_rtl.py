@@ -25,7 +25,6 @@ from hw.nep_top import NepTop
 from sim import toolchain
 from sim.cocotb_nep_top import CFG, TOPLEVEL
 from sim.harness import SIM_RAM_VERILOG
-from tests.rtl.test_nep_top_rtl import _failures
 
 FRAMES = 50
 VOCAB = ("<b>", "a", "b", "c", "d")
@@ -74,7 +73,7 @@ def test_step_sequences_through_the_bus_match_the_iss(tmp_path):
              # cocotbext-axi 0.1.28 still uses cocotb's deprecated Event.data
              "PYTHONWARNINGS": "ignore::DeprecationWarning"})
     n_tests, n_failed = get_results(Path(xml))
-    assert (n_tests, n_failed) == (1, 0), _failures(Path(xml))
+    assert (n_tests, n_failed) == (1, 0), toolchain.failures(Path(xml))
     models = json.loads(report.read_text())
     assert [m["frames"] for m in models] == [FRAMES] * len(MODELS)
     assert all(m["switches"] >= 5 for m in models), models

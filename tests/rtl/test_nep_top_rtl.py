@@ -8,7 +8,6 @@ instruction with its interrupt and a soft-reset recovery; every run's registers 
 whole scratchpad, read back through the bus, equal to ``compiler.iss.Machine``.
 """
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cocotb_tools.check_results import get_results
@@ -18,14 +17,6 @@ from hw.verilog import lint
 from sim import toolchain
 from sim.cocotb_nep_top import CFG, TOPLEVEL, small_image
 from sim.harness import SIM_RAM_VERILOG
-
-
-def _failures(xml: Path) -> list[str]:
-    out = []
-    for case in ET.parse(xml).iter("testcase"):
-        for bad in (*case.iter("failure"), *case.iter("error")):
-            out.append(f"{case.get('name')}: {bad.get('type')}: {bad.get('message')}")
-    return out
 
 
 def test_image_runs_through_the_bus_match_the_iss(tmp_path):
@@ -40,7 +31,7 @@ def test_image_runs_through_the_bus_match_the_iss(tmp_path):
              # cocotbext-axi 0.1.28 still uses cocotb's deprecated Event.data
              "PYTHONWARNINGS": "ignore::DeprecationWarning"})
     n_tests, n_failed = get_results(Path(xml))
-    assert (n_tests, n_failed) == (1, 0), _failures(Path(xml))
+    assert (n_tests, n_failed) == (1, 0), toolchain.failures(Path(xml))
 
 
 def test_top_verilog_lints(tmp_path):

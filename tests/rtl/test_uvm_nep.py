@@ -21,7 +21,6 @@ from sim import toolchain
 from sim.cocotb_nep_top import CFG, TOPLEVEL, small_image
 from sim.harness import SIM_RAM_VERILOG
 from sim.uvm_nep import COVERAGE_DIR, ENGINE_ERRORS, MEM_ACCESS, MEM_REGIONS, SPARSITY_BINS
-from tests.rtl import test_nep_top_rtl as nep_top_rtl
 
 COVERAGE_XML = COVERAGE_DIR / "nep_top_coverage.xml"
 
@@ -47,7 +46,7 @@ def test_uvm_env_on_nep_top(tmp_path):
              # cocotbext-axi 0.1.28 still uses cocotb's deprecated Event.data
              "PYTHONWARNINGS": "ignore::DeprecationWarning"})
     n_tests, n_failed = get_results(Path(xml))
-    assert (n_tests, n_failed) == (1, 0), nep_top_rtl._failures(Path(xml))
+    assert (n_tests, n_failed) == (1, 0), toolchain.failures(Path(xml))
 
     assert COVERAGE_XML.exists()
     root = ET.parse(COVERAGE_XML).getroot()
