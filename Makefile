@@ -68,16 +68,26 @@ test: $(STAMP) $(TRAIN_STAMP)
 
 # Train the shipped demo model from build/dataset (make dataset) -> models/ (docs/training.md):
 # stage 1 (float, CTC-assisted) stops at step 800; stage 2 starts from it with predictor
-# dropout and runs QAT, pruning and the hard arbitrator; stage 3 fine-tunes 4 more epochs.
-# Each stage resumes if interrupted and is skipped once done.
+# dropout, feature augmentation and single-branch batches, and runs QAT, pruning and the
+# hard arbitrator; stage 3 fine-tunes 5 more epochs and exports models/; stage 4 prunes a
+# copy to 75% with 2 epochs of fine-tuning (models/int4_s75.npz). Each stage resumes if
+# interrupted and is skipped once done; TRAIN_WORK holds the checkpoints.
+TRAIN_WORK ?= build/train
+TRAIN_COMMON = --data build/dataset --device-speed 2.8e6
+TRAIN_AUG = --predictor-dropout 0.4 --warp 0.1 --freq-masks 2 --time-masks 2 \
+	--force-fraction 0.4
 .PHONY: train
 train: $(TRAIN_STAMP)
-	$(PY) -m train --data build/dataset --work build/train_pre --stop-at-step 800
-	$(PY) -m train --out build/train/models --data build/dataset --work build/train \
-		--init build/train_pre/checkpoint.pt --epochs 4 --predictor-dropout 0.4
-	$(PY) -m train --out models --data build/dataset --work build/train_s3 \
-		--init build/train/checkpoint.pt --epochs 4 --predictor-dropout 0.4 --lr 1e-3 \
+	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage1 --stop-at-step 800
+	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage2 --out $(TRAIN_WORK)/stage2/models \
+		--init $(TRAIN_WORK)/stage1/checkpoint.pt --epochs 5 $(TRAIN_AUG)
+	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage3 --out models \
+		--init $(TRAIN_WORK)/stage2/checkpoint.pt --epochs 5 $(TRAIN_AUG) --lr 1e-3 \
 		--temperature-start 0.5 --hard-from 0.5
+	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage4 --out models \
+		--init $(TRAIN_WORK)/stage3/checkpoint.pt --epochs 2 $(TRAIN_AUG) --lr 5e-4 \
+		--temperature-start 0.1 --hard-from 0 --qat-start 0 --sparsity 0.75 \
+		--prune-start 0 --prune-end 0.6 --export-variants int4_s75
 
 verilog: $(STAMP)
 	$(PY) -m hw.verilog --out build/verilog --lint

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
+from .export import VARIANTS
 from .trainer import TrainConfig, config_from_args
 
 
@@ -28,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                         "two-core machine)")
     p.add_argument("--export-only", action="store_true",
                    help="skip training: export and measure the checkpoint in --work")
+    p.add_argument("--export-variants", nargs="+", default=None, metavar="VARIANT",
+                   choices=sorted(VARIANTS),
+                   help="after training, export only these variants of the checkpoint "
+                        "into --out (no float model, no demo.json): a variant fine-tuned "
+                        f"on its own; choices {', '.join(sorted(VARIANTS))}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--stop-at-step", type=int, default=None, metavar="N",
                    help="save and stop after N steps, without exporting (a first stage)")
@@ -47,8 +54,9 @@ def main(argv=None) -> int:
         return 2
     import torch
 
+    from .export import export_variants
     from .finalize import finalize
-    from .trainer import train
+    from .trainer import CHECKPOINT, train
 
     torch.set_num_threads(args.threads)
     try:
@@ -58,6 +66,12 @@ def main(argv=None) -> int:
                   progress=not args.no_progress, stop_at_step=args.stop_at_step)
             if args.stop_at_step is not None:
                 return 0
+        if args.export_variants:
+            paths = export_variants(Path(args.work) / CHECKPOINT, args.out,
+                                    calibration=Path(args.data) / "train" / "features.npz",
+                                    variants=args.export_variants, float_model=False)
+            print("wrote " + ", ".join(str(p) for p in paths.values()))
+            return 0
         summary = finalize(work_dir=args.work, out_dir=args.out, data_dir=args.data,
                            testset=args.testset)
     except (FileNotFoundError, ValueError) as e:

@@ -73,7 +73,8 @@ def quantize(float_model: FloatModel, calibration: Utterances, quant: QuantConfi
 
 def export_variants(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
                     calibration: str | os.PathLike,
-                    variants: Sequence[str] = tuple(VARIANTS)) -> dict[str, Path]:
+                    variants: Sequence[str] = tuple(VARIANTS),
+                    float_model: bool = True) -> dict[str, Path]:
     """Write the float model and quantized variants of a training checkpoint.
 
     Parameters
@@ -87,11 +88,14 @@ def export_variants(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *
         A ``features.npz`` of training utterances (``build/dataset/train/features.npz``).
     variants : sequence of str
         Keys of :data:`VARIANTS` to write.
+    float_model : bool
+        Also write ``demo_float.npz`` (False: only the variants, e.g. a variant
+        fine-tuned in a run of its own).
 
     Returns
     -------
     dict of str -> Path
-        ``"float"`` and each variant key -> the file written.
+        ``"float"`` (if written) and each variant key -> the file written.
     """
     from .trainer import load_checkpoint_model
     from .data import load_split
@@ -105,8 +109,10 @@ def export_variants(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fm = to_float_model(model)
-    paths = {"float": out_dir / "demo_float.npz"}
-    save_model(fm, paths["float"])
+    paths = {}
+    if float_model:
+        paths["float"] = out_dir / "demo_float.npz"
+        save_model(fm, paths["float"])
     for key in variants:
         path = out_dir / ("demo.npz" if key == DEPLOYED else f"{key}.npz")
         save_model(quantize(fm, calib, VARIANTS[key]), path)

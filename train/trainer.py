@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from golden.model import ModelConfig
 from golden.tokens import Tokenizer, default_tokens
 
 from .arbitration import DeviceCost, GateSchedule, amortization_penalty, compute_penalty
+from .augment import Augment
 from .compress import cubic_sparsity
 from .data import load_split
 from .loss import rnnt_loss
@@ -84,6 +85,14 @@ class TrainConfig:
     init : str or None
         A checkpoint whose model weights (and feature statistics) start this run; the
         optimizer and the schedules start afresh.
+    warp, freq_masks, time_masks : float, int, int
+        Feature augmentation (``train.augment.Augment``): mel-axis warp range and the
+        number of SpecAugment masks; all zero: none.
+    force_fraction : float
+        Fraction of batches whose frames all go to one branch, half of them slow, half
+        fast, the arbitrator bypassed: each branch stays a working encoder on its own
+        (the always-slow baseline is a real model, and the gated mix does not rely on
+        the branches co-adapting).
     """
 
     epochs: int = 7
@@ -116,6 +125,10 @@ class TrainConfig:
     checkpoint_every: int = 50
     predictor_dropout: float = 0.0
     init: str | None = None
+    warp: float = 0.0
+    freq_masks: int = 0
+    time_masks: int = 0
+    force_fraction: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "val_limit", "prune_every", "checkpoint_every"):
@@ -139,6 +152,10 @@ class TrainConfig:
         if not 0.0 <= self.predictor_dropout < 1.0:
             raise ValueError("TrainConfig.predictor_dropout must be in [0, 1), "
                              f"got {self.predictor_dropout!r}")
+        if not 0.0 <= self.force_fraction <= 1.0:
+            raise ValueError("TrainConfig.force_fraction must be in [0, 1], "
+                             f"got {self.force_fraction!r}")
+        self.augment()  # validates warp and the mask counts
         for name in ("ctc_weight", "cost_weight", "amortization_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -155,6 +172,12 @@ class TrainConfig:
         from golden.frontend import FrontendConfig
         return DeviceCost.for_model(config, sparsity=self.sparsity, speed=self.device_speed,
                                     frontend=FrontendConfig.from_dict(config.frontend))
+
+    def augment(self) -> Augment | None:
+        """The feature augmentation of this run, or None."""
+        if not (self.warp or self.freq_masks or self.time_masks):
+            return None
+        return Augment(warp=self.warp, freq_masks=self.freq_masks, time_masks=self.time_masks)
 
     def schedule(self, progress: float) -> GateSchedule:
         return GateSchedule.annealed(progress, start=self.temperature_start,
@@ -173,7 +196,17 @@ def train_step(model: RNNT, batch, *, config: TrainConfig, cost: DeviceCost,
         ``amortization`` (penalties), ``fast`` (fraction of fast frames, by gate weight).
     """
     rate = torch.full((len(batch.lengths),), float(tokens_per_frame))
-    out = model.encode(batch.feats, batch.lengths, schedule=schedule, cost=cost,
+    feats = batch.feats
+    augment = config.augment()
+    if augment is not None:
+        fe = model.config.frontend
+        feats = augment(feats, batch.lengths, n_mels=fe["n_mels"], fill=model.feature_mean,
+                        scale=fe["feature_scale"], generator=generator)
+    if config.force_fraction > 0:
+        u = float(torch.rand((), generator=generator))
+        if u < config.force_fraction:
+            schedule = replace(schedule, force=int(u < config.force_fraction / 2))
+    out = model.encode(feats, batch.lengths, schedule=schedule, cost=cost,
                        decoder_rate=rate, generator=generator)
     fed = batch.tokens
     if config.predictor_dropout > 0:
