@@ -69,10 +69,12 @@ test: $(STAMP) $(TRAIN_STAMP)
 # Train the shipped demo model from build/dataset (make dataset) -> models/ (docs/training.md):
 # stage 1 (float, CTC-assisted) stops at step 800; stage 2 starts from it with predictor
 # dropout, feature augmentation and single-branch batches, and runs QAT, pruning and the
-# hard arbitrator; stage 3 fine-tunes 5 more epochs and exports models/; stage 4 prunes a
+# hard arbitrator; stage 3 fine-tunes 12 more epochs and exports models/; stage 4 prunes a
 # copy to 75% with 2 epochs of fine-tuning (models/int4_s75.npz). Each stage resumes if
 # interrupted and is skipped once done; TRAIN_WORK holds the checkpoints.
 TRAIN_WORK ?= build/train
+STAGE2_EPOCHS ?= 8
+STAGE3_EPOCHS ?= 12
 TRAIN_COMMON = --data build/dataset --device-speed 2.8e6
 TRAIN_AUG = --predictor-dropout 0.4 --warp 0.1 --freq-masks 2 --time-masks 2 \
 	--force-fraction 0.4
@@ -80,9 +82,9 @@ TRAIN_AUG = --predictor-dropout 0.4 --warp 0.1 --freq-masks 2 --time-masks 2 \
 train: $(TRAIN_STAMP)
 	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage1 --stop-at-step 800
 	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage2 --out $(TRAIN_WORK)/stage2/models \
-		--init $(TRAIN_WORK)/stage1/checkpoint.pt --epochs 5 $(TRAIN_AUG)
+		--init $(TRAIN_WORK)/stage1/checkpoint.pt --epochs $(STAGE2_EPOCHS) $(TRAIN_AUG)
 	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage3 --out models \
-		--init $(TRAIN_WORK)/stage2/checkpoint.pt --epochs 5 $(TRAIN_AUG) --lr 1e-3 \
+		--init $(TRAIN_WORK)/stage2/checkpoint.pt --epochs $(STAGE3_EPOCHS) $(TRAIN_AUG) --lr 1e-3 \
 		--temperature-start 0.5 --hard-from 0.5
 	$(PY) -m train $(TRAIN_COMMON) --work $(TRAIN_WORK)/stage4 --out models \
 		--init $(TRAIN_WORK)/stage3/checkpoint.pt --epochs 2 $(TRAIN_AUG) --lr 5e-4 \
