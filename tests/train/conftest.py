@@ -1,11 +1,13 @@
 """Shared tiny models for the training tests."""
 
+import numpy as np
 import pytest
 import torch
 
 from golden.frontend import FrontendConfig
 from golden.model import ModelConfig
-from golden.tokens import default_tokens
+from golden.tokens import Tokenizer, default_tokens
+from train.data import Utterances
 from train.model import RNNT
 
 
@@ -28,3 +30,15 @@ def tiny_model() -> RNNT:
     torch.manual_seed(0)
     return RNNT(config=tiny_config(), feature_mean=torch.full((120,), -1.0),
                 feature_std=torch.full((120,), 5.0), seed=0)
+
+
+@pytest.fixture
+def tiny_utterances():
+    """``make(n=4, seed=0)``: up to 4 short utterances of random int8 features."""
+    def make(n=4, seed=0) -> Utterances:
+        rng = np.random.default_rng(seed)
+        texts = ["hey nep", "call anna", "stop", "lights on"][:n]
+        feats = [rng.integers(-128, 60, (12 + 3 * i, 120)).astype(np.int8) for i in range(n)]
+        return Utterances(features=feats, transcripts=texts, frontend=FrontendConfig(),
+                          tokenizer=Tokenizer(default_tokens()))
+    return make

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from golden.frontend import FrontendConfig
 from golden.quantize import prune_magnitude, quantize_weights
-from golden.tokens import Tokenizer, default_tokens
 from train.arbitration import (
     DeviceCost,
     GateSchedule,
@@ -15,21 +13,11 @@ from train.arbitration import (
     gate,
 )
 from train.compress import cubic_sparsity
-from train.data import Utterances
 from train.trainer import TrainConfig, train_step
 
 
-def _utterances(n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    fe_cfg = FrontendConfig()
-    texts = ["hey nep", "call anna", "stop", "lights on"][:n]
-    feats = [rng.integers(-128, 60, (12 + 3 * i, 120)).astype(np.int8) for i in range(n)]
-    return Utterances(features=feats, transcripts=texts, frontend=fe_cfg,
-                      tokenizer=Tokenizer(default_tokens()))
-
-
-def test_a_few_steps_reduce_the_loss(tiny_model):
-    utts = _utterances()
+def test_a_few_steps_reduce_the_loss(tiny_model, tiny_utterances):
+    utts = tiny_utterances()
     batch = utts.batch(range(len(utts)))
     cfg = TrainConfig()
     cost = DeviceCost.for_model(tiny_model.config, sparsity=0.5, speed=2e4)
@@ -48,8 +36,8 @@ def test_a_few_steps_reduce_the_loss(tiny_model):
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
 
 
-def test_training_with_quantization_and_pruning_keeps_masks(tiny_model):
-    utts = _utterances()
+def test_training_with_quantization_and_pruning_keeps_masks(tiny_model, tiny_utterances):
+    utts = tiny_utterances()
     batch = utts.batch(range(len(utts)))
     comp = tiny_model.compression
     comp.enable_quantization()
@@ -146,8 +134,8 @@ def test_penalties(tiny_model):
     assert float(amortization_penalty(slow, backlog, mask, free_backlog=2.0)) == 0.0
 
 
-def test_always_slow_builds_a_backlog_always_fast_does_not(tiny_model):
-    utts = _utterances(n=1)
+def test_always_slow_builds_a_backlog_always_fast_does_not(tiny_model, tiny_utterances):
+    utts = tiny_utterances(n=1)
     batch = utts.batch([0])
     cost = DeviceCost.for_model(tiny_model.config, sparsity=0.5, speed=1.0)
     slow_ms = float(cost.frame_macs(torch.tensor(1.0), torch.tensor(0.0))) * 1000.0
