@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="after training, export only these variants of the checkpoint "
                         "into --out (no float model, no demo.json): a variant fine-tuned "
                         f"on its own; choices {', '.join(sorted(VARIANTS))}")
+    p.add_argument("--target-saving", type=float, default=None, metavar="F",
+                   help="before export, shift the arbitrator's operating point so it saves "
+                        "at least this fraction of always-slow compute on the validation "
+                        "split (default: as trained)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--stop-at-step", type=int, default=None, metavar="N",
                    help="save and stop after N steps, without exporting (a first stage)")
@@ -55,8 +59,8 @@ def main(argv=None) -> int:
     import torch
 
     from .export import export_variants
-    from .finalize import finalize
-    from .trainer import CHECKPOINT, train
+    from .finalize import finalize, operating_point
+    from .trainer import CHECKPOINT, load_checkpoint_model, train
 
     torch.set_num_threads(args.threads)
     try:
@@ -67,13 +71,18 @@ def main(argv=None) -> int:
             if args.stop_at_step is not None:
                 return 0
         if args.export_variants:
-            paths = export_variants(Path(args.work) / CHECKPOINT, args.out,
+            ck = Path(args.work) / CHECKPOINT
+            point = operating_point(load_checkpoint_model(ck), cfg, args.data,
+                                    args.target_saving)
+            paths = export_variants(ck, args.out,
                                     calibration=Path(args.data) / "train" / "features.npz",
-                                    variants=args.export_variants, float_model=False)
-            print("wrote " + ", ".join(str(p) for p in paths.values()))
+                                    variants=args.export_variants, float_model=False,
+                                    arbitrator_offset=point["offset"])
+            print("wrote " + ", ".join(str(p) for p in paths.values())
+                  + f" (arbitrator offset {point['offset']:.4f})")
             return 0
         summary = finalize(work_dir=args.work, out_dir=args.out, data_dir=args.data,
-                           testset=args.testset)
+                           testset=args.testset, target_saving=args.target_saving)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -82,6 +91,11 @@ def main(argv=None) -> int:
           f"deployed 4-bit 50% sparse {100 * t['golden']['wer']:.2f}% (golden pipeline, "
           f"greedy); fast frames {100 * t['torch']['fast_fraction']:.1f}% (torch) vs "
           f"{100 * t['golden']['fast_fraction']:.1f}% (golden)")
+    point = summary["arbitrator_operating_point"]
+    if point["target_saving"] is not None:
+        print(f"arbitrator operating point: fast-logit offset {point['offset']:.4f}, "
+              f"{100 * point['saving']:.1f}% of always-slow compute saved on validation "
+              f"(target {100 * point['target_saving']:.0f}%)")
     return 0
 
 

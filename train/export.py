@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ from .model import RNNT
 __all__ = [
     "CALIBRATION_UTTERANCES",
     "VARIANTS",
+    "calibrate_arbitrator",
+    "compute_saving",
     "export_variants",
     "greedy_decode",
     "pipeline_results",
@@ -74,7 +77,8 @@ def quantize(float_model: FloatModel, calibration: Utterances, quant: QuantConfi
 def export_variants(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
                     calibration: str | os.PathLike,
                     variants: Sequence[str] = tuple(VARIANTS),
-                    float_model: bool = True) -> dict[str, Path]:
+                    float_model: bool = True,
+                    arbitrator_offset: float = 0.0) -> dict[str, Path]:
     """Write the float model and quantized variants of a training checkpoint.
 
     Parameters
@@ -91,6 +95,9 @@ def export_variants(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *
     float_model : bool
         Also write ``demo_float.npz`` (False: only the variants, e.g. a variant
         fine-tuned in a run of its own).
+    arbitrator_offset : float
+        Added to the arbitrator's fast logit bias before export
+        (:meth:`RNNT.shift_arbitrator`, :func:`calibrate_arbitrator`).
 
     Returns
     -------
@@ -104,6 +111,7 @@ def export_variants(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *
     if unknown:
         raise ValueError(f"unknown variants {unknown}; expected some of {tuple(VARIANTS)}")
     model = load_checkpoint_model(checkpoint)
+    model.shift_arbitrator(arbitrator_offset)
     tok = Tokenizer(list(model.config.vocabulary))
     calib = load_split(calibration, tok, limit=CALIBRATION_UTTERANCES)
     out_dir = Path(out_dir)
@@ -120,6 +128,91 @@ def export_variants(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *
     return paths
 
 
+def _evaluation_encodings(model: RNNT, utterances: Utterances, index, *, cost: DeviceCost,
+                         batch_size: int):
+    """Per batch of ``index``: the batch, its encoder output with golden's arbitration
+    rule on the simulated backlog, its fast frames and its real frames (call under
+    ``torch.no_grad`` with the model in eval mode)."""
+    rate = utterances.tokens_per_frame()
+    index = list(index)
+    for s in range(0, len(index), batch_size):
+        b = utterances.batch(index[s:s + batch_size])
+        enc = model.encode(b.feats, b.lengths, schedule=GateSchedule.evaluation(), cost=cost,
+                           decoder_rate=torch.full((len(b.lengths),), rate))
+        mask = b.frame_mask
+        yield b, enc, float(((1.0 - enc.gate) * mask).sum()), int(mask.sum())
+
+
+@torch.no_grad()
+def compute_saving(model: RNNT, utterances: Utterances, *, cost: DeviceCost,
+                   batch_size: int = 64) -> tuple[float, float]:
+    """Fraction of always-slow compute the arbitrator saves on ``utterances``, and the
+    fraction of fast frames (evaluation gate, simulated backlog, greedy decoder share).
+
+    Per frame the arbitrated device spends ``arbitrate + fast + g (slow - fast) + dec``
+    and an always-slow one ``slow + dec`` (no arbitrator), ``dec`` the decoder's share at
+    the split's tokens per frame (``DeviceCost.frame_macs``).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        fast, frames = 0.0, 0
+        for _, _, n_fast, n in _evaluation_encodings(model, utterances, range(len(utterances)),
+                                                     cost=cost, batch_size=batch_size):
+            fast += n_fast
+            frames += n
+        f = fast / max(frames, 1)
+        r = torch.tensor(utterances.tokens_per_frame())
+        arbitrated = float(cost.frame_macs(torch.tensor(1.0 - f), r))
+        always_slow = float(cost.frame_macs(torch.tensor(1.0), r)) - cost.macs["arbitrate"]
+        return 1.0 - arbitrated / always_slow, f
+    finally:
+        model.train(was_training)
+
+
+def calibrate_arbitrator(model: RNNT, utterances: Utterances, *, cost: DeviceCost,
+                         target_saving: float, max_offset: float = 16.0,
+                         iterations: int = 10) -> dict:
+    """Shift the arbitrator (in place) to the smallest fast-logit offset in
+    ``0 .. max_offset`` whose :func:`compute_saving` on ``utterances`` reaches
+    ``target_saving`` (bisection; the saving grows with the offset).
+
+    The operating point is chosen on held-in data (the validation split), for a compute
+    target, never on the test set's WER.
+
+    Returns
+    -------
+    dict
+        ``offset``, ``target_saving``, ``saving`` and ``fast_fraction`` at the offset.
+    """
+    if not 0.0 < target_saving < 1.0:
+        raise ValueError(f"target_saving must be in (0, 1), got {target_saving!r}")
+
+    def measure(offset):
+        trial = copy.deepcopy(model)  # the weights are small; the original stays exact
+        trial.shift_arbitrator(offset)
+        return compute_saving(trial, utterances, cost=cost)
+
+    offset, best = 0.0, measure(0.0)
+    if best[0] < target_saving:
+        lo, hi = 0.0, float(max_offset)
+        best = measure(hi)
+        if best[0] < target_saving:
+            raise ValueError(f"the arbitrator saves only {100 * best[0]:.1f}% at offset "
+                             f"{hi:g}; target {100 * target_saving:.1f}% is out of reach")
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            m = measure(mid)
+            if m[0] >= target_saving:
+                hi, best = mid, m
+            else:
+                lo = mid
+        offset = hi
+    model.shift_arbitrator(offset)
+    return {"offset": offset, "target_saving": target_saving, "saving": best[0],
+            "fast_fraction": best[1]}
+
+
 @torch.no_grad()
 def greedy_decode(model: RNNT, utterances: Utterances, index: Sequence[int], *,
                   cost: DeviceCost, max_symbols: int = 5,
@@ -134,15 +227,10 @@ def greedy_decode(model: RNNT, utterances: Utterances, index: Sequence[int], *,
     model.eval()
     try:
         out, fast, frames = [], 0.0, 0
-        rate = utterances.tokens_per_frame()
-        index = list(index)
-        for s in range(0, len(index), batch_size):
-            b = utterances.batch(index[s:s + batch_size])
-            enc = model.encode(b.feats, b.lengths, schedule=GateSchedule.evaluation(),
-                               cost=cost, decoder_rate=torch.full((len(b.lengths),), rate))
-            mask = b.frame_mask
-            fast += float(((1.0 - enc.gate) * mask).sum())
-            frames += int(mask.sum())
+        for b, enc, n_fast, n in _evaluation_encodings(model, utterances, index, cost=cost,
+                                                       batch_size=batch_size):
+            fast += n_fast
+            frames += n
             w, bias = model.layer("joint.hidden")
             e_dim = model.config.enc_dim
             enc_part = enc.enc @ w[:, :e_dim].T  # [B, T, J]

@@ -26,11 +26,11 @@ from golden.tokens import Tokenizer
 from golden.wav import load_audio
 
 from .arbitration import DeviceCost
-from .data import Utterances
-from .export import export_variants, greedy_decode, pipeline_results, word_error_rate
+from .data import Utterances, load_split
+from .export import calibrate_arbitrator, export_variants, greedy_decode, pipeline_results, word_error_rate
 from .trainer import CHECKPOINT, HISTORY, TrainConfig, load_checkpoint, load_checkpoint_model
 
-__all__ = ["SUMMARY", "finalize", "testset_utterances"]
+__all__ = ["SUMMARY", "finalize", "operating_point", "testset_utterances"]
 
 #: The summary written next to the models.
 SUMMARY = "demo.json"
@@ -50,11 +50,28 @@ def testset_utterances(testset: str | os.PathLike, frontend: FrontendConfig,
                              frontend=frontend, tokenizer=tokenizer)
 
 
+def operating_point(model, cfg: TrainConfig, data_dir: str | os.PathLike,
+                    target_saving: float | None) -> dict:
+    """Calibrate ``model``'s arbitrator in place on the validation split for
+    ``target_saving`` (``train.export.calibrate_arbitrator``); offset 0 if None."""
+    if target_saving is None:
+        return {"offset": 0.0, "target_saving": None}
+    tok = Tokenizer(list(model.config.vocabulary))
+    val = load_split(Path(data_dir) / "validation" / "features.npz", tok, limit=cfg.val_limit)
+    point = calibrate_arbitrator(model, val, cost=cfg.device_cost(model.config),
+                                 target_saving=target_saving)
+    point["note"] = (f"fast-logit offset chosen on {len(val)} validation utterances (torch, "
+                     "greedy decoder share, training's device cost) for the compute target")
+    return point
+
+
 def finalize(*, work_dir: str | os.PathLike, out_dir: str | os.PathLike,
-             data_dir: str | os.PathLike, testset: str | os.PathLike) -> dict:
+             data_dir: str | os.PathLike, testset: str | os.PathLike,
+             target_saving: float | None = None) -> dict:
     """Export the checkpoint in ``work_dir`` to ``out_dir`` and measure it on ``testset``.
 
-    Returns the summary also written to ``out_dir/demo.json``.
+    ``target_saving``: calibrate the arbitrator's operating point first
+    (:func:`operating_point`). Returns the summary also written to ``out_dir/demo.json``.
     """
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     ck_path = work_dir / CHECKPOINT
@@ -62,8 +79,9 @@ def finalize(*, work_dir: str | os.PathLike, out_dir: str | os.PathLike,
     cfg = TrainConfig(**ck["train_config"])
     model = load_checkpoint_model(ck_path)
     t0 = time.time()
+    point = operating_point(model, cfg, data_dir, target_saving)
     paths = export_variants(ck_path, out_dir, calibration=Path(data_dir) / "train" /
-                            "features.npz")
+                            "features.npz", arbitrator_offset=point["offset"])
     demo = load_model(paths["int4_s50"])
     fe = FrontendConfig.from_dict(model.config.frontend)
     tok = Tokenizer(list(model.config.vocabulary))
@@ -83,6 +101,7 @@ def finalize(*, work_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "model_config": model.config.to_dict(),
         "train_config": asdict(cfg),
         "device_speed_macs_per_s": cfg.device_speed,
+        "arbitrator_operating_point": point,
         "training": {
             "epochs": len(history["epochs"]),
             "steps": ck["step"],

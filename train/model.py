@@ -150,6 +150,15 @@ class RNNT(nn.Module):
                 out[f"{name}.bias"] = b.float().cpu().numpy()
         return out
 
+    def shift_arbitrator(self, offset: float) -> None:
+        """Add ``offset`` to the arbitrator's fast-branch logit bias (its operating point).
+
+        Golden picks slow iff ``l_slow > l_fast``, so a positive offset sends more frames
+        to the fast branch (``train.export.calibrate_arbitrator`` chooses it).
+        """
+        with torch.no_grad():
+            self.biases[_key("arb.out")][0] += float(offset)
+
     # ------------------------------------------------------------------ pieces
 
     @staticmethod

@@ -1,11 +1,12 @@
 """Export: the torch model copied into golden's FloatModel computes the same thing."""
 
 import numpy as np
+import pytest
 import torch
 
 from golden.model import FAST, SLOW, load_model, quantize_backlog, save_model
 from train.arbitration import DeviceCost, GateSchedule
-from train.export import to_float_model
+from train.export import calibrate_arbitrator, compute_saving, to_float_model
 from train.model import BACKLOG_NORM
 
 #: float32 (torch) against float64 (golden) over a dozen recurrent steps.
@@ -101,3 +102,78 @@ def test_torch_greedy_search_is_goldens(tiny_model):
         emitted += len(hyps[k])
     assert emitted > 5
     assert 0.0 <= fast <= 1.0
+
+
+def _feature_arbitrator(model):
+    """An arbitrator whose ``l_fast - l_slow`` is a feature's value: the fraction of fast
+    frames then grows smoothly with the fast-logit offset."""
+    with torch.no_grad():
+        for p in (model.weights["arb__hidden"], model.biases["arb__hidden"],
+                  model.weights["arb__out"], model.biases["arb__out"]):
+            p.zero_()
+        model.weights["arb__hidden"][0, 0] = 1.0
+        model.biases["arb__hidden"][0] = 20.0  # relu stays linear on the features used
+        model.weights["arb__out"][0, 0] = 1.0
+        model.biases["arb__out"][1] = 20.0
+
+
+def _saving_of(cost, fast, rate):
+    r = torch.tensor(rate)
+    arbitrated = float(cost.frame_macs(torch.tensor(1.0 - fast), r))
+    return 1.0 - arbitrated / (float(cost.frame_macs(torch.tensor(1.0), r))
+                               - cost.macs["arbitrate"])
+
+
+def test_compute_saving_follows_the_fast_fraction(tiny_model, tiny_utterances):
+    utts = tiny_utterances()
+    cost = DeviceCost.for_model(tiny_model.config, sparsity=0.5, speed=1e9)
+    rate = utts.tokens_per_frame()
+    tiny_model.shift_arbitrator(100.0)  # every frame fast
+    saving, fast = compute_saving(tiny_model, utts, cost=cost)
+    assert fast == 1.0
+    assert saving == pytest.approx(_saving_of(cost, 1.0, rate), rel=1e-6)
+    assert 0.3 < saving < 1.0
+    tiny_model.shift_arbitrator(-200.0)  # every frame slow: only the arbitrator's cost
+    saving, fast = compute_saving(tiny_model, utts, cost=cost)
+    assert fast == 0.0 and saving < 0.0
+    assert saving == pytest.approx(_saving_of(cost, 0.0, rate), rel=1e-6)
+
+
+def test_calibration_finds_the_smallest_offset_reaching_the_target(tiny_model,
+                                                                   tiny_utterances):
+    _feature_arbitrator(tiny_model)
+    utts = tiny_utterances()
+    cost = DeviceCost.for_model(tiny_model.config, sparsity=0.5, speed=1e9)
+    before = compute_saving(tiny_model, utts, cost=cost)[0]
+    target = before + 0.2
+    bias0 = tiny_model.biases["arb__out"].detach().clone()
+    point = calibrate_arbitrator(tiny_model, utts, cost=cost, target_saving=target,
+                                 max_offset=64.0, iterations=14)
+    assert point["offset"] > 0 and point["saving"] >= target
+    # The model is shifted in place by exactly the offset, on the fast logit only.
+    bias = tiny_model.biases["arb__out"].detach()
+    assert float(bias[0]) == pytest.approx(
+        float(bias0[0]) + point["offset"], abs=1e-6)
+    assert float(bias[1]) == float(bias0[1])
+    assert compute_saving(tiny_model, utts, cost=cost)[0] == point["saving"]
+    tiny_model.shift_arbitrator(-point["offset"] + point["offset"] * 0.97 - 0.01)
+    assert compute_saving(tiny_model, utts, cost=cost)[0] < target  # smaller misses it
+
+
+def test_calibration_keeps_an_arbitrator_that_already_saves_enough(tiny_model,
+                                                                   tiny_utterances):
+    utts = tiny_utterances()
+    cost = DeviceCost.for_model(tiny_model.config, sparsity=0.5, speed=1e9)
+    tiny_model.shift_arbitrator(100.0)
+    point = calibrate_arbitrator(tiny_model, utts, cost=cost, target_saving=0.2)
+    assert point["offset"] == 0.0 and point["fast_fraction"] == 1.0
+
+
+def test_calibration_rejects_unreachable_or_bad_targets(tiny_model, tiny_utterances):
+    utts = tiny_utterances()
+    cost = DeviceCost.for_model(tiny_model.config, sparsity=0.5, speed=1e9)
+    with pytest.raises(ValueError, match="out of reach"):
+        calibrate_arbitrator(tiny_model, utts, cost=cost, target_saving=0.99)
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="target_saving"):
+            calibrate_arbitrator(tiny_model, utts, cost=cost, target_saving=bad)
