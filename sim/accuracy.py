@@ -889,8 +889,9 @@ def render_markdown(report: dict) -> str:
             "",
             f"The float model is itself {100 * float_zeros:.1f}% sparse (pruned during "
             "training), so a variant pruned to that sparsity or less keeps exactly its zeros; "
-            "sparser variants are pruned further by magnitude after training, without "
-            "fine-tuning.",
+            "sparser variants are pruned further by magnitude (`make train` fine-tunes the "
+            "shipped 75% variant for 2 epochs after that, `docs/training.md`; a variant not "
+            "shipped as a file is pruned here, without fine-tuning).",
         ]
     for search, a in report.get("arbitration", {}).items():
         lines += _arbitration_table(search, a, report.get("meta", {}).get("beam", BEAM))
