@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Augment"]
+__all__ = ["Augment", "extend_tails"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,3 +110,39 @@ class Augment:
         x = (torch.round(x / scale).clamp(-128, 127) * scale).reshape(bsz, t_max, f)
         real = (frames[None] < lengths[:, None])[:, :, None]
         return torch.where(real, x, torch.zeros_like(x))
+
+
+def extend_tails(feats: torch.Tensor, lengths: torch.Tensor, *, frames: int, source: int = 5,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append up to ``frames`` frames of each utterance's trailing background.
+
+    The last ``source`` frames (non-speech: every data-set utterance ends in at least
+    0.1 s of silence) are repeated alternately reversed and forward, as
+    ``sim.accuracy.extend_background`` does with the audio, for ``U{0..frames}`` frames
+    per utterance. The transcript is unchanged. Training utterances end within a second
+    of speech; a device listens on until its end-pointer fires, so the arbitrator must
+    learn what long non-speech tails cost.
+
+    Returns
+    -------
+    feats, lengths : torch.Tensor
+        ``[B, T', F]`` (zero padded) and ``[B]``.
+    """
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+        raise ValueError(f"frames must be an int >= 0, got {frames!r}")
+    if isinstance(source, bool) or not isinstance(source, int) or source < 1:
+        raise ValueError(f"source must be an int >= 1, got {source!r}")
+    extra = torch.randint(0, frames + 1, (len(lengths),), generator=generator)
+    new_lengths = lengths + extra
+    bsz, _, f = feats.shape
+    t_new = int(new_lengths.max())
+    out = feats.new_zeros(bsz, t_new, f)
+    for b in range(bsz):
+        n, e = int(lengths[b]), int(extra[b])
+        out[b, :n] = feats[b, :n]
+        if e:
+            k = min(source, n)
+            p = torch.arange(e) % (2 * k)
+            idx = torch.where(p < k, n - 1 - p, n - 2 * k + p)
+            out[b, n:n + e] = feats[b, idx]
+    return out, new_lengths

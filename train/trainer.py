@@ -32,7 +32,7 @@ from golden.model import ModelConfig
 from golden.tokens import Tokenizer, default_tokens
 
 from .arbitration import DeviceCost, GateSchedule, amortization_penalty, compute_penalty
-from .augment import Augment
+from .augment import Augment, extend_tails
 from .compress import cubic_sparsity
 from .data import load_split
 from .loss import rnnt_loss
@@ -88,6 +88,9 @@ class TrainConfig:
     warp, freq_masks, time_masks : float, int, int
         Feature augmentation (``train.augment.Augment``): mel-axis warp range and the
         number of SpecAugment masks; all zero: none.
+    tail_frames : int
+        Append up to this many frames of each utterance's trailing background
+        (``train.augment.extend_tails``; 0: none).
     force_fraction : float
         Fraction of batches whose frames all go to one branch, half of them slow, half
         fast, the arbitrator bypassed: each branch stays a working encoder on its own
@@ -128,9 +131,14 @@ class TrainConfig:
     warp: float = 0.0
     freq_masks: int = 0
     time_masks: int = 0
+    tail_frames: int = 0
     force_fraction: float = 0.0
 
     def __post_init__(self):
+        if isinstance(self.tail_frames, bool) or not isinstance(self.tail_frames, int) \
+                or self.tail_frames < 0:
+            raise ValueError(f"TrainConfig.tail_frames must be an int >= 0, "
+                             f"got {self.tail_frames!r}")
         for name in ("epochs", "batch_size", "val_limit", "prune_every", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -196,6 +204,10 @@ def train_step(model: RNNT, batch, *, config: TrainConfig, cost: DeviceCost,
         ``amortization`` (penalties), ``fast`` (fraction of fast frames, by gate weight).
     """
     rate = torch.full((len(batch.lengths),), float(tokens_per_frame))
+    if config.tail_frames:
+        feats, lengths = extend_tails(batch.feats, batch.lengths, frames=config.tail_frames,
+                                      generator=generator)
+        batch = replace(batch, feats=feats, lengths=lengths)
     feats = batch.feats
     augment = config.augment()
     if augment is not None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from train.arbitration import DeviceCost, GateSchedule
-from train.augment import Augment
+from train.augment import Augment, extend_tails
 from train.trainer import TrainConfig, train_step
 
 SCALE = 0.125
@@ -139,3 +139,48 @@ def test_a_step_with_augmentation_has_gradients(tiny_model, tiny_utterances):
     grads = [p.grad for p in tiny_model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert np.isfinite(float(res["rnnt"]))
+
+
+def test_tails_repeat_the_last_frames_mirrored_and_keep_the_utterance():
+    feats = torch.arange(2 * 6 * 2, dtype=torch.float32).reshape(2, 6, 2)
+    feats[1, 4:] = 0.0  # utterance 1 has 4 frames
+    lengths = torch.tensor([6, 4])
+    gen = torch.Generator().manual_seed(0)
+    out, new = extend_tails(feats, lengths, frames=9, source=3, generator=gen)
+    assert torch.all(new >= lengths) and torch.all(new <= lengths + 9)
+    assert out.shape == (2, int(new.max()), 2)
+    for b in range(2):
+        n, m = int(lengths[b]), int(new[b])
+        assert torch.equal(out[b, :n], feats[b, :n])
+        assert torch.all(out[b, m:] == 0)
+        # Frames n-1, n-2, n-3, then n-3, n-2, n-1, n-1, ... (reflected, period 6).
+        order = [n - 1, n - 2, n - 3, n - 3, n - 2, n - 1] * 2
+        for j in range(m - n):
+            assert torch.equal(out[b, n + j], feats[b, order[j]])
+
+
+def test_tails_of_zero_frames_change_nothing_and_bad_settings_are_rejected():
+    feats, lengths = _feats()
+    out, new = extend_tails(feats, lengths, frames=0)
+    assert torch.equal(out[:, :feats.shape[1]], feats) and torch.equal(new, lengths)
+    with pytest.raises(ValueError, match="frames"):
+        extend_tails(feats, lengths, frames=-1)
+    with pytest.raises(ValueError, match="source"):
+        extend_tails(feats, lengths, frames=3, source=0)
+    with pytest.raises(ValueError, match="tail_frames"):
+        TrainConfig(tail_frames=-2)
+
+
+def test_a_step_with_tails_trains_on_the_longer_utterances(tiny_model, tiny_utterances):
+    utts = tiny_utterances()
+    batch = utts.batch(range(len(utts)))
+    cost = DeviceCost.for_model(tiny_model.config, sparsity=0.5, speed=2e4)
+    res = train_step(tiny_model, batch, config=TrainConfig(tail_frames=20), cost=cost,
+                     schedule=GateSchedule.annealed(0.3), tokens_per_frame=0.5,
+                     generator=torch.Generator().manual_seed(0))
+    res["loss"].backward()
+    assert np.isfinite(float(res["rnnt"])) and np.isfinite(float(res["ctc"]))
+    plain = train_step(tiny_model, batch, config=TrainConfig(), cost=cost,
+                       schedule=GateSchedule.annealed(0.3), tokens_per_frame=0.5,
+                       generator=torch.Generator().manual_seed(0))
+    assert float(plain["rnnt"]) != float(res["rnnt"])  # the tails were part of the loss
