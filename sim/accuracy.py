@@ -518,7 +518,11 @@ def _run_one(job: tuple[str, TestUtterance]) -> dict:
             "calls": r.calls, "step_costs": dict(r.step_costs), "total": r.total,
             "frames": len(r.frames), "fast_frames": r.branch_frames["fast"],
             "audio_ms": r.audio_ms, "max_backlog_ms": max(r.backlog_ms, default=0.0),
-            "speech_end_backlog_ms": at_end.backlog_ms}
+            "speech_end_backlog_ms": at_end.backlog_ms,
+            # Frames ready before the end of speech, and how many of those went fast.
+            "speech_frames": sum(f.ready_ms < utt.speech_end_ms for f in r.frames),
+            "speech_fast_frames": sum(f.ready_ms < utt.speech_end_ms and f.branch == FAST
+                                      for f in r.frames)}
 
 
 def evaluate(models: dict, utterances: Sequence[TestUtterance], *, runs: Sequence[str] = RUNS,
@@ -651,7 +655,13 @@ def _arbitration(arb: Sequence[dict], slow: Sequence[dict], refs: dict[str, str]
     costs = arb[0]["step_costs"]
     units_arb = sum(_units(r, costs) for r in arb)
     units_slow = sum(_units(r, costs, arbitrator=False) for r in slow)
+    speech = sum(r["speech_frames"] for r in arb)
+    after = sum(r["frames"] for r in arb) - speech
+    speech_fast = sum(r["speech_fast_frames"] for r in arb)
     a = {"fast_fraction": sum(r["fast_frames"] for r in arb) / sum(r["frames"] for r in arb),
+         "fast_fraction_speech": speech_fast / speech if speech else None,
+         "fast_fraction_after_speech": ((sum(r["fast_frames"] for r in arb) - speech_fast)
+                                        / after if after else None),
          "macs": {"arbitrated": units_arb, "always_slow": units_slow,
                   "saved": 1.0 - units_arb / units_slow},
          "wer": {"arbitrated": _wer(arb, refs)["wer"], "always_slow": _wer(slow, refs)["wer"]},
@@ -789,6 +799,9 @@ def _arbitration_table(search: str, a: dict, beam: int) -> list[str]:
         "| | arbitrated | always slow | |",
         "| --- | ---: | ---: | --- |",
         f"| frames on the fast branch | {_pct(a['fast_fraction'])} | 0.0% | |",
+        f"| fast frames before / from the end of speech | "
+        f"{_pct(a['fast_fraction_speech'])} / {_pct(a['fast_fraction_after_speech'])} | "
+        "0.0% / 0.0% | |",
         f"| compute, MACs (nonzero weights) | {a['macs']['arbitrated']:,.0f} | "
         f"{a['macs']['always_slow']:,.0f} | {100 * a['macs']['saved']:.1f}% saved (goal "
         f">= {100 * GOALS['compute_saved']:.0f}%) |",

@@ -173,7 +173,8 @@ def _rec(run, file, text, *, fast=0, frames=10, events=(), calls=None):
             "step_costs": {"arbitrate": 1.0, "encoder_fast": 10.0, "encoder_slow": 100.0,
                            "predictor": 5.0, "joint": 2.0},
             "total": 0.0, "frames": frames, "fast_frames": fast, "audio_ms": 300.0,
-            "max_backlog_ms": 0.0, "speech_end_backlog_ms": 30.0 if fast else 90.0}
+            "max_backlog_ms": 0.0, "speech_end_backlog_ms": 30.0 if fast else 90.0,
+            "speech_frames": frames - 2, "speech_fast_frames": fast}
 
 
 def _event(kind, ready, device, text):
@@ -211,6 +212,8 @@ def test_summarize_hand_made_records():
     assert a["cycles"]["saved"] == pytest.approx(1 - 1170 / 2050)
     assert a["wer"]["cost_points"] == pytest.approx(100 / 7)
     assert a["speech_end_backlog_ms"]["arbitrated"]["median"] == 30.0
+    # every fast frame before the end of speech: 5 of 8 there, none of the last 2
+    assert a["fast_fraction_speech"] == 5 / 8 and a["fast_fraction_after_speech"] == 0.0
     assert a["speech_end_backlog_ms"]["always_slow"]["p90"] == 90.0
     assert a["final_latency_ms"]["always_slow"]["n"] == 0  # no events in those records
     goals = {g["goal"][:6]: g["met"] for g in rep["goals"]}
@@ -232,6 +235,7 @@ def test_summarize_hand_made_records():
            "**missed** |" in md
     assert "| +14.29 (goal <= 1: missed) |" in md
     assert "42.9% saved (goal >= 40%)" in md
+    assert "| fast frames before / from the end of speech | 62.5% / 0.0% | 0.0% / 0.0% | |" in md
     assert "| speculative | 2 / 2 | 50.0% (1) | 50.0% (1) | 310 |" in md
     assert "| names as context | 0.00 | 0.00 | 1 / 1 (100.0%) |" in md
     assert "| a | call anna now | call hannah now | 1 |" in md
@@ -268,6 +272,9 @@ def test_evaluate_runs_everything_on_a_shipped_utterance(small):
     assert [r["run"] for r in recs] == list(RUNS)
     by = {r["run"]: r for r in recs}
     assert by["always_slow"]["fast_frames"] == by["greedy_always_slow"]["fast_frames"] == 0
+    for r in recs:
+        assert 0 < r["speech_frames"] < r["frames"]  # 2 s of background follow the speech
+        assert 0 <= r["speech_fast_frames"] <= min(r["fast_frames"], r["speech_frames"])
     # The greedy run is the pipeline with greedy search on the extended audio.
     audio = load_audio(utts[0].path)
     trail = int(round(utts[0].trail_ms * 16))
