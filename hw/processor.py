@@ -266,12 +266,12 @@ class Processor(wiring.Component):
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
         # the instruction's p at decode, the descriptor's const_index for LSTM after.
         # Each entry's validity is found when the host writes it and kept in ``const_ok``
-        # (all-zero entries, the reset contents, are valid), so the decode cycle checks
-        # one bit after the program memory's read, not 64 behind the LUT RAM's as well.
+        # (all-zero entries, the initial contents, are valid; like the memory it is not
+        # reset), so the decode cycle checks one bit, not the LUT RAM's 64.
         cm, cs = Signal(signed(32)), Signal(signed(32))
         const_index = Signal(8)
         const_aw = max(1, (cfg.const_depth - 1).bit_length())
-        const_ok = Signal(cfg.const_depth, init=(1 << cfg.const_depth) - 1)
+        const_ok = Signal(cfg.const_depth, init=(1 << cfg.const_depth) - 1, reset_less=True)
         m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], df["const_index"])),
                      const_rd.addr.eq(const_index), cm.eq(const_rd.data[:32]),
                      cs.eq(const_rd.data[32:])]
