@@ -49,11 +49,11 @@ def _strobe_mask(wstrb):
 class HostInterface(wiring.Component):
     """The register map of ``docs/register-map.md`` for a ``Processor`` of ``config``.
 
-    Registers answer a read in the cycle they take it; windows two cycles later. Everything
+    Registers answer a read in the cycle they take it; windows three cycles later. Everything
     the block drives into the core and the memories is registered (the memory ports, the
     ``CTRL`` pulses), so the bus slave's state and this decoder share no combinational
-    path with the sequencer; a window read then takes the request register's cycle and
-    the memory's. A window write merges its strobed bytes into part ``k`` of the 512-bit
+    path with the sequencer; a window read then takes the request register's cycle, the
+    memory's and one to register the word read. A window write merges its strobed bytes into part ``k`` of the 512-bit
     staging register; a write to a word's last part also commits the staging word to the
     memory, in the next cycle. ``err`` (``SLVERR``) flags unmapped addresses,
     writes to read-only registers and every window access while ``busy``; a flagged
@@ -194,19 +194,21 @@ class HostInterface(wiring.Component):
                          getattr(self, f"{prefix}_we").eq(commit & sel[name]),
                          getattr(self, f"{prefix}_re").eq(read & sel[name])]
 
-        # ---- responses: register reads now, window reads two cycles later (part ``part``
-        # of the word the RAM returns, after the request register and the RAM). The
-        # address is held meanwhile and the read was checked when taken, so no error is
-        # raised for it then.
-        rd_issued, rd_pending, rd_part = Signal(), Signal(), Signal(4)
+        # ---- responses: register reads now, window reads three cycles later: the request
+        # register, the RAM, then the word it returns registered (so the memories' bank
+        # multiplexers and this block's part selection do not share a cycle), of which
+        # part ``part`` answers. The address is held meanwhile and the read was checked
+        # when taken, so no error is raised for it then.
+        rd_issued, rd_arrives, rd_pending, rd_part = Signal(), Signal(), Signal(), Signal(4)
         rd_weight, rd_param = Signal(), Signal()
-        m.d.sync += [rd_issued.eq(read), rd_pending.eq(rd_issued)]
+        m.d.sync += [rd_issued.eq(read), rd_arrives.eq(rd_issued), rd_pending.eq(rd_arrives)]
         with m.If(read):
             m.d.sync += [rd_part.eq(part), rd_weight.eq(sel["weights"]),
                          rd_param.eq(sel["params"])]
         rd_word = Signal(512)
-        m.d.comb += rd_word.eq(Mux(rd_weight, self.weight_rdata,
-                                   Mux(rd_param, self.param_rdata, self.host_rdata)))
+        with m.If(rd_arrives):
+            m.d.sync += rd_word.eq(Mux(rd_weight, self.weight_rdata,
+                                       Mux(rd_param, self.param_rdata, self.host_rdata)))
         decode_err = Mux(is_reg, ~reg_hit | (self.we & reg_ro), ~win_go)
         m.d.comb += [
             self.err.eq(~rd_pending & decode_err),
