@@ -49,10 +49,13 @@ def _strobe_mask(wstrb):
 class HostInterface(wiring.Component):
     """The register map of ``docs/register-map.md`` for a ``Processor`` of ``config``.
 
-    Registers answer a read in the cycle they take it; windows one cycle later (the
-    memories read synchronously). A window write merges its strobed bytes into part
-    ``k`` of the 512-bit staging register; a write to a word's last part also commits
-    the staging word to the memory. ``err`` (``SLVERR``) flags unmapped addresses,
+    Registers answer a read in the cycle they take it; windows three cycles later. Everything
+    the block drives into the core and the memories is registered (the memory ports, the
+    ``CTRL`` pulses), so the bus slave's state and this decoder share no combinational
+    path with the sequencer; a window read then takes the request register's cycle, the
+    memory's and one to register the word read. A window write merges its strobed bytes into part ``k`` of the 512-bit
+    staging register; a write to a word's last part also commits the staging word to the
+    memory, in the next cycle. ``err`` (``SLVERR``) flags unmapped addresses,
     writes to read-only registers and every window access while ``busy``; a flagged
     access changes nothing.
 
@@ -67,7 +70,7 @@ class HostInterface(wiring.Component):
     ready : Out(1) ; rdata : Out(32) ; rvalid : Out(1) ; err : Out(1)
         The inside port of ``Axi4LiteSlave(addr_width=ADDR_WIDTH)``, from its side.
     start, soft_reset : Out(1)
-        ``CTRL`` pulses, one cycle, in the cycle of the write (``soft_reset`` wins).
+        ``CTRL`` pulses, one cycle, in the cycle after the write (``soft_reset`` wins).
     start_pc : Out(16) ; prog_len : Out(17) ; desc_count, const_count : Out(9)
     watchdog : Out(32)
         The run parameter registers (``WATCHDOG`` resets to ``program_depth``).
@@ -76,7 +79,8 @@ class HostInterface(wiring.Component):
         The core's state, read through ``STATUS`` .. ``STALLS``.
     host_mem : Out(HostMem) ; host_addr : Out(16) ; host_wdata : Out(512)
     host_we, host_re : Out(1) ; host_rdata : In(512)
-        To ``Processor``'s host port: program, descriptor, constant and scratch windows.
+        To ``Processor``'s host port: program, descriptor, constant and scratch windows
+        (registered: an access reaches the port the cycle after the bus takes it).
     weight_addr, weight_wdata, weight_we, weight_re : Out ; weight_rdata : In
         Weight memory (``word_bits`` bits): write and synchronous read, used only
         while ``busy`` is low.
@@ -119,6 +123,7 @@ class HostInterface(wiring.Component):
         reg_hit, reg_ro, reg_rdata = Signal(), Signal(), Signal(32)
         irq_enable, irq_status, irq_clear = Signal(2), Signal(2), Signal(2)
         status = Cat(self.busy, self.done, self.done & (self.error != 0))
+        m.d.sync += [self.start.eq(0), self.soft_reset.eq(0)]  # pulses, unless set below
         # What each register reads; registers not named here (ID, the configuration,
         # write-only CTRL) read their reset value.
         values = {"STATUS": status, "IRQ_ENABLE": irq_enable, "IRQ_STATUS": irq_status,
@@ -132,7 +137,7 @@ class HostInterface(wiring.Component):
                                      reg_rdata.eq(value)]
                         with m.If(self.we):
                             if reg.name == "CTRL":
-                                m.d.comb += [self.start.eq(bits[0] & ~bits[1]),
+                                m.d.sync += [self.start.eq(bits[0] & ~bits[1]),
                                              self.soft_reset.eq(bits[1])]
                             elif reg.access == Access.RW1C:
                                 m.d.comb += irq_clear.eq(bits)
@@ -166,7 +171,8 @@ class HostInterface(wiring.Component):
         core_sel = Signal()
         for name, mem in _CORE_WINDOWS.items():
             with m.If(sel[name]):
-                m.d.comb += [core_sel.eq(1), self.host_mem.eq(mem)]
+                m.d.comb += core_sel.eq(1)
+                m.d.sync += self.host_mem.eq(mem)
 
         # Staging: the strobed bytes into part ``part``; the last part commits the word.
         staging, merged = Signal(512), Signal(512)
@@ -178,26 +184,31 @@ class HostInterface(wiring.Component):
         read = self.re & win_go
         with m.If(write):
             m.d.sync += staging.eq(merged)
-        m.d.comb += [self.host_addr.eq(index), self.host_wdata.eq(merged),
+        # The commit is registered, so the word it writes is the staging register's.
+        m.d.comb += self.host_wdata.eq(staging)
+        m.d.sync += [self.host_addr.eq(index),
                      self.host_we.eq(commit & core_sel), self.host_re.eq(read & core_sel)]
         for name, prefix in _STREAM_WINDOWS.items():
-            m.d.comb += [getattr(self, f"{prefix}_addr").eq(index),
-                         getattr(self, f"{prefix}_wdata").eq(merged),
+            m.d.comb += getattr(self, f"{prefix}_wdata").eq(staging)
+            m.d.sync += [getattr(self, f"{prefix}_addr").eq(index),
                          getattr(self, f"{prefix}_we").eq(commit & sel[name]),
                          getattr(self, f"{prefix}_re").eq(read & sel[name])]
 
-        # ---- responses: register reads now, window reads a cycle later (part ``part``
-        # of the word the RAM returns). The address is held meanwhile and the read was
-        # checked when taken, so no error is raised for it then.
-        rd_pending, rd_part = Signal(), Signal(4)
+        # ---- responses: register reads now, window reads three cycles later: the request
+        # register, the RAM, then the word it returns registered (so the memories' bank
+        # multiplexers and this block's part selection do not share a cycle), of which
+        # part ``part`` answers. The address is held meanwhile and the read was checked
+        # when taken, so no error is raised for it then.
+        rd_issued, rd_arrives, rd_pending, rd_part = Signal(), Signal(), Signal(), Signal(4)
         rd_weight, rd_param = Signal(), Signal()
-        m.d.sync += rd_pending.eq(read)
+        m.d.sync += [rd_issued.eq(read), rd_arrives.eq(rd_issued), rd_pending.eq(rd_arrives)]
         with m.If(read):
             m.d.sync += [rd_part.eq(part), rd_weight.eq(sel["weights"]),
                          rd_param.eq(sel["params"])]
         rd_word = Signal(512)
-        m.d.comb += rd_word.eq(Mux(rd_weight, self.weight_rdata,
-                                   Mux(rd_param, self.param_rdata, self.host_rdata)))
+        with m.If(rd_arrives):
+            m.d.sync += rd_word.eq(Mux(rd_weight, self.weight_rdata,
+                                       Mux(rd_param, self.param_rdata, self.host_rdata)))
         decode_err = Mux(is_reg, ~reg_hit | (self.we & reg_ro), ~win_go)
         m.d.comb += [
             self.err.eq(~rd_pending & decode_err),

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amaranth import Cat, Module, Mux, Shape, Signal, Value, signed
+from amaranth import Array, Cat, Module, Mux, Signal, Value, signed
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -66,7 +66,8 @@ class Part:
     nextpnr: tuple[str, ...]  # arguments after the nextpnr executable
     dsps: int  # DSP blocks on the part (a budget for multiplier mapping)
     spram_bits: int | None = None  # width of the SPRAM bank (iCE40 UP: 4 x 16 bits)
-    registered_reads: bool = False  # the wrapper's weight/param memories answer in 3 cycles
+    read_latency: int = 1  # cycles from a request to its data, weight/param memories (engine top)
+    bank_depth: int | None = None  # words per bank of those memories (one block RAM deep)
 
     @property
     def nextpnr_tool(self) -> str:
@@ -82,25 +83,25 @@ PARTS = {
         name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
         target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156,
-        registered_reads=True),
+        read_latency=4, bank_depth=2048),
 }
 
 #: Memory depths per (part, lanes). UP5K: the weight stream sits in the SPRAMs (its low 64
 #: bits; wider words spill the rest into block RAM, which then bounds the depth), the
 #: activation buffer takes one block RAM copy per lane, parameters 72 bits per row.
 #: ECP5-85F: ~1.3 Mbit of stream (128 K weight slots) at every lane count, 1024 x 1024 layers;
-#: its memories answer in 3 cycles (``registered_reads``), so the readers' FIFOs hold 6 words
-#: to keep one word per cycle (credits: 3 in flight, the FIFO's storage and output register),
-#: and the requantizer takes 8 stages (logic is plentiful there, the clock target is 100 MHz).
+#: its memories answer in 4 cycles (``Part.read_latency``), so the readers' FIFOs hold 7
+#: words to keep one word per cycle (``EngineSynthTop``: latency + 3 credits), and the
+#: requantizer takes 8 stages (logic is plentiful there, the clock target is 100 MHz).
 CONFIGS = {
     ("up5k", 4): dict(max_rows=512, max_cols=1024, weight_depth=16384),
     ("up5k", 8): dict(max_rows=256, max_cols=512, weight_depth=4096),
     ("up5k", 16): dict(max_rows=256, max_cols=512, weight_depth=256),
-    ("ecp5-85f", 4): dict(max_rows=1024, max_cols=1024, weight_depth=32768, fifo_depth=6,
+    ("ecp5-85f", 4): dict(max_rows=1024, max_cols=1024, weight_depth=32768, fifo_depth=7,
                              pipelined_requantizer=True),
-    ("ecp5-85f", 8): dict(max_rows=1024, max_cols=1024, weight_depth=16384, fifo_depth=6,
+    ("ecp5-85f", 8): dict(max_rows=1024, max_cols=1024, weight_depth=16384, fifo_depth=7,
                              pipelined_requantizer=True),
-    ("ecp5-85f", 16): dict(max_rows=1024, max_cols=1024, weight_depth=8192, fifo_depth=6,
+    ("ecp5-85f", 16): dict(max_rows=1024, max_cols=1024, weight_depth=8192, fifo_depth=7,
                              pipelined_requantizer=True),
 }
 
@@ -132,31 +133,52 @@ class EngineSynthTop(wiring.Component):
     byte ``sr[W:W+16]``, READ_STATUS counter ``sr[W:W+3]`` (cycles, macs, zero_acts,
     stalls, nnz_seen, status) into the 32-bit capture register shifted out on ``sdo``.
 
-    Memories: ``weight_mem`` (stream words; one address shared by the host write and the
+    Memories: ``weight_lo`` (stream words; one address shared by the host write and the
     engine read, read enable never with write enable: a single-port memory, which is what
     SPRAM is), ``weight_hi`` (the bits above ``spram_bits``, when words are wider),
     ``param_mem`` (72-bit row records) and ``out_mem`` (int8 per row); the activation
     buffer lives in the MAC array.
 
-    With ``registered_reads`` the weight and parameter memories register their request and
-    their read data (a 3-cycle memory): on the ECP5 a block RAM's clock-to-out plus the
-    routing across the stream memory's 80 DP16KD take about 11 ns before any logic, and
-    the address fans out to all of them.
+    With ``read_latency`` above 1 the weight and parameter memories register their request
+    and, from 3 on, their read data ``read_latency - 2`` times. With ``bank_depth`` as well,
+    a memory deeper than that is built as banks of ``bank_depth`` words (``weight_lo_b3``),
+    each bank's read data registered on its own and the bank multiplexer given the next
+    cycle: on the ECP5 a DP16KD's clock-to-out is 5.6 ns and the stream memory spans 80 of
+    them, so the multiplexer and its routing cannot share that cycle. The readers keep one
+    word per cycle when ``cfg.fifo_depth`` is at least ``read_latency + 3`` (credits: the
+    words in flight, the FIFO's storage slot and its output register).
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+    spram_bits : int or None
+        Width of the single-port SPRAM bank the stream memory's low bits map to (iCE40 UP).
+    read_latency : int
+        Cycles from a weight or parameter request to its data, 1 or more.
+    bank_depth : int or None
+        Words per bank of the weight and parameter memories (a power of two; one block
+        RAM's depth), used from ``read_latency`` 3 on.
     """
 
     def __init__(self, cfg: EngineConfig, *, spram_bits: int | None = None,
-                 registered_reads: bool = False):
-        self.registered_reads = registered_reads
+                 read_latency: int = 1, bank_depth: int | None = None):
+        if not isinstance(read_latency, int) or read_latency < 1:
+            raise ValueError(f"read_latency must be an int >= 1, got {read_latency!r}")
+        if cfg.fifo_depth < read_latency + 3:
+            raise ValueError(f"fifo_depth {cfg.fifo_depth} cannot keep one word per cycle "
+                             f"from a {read_latency}-cycle memory: it needs at least "
+                             f"{read_latency + 3}")
+        if bank_depth is not None and (not isinstance(bank_depth, int) or bank_depth < 2
+                                       or bank_depth & (bank_depth - 1)):
+            raise ValueError(f"bank_depth must be a power of two >= 2 or None, "
+                             f"got {bank_depth!r}")
+        self.read_latency = read_latency
+        self.bank_depth = bank_depth if read_latency >= 3 else None
+        self.spram_bits = spram_bits
         self.cfg = cfg
         self.engine = MatVecEngine(cfg)
-        W = cfg.word_bits
-        lo = W if spram_bits is None else min(W, spram_bits)
-        self.weight_mem = Memory(shape=lo, depth=cfg.weight_depth, init=[])
-        self.weight_hi = (Memory(shape=W - lo, depth=cfg.weight_depth, init=[])
-                          if W > lo else None)
-        self.param_mem = Memory(shape=cfg.param_bits, depth=cfg.max_rows, init=[])
         self.out_mem = Memory(shape=signed(8), depth=cfg.max_rows, init=[])
-        self.data_bits = max(W, cfg.param_bits)
+        self.data_bits = max(cfg.word_bits, cfg.param_bits)
         self.sr_bits = max(HEADER_BITS, self.data_bits + 16)
         super().__init__({
             "sdi": In(1), "sen": In(1), "cmd": In(3), "sdo": Out(1),
@@ -186,36 +208,29 @@ class EngineSynthTop(wiring.Component):
 
         # Weight stream memory: one address, read and write never together (single port).
         host_w = cmd == Cmd.WRITE_WEIGHT
-        delay = self.registered_reads
+        latency = self.read_latency
         take, waddr, wdata, wen = self._request(
-            m, delay, eng.w_req_valid & ~host_w, Mux(host_w, addr, eng.w_req_addr),
+            m, latency, eng.w_req_valid & ~host_w, Mux(host_w, addr, eng.w_req_addr),
             data[:W], host_w)
-        resp_valid = Signal()
-        m.d.sync += resp_valid.eq(take)
-        rdata = []
-        lo_bits = Shape.cast(self.weight_mem.shape).width
-        for mem, lo, hi in ((self.weight_mem, 0, lo_bits), (self.weight_hi, lo_bits, W)):
-            if mem is None:
-                continue
-            m.submodules[f"weight_{'lo' if lo == 0 else 'hi'}"] = mem
-            wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(wdata[lo:hi]), wp.en.eq(wen),
-                         rp.addr.eq(waddr), rp.en.eq(take)]
-            rdata.append(rp.data)
+        lo = W if self.spram_bits is None else min(W, self.spram_bits)
+        rdata, stages = [], 0
+        for name, bits in (("weight_lo", slice(0, lo)), ("weight_hi", slice(lo, W))):
+            if bits.start < bits.stop:
+                part, stages = self._memory(m, name, bits.stop - bits.start, cfg.weight_depth,
+                                            waddr, wdata[bits], wen, waddr, take)
+                rdata.append(part)
         m.d.comb += eng.w_req_ready.eq(~host_w)
-        self._respond(m, delay, Cat(*rdata), resp_valid, eng.w_resp_data, eng.w_resp_valid)
+        self._respond(m, latency - stages, Cat(*rdata), self._delayed(m, take, 1 + stages),
+                      eng.w_resp_data, eng.w_resp_valid)
 
         # Row parameters: host write port, engine read port.
-        m.submodules.param_mem = self.param_mem
-        pw, prd = self.param_mem.write_port(), self.param_mem.read_port()
-        p_take, p_addr = self._request(m, delay, eng.p_req_valid, eng.p_req_addr)
-        p_valid = Signal()
-        m.d.sync += p_valid.eq(p_take)
-        m.d.comb += [pw.addr.eq(addr), pw.data.eq(data[:cfg.param_bits]),
-                     pw.en.eq(cmd == Cmd.WRITE_PARAM),
-                     prd.addr.eq(p_addr), prd.en.eq(p_take),
-                     eng.p_req_ready.eq(1)]
-        self._respond(m, delay, prd.data, p_valid, eng.p_resp_data, eng.p_resp_valid)
+        p_take, p_addr = self._request(m, latency, eng.p_req_valid, eng.p_req_addr)
+        p_data, stages = self._memory(m, "param_mem", cfg.param_bits, cfg.max_rows, addr,
+                                      data[:cfg.param_bits], cmd == Cmd.WRITE_PARAM,
+                                      p_addr, p_take)
+        m.d.comb += eng.p_req_ready.eq(1)
+        self._respond(m, latency - stages, p_data, self._delayed(m, p_take, 1 + stages),
+                      eng.p_resp_data, eng.p_resp_valid)
 
         # Activations.
         m.d.comb += [eng.act_waddr.eq(addr), eng.act_wdata.eq(data[:8]),
@@ -247,19 +262,58 @@ class EngineSynthTop(wiring.Component):
                      self.error.eq(eng.error)]
         return m
 
+    def _memory(self, m, name, width, depth, waddr, wdata, wen, raddr, ren):
+        """Memory ``name`` with one write and one read port; returns its read data and
+        how many cycles after the memory's own it is valid (1 when banked: the bank
+        registers, then the bank multiplexer; else 0)."""
+        bank = self.bank_depth
+        if bank is None or depth <= bank:
+            m.submodules[name] = mem = Memory(shape=width, depth=depth, init=[])
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(wen),
+                         rp.addr.eq(raddr), rp.en.eq(ren)]
+            return rp.data, 0
+        low = (bank - 1).bit_length()
+        outs = []
+        for i in range(-(-depth // bank)):
+            m.submodules[f"{name}_b{i}"] = mem = Memory(shape=width, depth=bank, init=[])
+            # Read every cycle (``ren`` only travels with the data as its valid): a read
+            # enable would make Yosys hold the DP16KD's unregistered output in a LUT and a
+            # flip-flop of its own in front of the bank register.
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(waddr[:low]), wp.data.eq(wdata),
+                         wp.en.eq(wen & (waddr[low:] == i)), rp.addr.eq(raddr[:low])]
+            q = Signal(width, name=f"{name}_b{i}_q")
+            m.d.sync += q.eq(rp.data)
+            outs.append(q)
+        # The bank that answers: the read address's upper bits, as old as the bank registers.
+        which = self._delayed(m, raddr[low:], 2)
+        return Array(outs)[which], 1
+
     @staticmethod
-    def _request(m, delay: bool, *signals):
-        """A memory's request signals, registered if ``delay``."""
-        if not delay:
+    def _delayed(m, value, cycles: int):
+        """``value`` registered ``cycles`` times."""
+        for _ in range(cycles):
+            reg = Signal.like(Value.cast(value))
+            m.d.sync += reg.eq(value)
+            value = reg
+        return value
+
+    @staticmethod
+    def _request(m, latency: int, *signals):
+        """A memory's request signals, registered once if ``latency`` is above 1."""
+        if latency == 1:
             return signals
         regs = [Signal.like(Value.cast(sig)) for sig in signals]
         m.d.sync += [r.eq(sig) for r, sig in zip(regs, signals)]
         return regs
 
     @staticmethod
-    def _respond(m, delay: bool, data, valid, resp_data, resp_valid):
-        """Drive a read response port from a memory's read data, one cycle later if ``delay``."""
-        if delay:
+    def _respond(m, latency: int, data, valid, resp_data, resp_valid):
+        """Drive a read response port from a memory's read data (``valid`` with it),
+        registered ``latency - 2`` times (the request register and the memory take the
+        other two)."""
+        for _ in range(latency - 2):
             data_r, valid_r = Signal.like(data), Signal()
             m.d.sync += [data_r.eq(data), valid_r.eq(valid)]
             data, valid = data_r, valid_r
@@ -376,8 +430,8 @@ def _sel(module: str, cell: str) -> str:
 def engine_design(part: Part, lanes: int, overrides: dict | None = None) -> Design:
     depths = dict(CONFIGS[(part.name, lanes)], **(overrides or {}))
     cfg = EngineConfig(lanes=lanes, **depths)
-    top = EngineSynthTop(cfg, spram_bits=part.spram_bits,
-                         registered_reads=part.registered_reads)
+    top = EngineSynthTop(cfg, spram_bits=part.spram_bits, read_latency=part.read_latency,
+                         bank_depth=part.bank_depth)
     text = rtlil.convert(top, name="top", emit_src=False)
     d = Design(name="matvec_engine",
                config=dict(lanes=lanes, **depths, word_bits=cfg.word_bits),

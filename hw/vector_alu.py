@@ -6,7 +6,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .fixed_point import rounding_divide_by_pot, saturate
+from .fixed_point import rounding_parts, saturate
 from .requantizer import MODE_INT8, MODE_INT16, Requantizer
 
 #: Operations.
@@ -59,20 +59,24 @@ class VectorAlu(wiring.Component):
             rq.multiplier.eq(mult1), rq.shift.eq(sh1),
             rq.mode.eq(Mux(sat8, MODE_INT8, MODE_INT16)),
         ]
-        # The other operations: shift, then saturate, then wait for the requantizer.
-        right = Signal(5)
-        m.d.comb += right.eq(Mux(op1 == OP_SHIFT, -sh1, sh1))
-        shifted = Signal(signed(48))
-        m.d.comb += shifted.eq(Mux(
-            (op1 == OP_SHIFT) & (sh1 > 0), p1 << sh1[:4],
-            Mux((op1 == OP_ADD) | ((op1 == OP_SHIFT) & (sh1 == 0)), p1,
-                rounding_divide_by_pot(m, p1, right, name="rshift"))))
-        r2 = Signal(signed(16))
-        m.d.sync += r2.eq(Mux(sat8, saturate(shifted, -128, 127),
-                              saturate(shifted, -32768, 32767)))
-        delay = [Signal(signed(16), name=f"delay{i}") for i in range(LATENCY - 2)]
+        # The other operations, in three stages (then they wait for the requantizer): the
+        # shift (or the quotient and rounding bit of a right shift), the rounding add,
+        # the saturation. One stage for all three was a 72-level path on the ECP5.
+        right, mask = Signal(5), Signal(32)
+        m.d.comb += [right.eq(Mux(op1 == OP_SHIFT, -sh1, sh1)), mask.eq((1 << right) - 1)]
+        quotient, round_up = rounding_parts(p1, right, mask)
+        left = (op1 == OP_SHIFT) & (sh1 > 0)
+        plain = (op1 == OP_ADD) | ((op1 == OP_SHIFT) & (sh1 == 0))
+        q2, up2, sat8_2 = Signal(signed(48)), Signal(), Signal()
+        m.d.sync += [q2.eq(Mux(left, p1 << sh1[:4], Mux(plain, p1, quotient))),
+                     up2.eq(~left & ~plain & round_up), sat8_2.eq(sat8)]
+        s3, sat8_3 = Signal(signed(48)), Signal()
+        m.d.sync += [s3.eq(q2 + up2), sat8_3.eq(sat8_2)]
+        r4 = Signal(signed(16))
+        m.d.sync += r4.eq(Mux(sat8_3, saturate(s3, -128, 127), saturate(s3, -32768, 32767)))
+        delay = [Signal(signed(16), name=f"delay{i}") for i in range(LATENCY - 4)]
         ops = [Signal(2, name=f"op_delay{i}") for i in range(LATENCY - 1)]
-        m.d.sync += [delay[0].eq(r2), ops[0].eq(op1)]
+        m.d.sync += [delay[0].eq(r4), ops[0].eq(op1)]
         m.d.sync += [delay[i].eq(delay[i - 1]) for i in range(1, len(delay))]
         m.d.sync += [ops[i].eq(ops[i - 1]) for i in range(1, len(ops))]
         m.d.comb += [

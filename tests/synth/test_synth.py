@@ -8,12 +8,28 @@ The processor's synthesis wrapper (``SerialPins``) is checked in the Amaranth si
 the processor itself is synthesized only by ``make synth`` (minutes per run).
 """
 
+import numpy as np
+import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from hw.synth import PARTS, SerialPins, engine_design, synthesize
+from golden.weights import Encoding
+from hw.config import EngineConfig
+from hw.synth import (
+    CONFIGS,
+    HEADER_FIELDS,
+    PARTS,
+    Cmd,
+    EngineSynthTop,
+    SerialPins,
+    engine_design,
+    synthesize,
+)
+from sim.job import SENTINEL, RunResult, make_job
+from sim.perf_model import PIPELINE_LATENCY
+from sim.pysim import run_jobs
 
 DEPTHS = dict(max_rows=256, max_cols=256, weight_depth=16384)
 
@@ -38,6 +54,92 @@ def test_engine_l4_up5k(tmp_path):
     assert rec["logic_util"] < 1.0
     assert rec["fmax_mhz"] and rec["fmax_mhz"] > 0
     assert rec["critical_path"] and rec["critical_path"]["start"]
+
+
+def test_engine_top_fifo_covers_read_latency():
+    """The ECP5 configurations' reader FIFOs keep one word per cycle from the part's
+    memory latency (latency + 3 credits, ``tests/unit/test_memory_reader.py``); a
+    shallower FIFO is refused rather than silently slowing the engine."""
+    part = PARTS["ecp5-85f"]
+    for lanes in (4, 8, 16):
+        cfg = EngineConfig(lanes=lanes, **CONFIGS[(part.name, lanes)])
+        assert cfg.fifo_depth >= part.read_latency + 3
+        EngineSynthTop(cfg, read_latency=part.read_latency)
+    with pytest.raises(ValueError, match="fifo_depth 6 cannot keep one word per cycle"):
+        EngineSynthTop(EngineConfig(lanes=4, fifo_depth=6), read_latency=4)
+    with pytest.raises(ValueError, match="read_latency must be an int >= 1"):
+        EngineSynthTop(EngineConfig(lanes=4), read_latency=0)
+
+
+def _run_engine_top(top, job):
+    """Load ``job`` through ``top``'s serial port (``EngineSynthTop``), run it, and return
+    its result: every memory word shifted in and written with a command, as on the pins."""
+    cfg = top.cfg
+    res = {}
+
+    async def shift(ctx, value):
+        for i in range(top.sr_bits):  # the last bit shifted in ends up at sr[0]'s far end
+            ctx.set(top.sdi, value >> i & 1)
+            ctx.set(top.sen, 1)
+            await ctx.tick()
+        ctx.set(top.sen, 0)
+
+    async def command(ctx, cmd, value):
+        await shift(ctx, value)
+        ctx.set(top.cmd, cmd)
+        await ctx.tick()
+        ctx.set(top.cmd, Cmd.NOP)
+        await ctx.tick().repeat(2)  # the command register, then the registered request
+
+    async def tb(ctx):
+        at = top.data_bits  # the address field of the shift register
+        for i, w in enumerate(job.words):
+            await command(ctx, Cmd.WRITE_WEIGHT, w | i << at)
+        for i, prm in enumerate(job.params):
+            await command(ctx, Cmd.WRITE_PARAM, prm | i << at)
+        for i, v in enumerate(job.x):
+            await command(ctx, Cmd.WRITE_ACT, (int(v) & 0xFF) | i << at)
+        for i in range(cfg.max_rows):
+            ctx.set(top.out_mem.data[i], SENTINEL)
+        fields, header, pos = job.fields(), 0, 0
+        for name, width in HEADER_FIELDS:
+            header |= fields[name] << pos
+            pos += width
+        await command(ctx, Cmd.START, header)
+        for _ in range(20 * (len(job.words) + job.header.rows) + 200):
+            if ctx.get(top.done):
+                break
+            await ctx.tick()
+        eng = top.engine
+        res["result"] = RunResult(
+            outputs=np.array([ctx.get(top.out_mem.data[i]) for i in range(cfg.max_rows)]),
+            error=ctx.get(eng.error), cycles=ctx.get(eng.cycles), macs=ctx.get(eng.macs),
+            zero_acts=ctx.get(eng.zero_acts), stalls=ctx.get(eng.stalls),
+            nnz_seen=ctx.get(eng.nnz_seen))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return res["result"]
+
+
+def test_engine_top_banked_four_cycle_memory_runs_at_full_rate():
+    """The ECP5 wrapper's memories (a 4-cycle read, banked stream memory: here 3 banks of
+    32 words, the layer's words spread over all of them) give the golden results, and
+    the engine still takes one stream word per cycle: its cycle count and stalls are the
+    1-cycle memory's (``sim.pysim``; ``n_words + PIPELINE_LATENCY`` with the 8-stage
+    requantizer's 2) plus the 3 cycles more the first word takes to arrive."""
+    cfg = EngineConfig(lanes=4, max_rows=16, max_cols=40, weight_depth=96, fifo_depth=7,
+                       pipelined_requantizer=True)
+    job = make_job(np.random.default_rng(7), rows=12, cols=40, sparsity=0.3,
+                   encoding=Encoding.INT4, lanes=4)
+    assert 64 < len(job.words) <= 96, len(job.words)  # reaches the last bank
+    res = _run_engine_top(EngineSynthTop(cfg, read_latency=4, bank_depth=32), job)
+    assert job.check(res) == []
+    ref = run_jobs(cfg, [job])[0]
+    assert ref.cycles == len(job.words) + PIPELINE_LATENCY + 2
+    assert (res.cycles, res.stalls) == (ref.cycles + 3, ref.stalls + 3)
 
 
 class _Adder(wiring.Component):

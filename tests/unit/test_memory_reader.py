@@ -153,6 +153,20 @@ def test_full_rate_with_one_cycle_memory():
     assert res["cycles_to_done"] <= 48 + 4, f"{res['cycles_to_done']} cycles for 48 words"
 
 
+def test_full_rate_needs_latency_plus_three():
+    # hw.synth.EngineSynthTop: a memory answering in L cycles keeps one word per cycle with
+    # a FIFO of depth L + 3 (the ECP5 wrapper: L = 4, depth 7), and not with one less.
+    mem = words(11, 48, 77)
+    res = run_reader(mem, 48, width=77, addr_bits=6, pad_to=80, seed=12, depth=7,
+                     latency=(4, 4))
+    check_result(res, mem, 48, 77, 80)
+    assert res["cycles_to_done"] <= 48 + 4 + 3, f"{res['cycles_to_done']} cycles for 48 words"
+    short = run_reader(mem, 48, width=77, addr_bits=6, pad_to=80, seed=12, depth=6,
+                       latency=(4, 4))
+    check_result(short, mem, 48, 77, 80)
+    assert short["cycles_to_done"] > res["cycles_to_done"] + 5
+
+
 def test_count_one_and_zero():
     mem = words(7, 4, 77)
     res = run_reader(mem, 1, width=77, addr_bits=2, pad_to=80, seed=9, p_req_ready=0.5)

@@ -31,7 +31,7 @@ from compiler.iss import Machine
 from golden.model import ModelConfig, QuantConfig, random_float_model
 from golden.quantize import quantize_model
 from golden.weights import Encoding
-from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, Processor
+from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, HostMem, Processor
 from sim import toolchain
 from sim.harness import PARAM_SALT, WEIGHT_SALT, serve_with_wait_states
 from sim.job import CORRUPTIONS, corrupt, make_job
@@ -90,9 +90,16 @@ class Rig:
         self.iss.write_descriptor(index, raw)
         self._mem(self.cpu.desc_mem, index, [int.from_bytes(raw, "little")])
 
-    def constant(self, index, word):
+    async def constant(self, index, word):
+        """Through the host port: the core records each constant's validity as it is written."""
         self.iss.write_constant(index, word)
-        self._mem(self.cpu.const_mem, index, [word])
+        ctx, cpu = self.ctx, self.cpu
+        ctx.set(cpu.host_mem, HostMem.CONSTANTS)
+        ctx.set(cpu.host_addr, index)
+        ctx.set(cpu.host_wdata, word)
+        ctx.set(cpu.host_we, 1)
+        await ctx.tick()
+        ctx.set(cpu.host_we, 0)
 
     def weights(self, addr, words):
         self.iss.write_weights(addr, words)
@@ -111,15 +118,16 @@ class Rig:
             setattr(self.iss, name, value)
             self.ctx.set(getattr(self.cpu, name), value)
 
-    def load(self, image):
-        self.iss.load(image)
+    async def load(self, image):
         cpu = self.cpu
+        self.iss.load(image)
+        for i, word in enumerate(image.constants):
+            await self.constant(i, word)
         self._mem(cpu.program_mem, 0, image.program)
         self._mem(self.bench.weight_mem, 0, image.weights)
         self._mem(self.bench.param_mem, 0, image.params)
         self._mem(cpu.desc_mem, 0, [int.from_bytes(d.pack(), "little")
                                     for d in image.descriptors])
-        self._mem(cpu.const_mem, 0, image.constants)
         for addr, values in image.scratch_init:
             self._mem(cpu.scratch_mem, addr, [int(v) & 0xFFFF for v in values])
         for name, value in (("prog_len", len(image.program)),
@@ -262,7 +270,7 @@ def test_compiled_steps_match_the_iss(name, fuse):
     assert (Op.LSTM in {decode(w).op for w in image.program}) == fuse
 
     async def body(rig):
-        rig.load(image)
+        await rig.load(image)
         await frames(rig, image, 3, seed=len(name))
 
     rig = simulate(body)
@@ -277,7 +285,7 @@ def test_wait_states_change_timing_not_results(fuse):
     image = compile_model(small_model(MODELS["int4-50-tanh"][0]), CFG, fuse_lstm=fuse)
 
     async def body(rig):
-        rig.load(image)
+        await rig.load(image)
         rng = np.random.default_rng(3)
         for step in STEPS:
             feat = image.region("feat")
@@ -308,7 +316,7 @@ def test_vector_instructions_match_the_iss():
 
     async def body(rig):
         for i, (mult, shift) in enumerate(consts):
-            rig.constant(i, pack_constant(mult, shift))
+            await rig.constant(i, pack_constant(mult, shift))
         rig.registers(const_count=len(consts), prog_len=CFG.program_depth)
         for trial in range(3):
             n = int(rng.integers(1, 20))
@@ -432,7 +440,7 @@ def test_every_sequencer_error_halts_cleanly_with_its_pc_and_start_recovers():
 
     async def body(rig):
         for i, k in enumerate(consts):
-            rig.constant(i, k)
+            await rig.constant(i, k)
         rig.scratch(0, rng.integers(-128, 128, 200))
         rig.scratch(160, [1, 9])  # LOADROW indices: in range, out of range
         d = layer(rig, job, base=0)
