@@ -27,7 +27,13 @@ from golden.wav import load_audio
 
 from .arbitration import DeviceCost
 from .data import Utterances, load_split
-from .export import calibrate_arbitrator, export_variants, greedy_decode, pipeline_results, word_error_rate
+from .export import (
+    calibrate_arbitrator,
+    export_variants,
+    greedy_decode,
+    pipeline_results,
+    word_error_rate,
+)
 from .trainer import CHECKPOINT, HISTORY, TrainConfig, load_checkpoint, load_checkpoint_model
 
 __all__ = ["SUMMARY", "finalize", "operating_point", "testset_utterances"]

@@ -97,3 +97,24 @@ def test_two_stages_with_init_and_predictor_dropout(data_dir, tmp_path):
     assert trainer.load_checkpoint(second)["step"] == 3
     with pytest.raises(ValueError, match="predictor_dropout"):
         TrainConfig(predictor_dropout=1.0)
+
+
+def test_cli_trains_with_augmentation_and_exports_one_variant(data_dir, tmp_path, capsys):
+    from golden.model import QuantModel, load_model
+    from train.__main__ import main
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 1}.items()]
+    flags += ["--warp=0.1", "--freq-masks=1", "--time-masks=1", "--tail-frames=4",
+              "--force-fraction=0.5"]
+    out = tmp_path / "models"
+    argv = ["--data", str(data_dir), "--work", str(tmp_path / "w"), "--out", str(out),
+            "--no-progress", "--export-variants", "int4_s75", *flags]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["int4_s75.npz"]  # no float, no json
+    qm = load_model(out / "int4_s75.npz")
+    assert isinstance(qm, QuantModel) and qm.config.quant.sparsity == 0.75
+    assert "arbitrator offset 0.0000" in capsys.readouterr().out
+    # An unknown variant is refused by the parser.
+    with pytest.raises(SystemExit) as e:
+        main([*argv[:-len(flags) - 1], "int3", *flags])
+    assert e.value.code == 2
