@@ -35,7 +35,10 @@ class MemoryReader(wiring.Component):
     done : Out(1)
         All ``count`` words have left through ``out``.
     crc : Out(32)
-        CRC-32 of the words received so far, each padded to ``pad_to`` bits.
+        CRC-32 of the words received up to two cycles ago, each padded to ``pad_to`` bits:
+        a response is registered before it is folded, so the CRC logic starts from
+        flip-flops, not from the memory's output multiplexer. It is complete by the time
+        ``done`` rises (the FIFO takes at least three cycles to pass the last word out).
     """
 
     def __init__(self, *, width: int, addr_bits: int, depth: int = 4, pad_to: int | None = None):
@@ -60,6 +63,8 @@ class MemoryReader(wiring.Component):
         issued = Signal(n)
         popped = Signal(n)
         inflight = Signal(range(self._depth + 1))
+        crc_en = Signal()
+        crc_data = Signal(self._width)
 
         can_issue = self.enable & (issued < self.count) & (inflight + q.level < self._depth)
         take = can_issue & self.req_ready
@@ -68,8 +73,8 @@ class MemoryReader(wiring.Component):
             self.req_valid.eq(can_issue),
             q.w_data.eq(self.resp_data),
             q.w_en.eq(self.resp_valid),
-            crc.en.eq(self.resp_valid),
-            crc.data.eq(self.resp_data),
+            crc.en.eq(crc_en),
+            crc.data.eq(crc_data),
             self.crc.eq(crc.value),
             self.out_data.eq(q.r_data),
             self.out_last.eq(popped + 1 == self.count),
@@ -77,7 +82,10 @@ class MemoryReader(wiring.Component):
             q.r_en.eq(self.out_ready),
             self.done.eq(popped == self.count),
         ]
-        m.d.sync += inflight.eq(inflight + take - self.resp_valid)
+        m.d.sync += [
+            inflight.eq(inflight + take - self.resp_valid),
+            crc_en.eq(self.resp_valid), crc_data.eq(self.resp_data),
+        ]
         with m.If(take):
             m.d.sync += issued.eq(issued + 1)
         with m.If(q.r_rdy & self.out_ready):

@@ -25,7 +25,9 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
         popped = 0
         t = 0
         idle_after_done = 0
-        crc_so_far = 0  # zlib CRC of the responses delivered before this cycle
+        # zlib CRC after each response delivered so far; the reader registers a response
+        # before folding it, so its crc lags by two cycles
+        crc_after = [(-2, 0)]  # (cycle the response was driven, CRC including it)
         nbytes = (width if pad_to is None else pad_to) // 8
         while t < max_cycles and idle_after_done < tail:
             en = enable(t)
@@ -34,12 +36,15 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
             ctx.set(dut.enable, en)
             ctx.set(dut.req_ready, req_ready)
             ctx.set(dut.out_ready, out_ready)
-            assert ctx.get(dut.crc) == crc_so_far, f"cycle {t}: crc is not that of the words received"
+            lagged = [c for when, c in crc_after if when <= t - 2][-1]
+            assert ctx.get(dut.crc) == lagged, \
+                f"cycle {t}: crc is not that of the words received two cycles ago"
             if pending and pending[0][0] == t:
                 _, addr = pending.pop(0)
                 ctx.set(dut.resp_valid, 1)
                 ctx.set(dut.resp_data, mem[addr])
-                crc_so_far = zlib.crc32(mem[addr].to_bytes(nbytes, "little"), crc_so_far)
+                crc_after.append((t, zlib.crc32(mem[addr].to_bytes(nbytes, "little"),
+                                                crc_after[-1][1])))
             else:
                 ctx.set(dut.resp_valid, 0)
                 ctx.set(dut.resp_data, rng.getrandbits(width))  # garbage when not valid
@@ -49,6 +54,9 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
             done = ctx.get(dut.done)
 
             assert done == (popped == count), f"cycle {t}: done={done} after {popped}/{count} words"
+            if done:
+                # the engine compares the CRC once done is high: it must be complete by then
+                assert ctx.get(dut.crc) == crc_after[-1][1], f"cycle {t}: done before the crc"
             if not en:
                 assert not req_valid, f"cycle {t}: request issued with enable low"
             if req_valid and req_ready:
