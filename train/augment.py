@@ -24,7 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Augment", "extend_tails"]
+__all__ = ["Augment", "extend_tails", "require_count"]
+
+
+def require_count(label: str, value, minimum: int = 0) -> None:
+    """Raise ValueError naming ``label`` unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{label} must be an int >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,9 +57,7 @@ class Augment:
         if not 0.0 <= self.warp < 0.5:
             raise ValueError(f"Augment.warp must be in [0, 0.5), got {self.warp!r}")
         for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"Augment.{name} must be an int >= 0, got {v!r}")
+            require_count(f"Augment.{name}", getattr(self, name))
 
     def __call__(self, feats: torch.Tensor, lengths: torch.Tensor, *, n_mels: int,
                  fill: torch.Tensor, scale: float,
@@ -128,10 +132,8 @@ def extend_tails(feats: torch.Tensor, lengths: torch.Tensor, *, frames: int, sou
     feats, lengths : torch.Tensor
         ``[B, T', F]`` (zero padded) and ``[B]``.
     """
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
-        raise ValueError(f"frames must be an int >= 0, got {frames!r}")
-    if isinstance(source, bool) or not isinstance(source, int) or source < 1:
-        raise ValueError(f"source must be an int >= 1, got {source!r}")
+    require_count("frames", frames)
+    require_count("source", source, 1)
     extra = torch.randint(0, frames + 1, (len(lengths),), generator=generator)
     new_lengths = lengths + extra
     bsz, _, f = feats.shape

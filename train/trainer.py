@@ -32,7 +32,7 @@ from golden.model import ModelConfig
 from golden.tokens import Tokenizer, default_tokens
 
 from .arbitration import DeviceCost, GateSchedule, amortization_penalty, compute_penalty
-from .augment import Augment, extend_tails
+from .augment import Augment, extend_tails, require_count
 from .compress import cubic_sparsity
 from .data import load_split
 from .loss import rnnt_loss
@@ -135,17 +135,14 @@ class TrainConfig:
     force_fraction: float = 0.0
 
     def __post_init__(self):
-        if isinstance(self.tail_frames, bool) or not isinstance(self.tail_frames, int) \
-                or self.tail_frames < 0:
-            raise ValueError(f"TrainConfig.tail_frames must be an int >= 0, "
-                             f"got {self.tail_frames!r}")
+        require_count("TrainConfig.tail_frames", self.tail_frames)
         for name in ("epochs", "batch_size", "val_limit", "prune_every", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"TrainConfig.train_limit must be >= 1, got {self.train_limit!r}")
-        for name in ("qat_start", "prune_start", "prune_end", "hard_from"):
+        for name in ("qat_start", "prune_start", "prune_end", "hard_from", "force_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {v!r}")
@@ -160,9 +157,6 @@ class TrainConfig:
         if not 0.0 <= self.predictor_dropout < 1.0:
             raise ValueError("TrainConfig.predictor_dropout must be in [0, 1), "
                              f"got {self.predictor_dropout!r}")
-        if not 0.0 <= self.force_fraction <= 1.0:
-            raise ValueError("TrainConfig.force_fraction must be in [0, 1], "
-                             f"got {self.force_fraction!r}")
         self.augment()  # validates warp and the mask counts
         for name in ("ctc_weight", "cost_weight", "amortization_weight"):
             if not getattr(self, name) >= 0:
