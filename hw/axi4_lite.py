@@ -96,12 +96,15 @@ class Axi4LiteSlave(wiring.Component):
                in that same cycle or any later one (err sampled with rvalid)
 
     ``addr`` stays valid until the access completes (write: ``ready``; read: ``rvalid``),
-    so a combinational address decoder can drive ``err`` directly. ``err`` turns the
-    response into ``SLVERR`` (the inside must not act on a write it flags); an erroring
-    read returns 0. A register file answers reads with ``ready = rvalid = 1`` in one
-    cycle; a synchronous RAM takes its read enable from ``re & ready`` and raises
-    ``rvalid`` a cycle later. ``rvalid`` outside a read is ignored. ``awprot``/``arprot`` are accepted and ignored; the low two address bits
-    are dropped (``wstrb`` selects bytes). ``sync`` reset clears the bus state.
+    so a combinational address decoder can drive ``err`` directly, and it is valid from
+    the cycle before ``we``/``re`` rise (the slave always passes through ``IDLE``, which
+    already shows the address it picks), so a decoder may also register its result.
+    ``err`` turns the response into ``SLVERR`` (the inside must not act on a write it
+    flags); an erroring read returns 0. A register file answers reads with ``ready =
+    rvalid = 1`` in one cycle; a synchronous RAM takes its read enable from ``re & ready``
+    and raises ``rvalid`` a cycle later. ``rvalid`` outside a read is ignored.
+    ``awprot``/``arprot`` are accepted and ignored; the low two address bits are dropped
+    (``wstrb`` selects bytes). ``sync`` reset clears the bus state.
 
     Parameters
     ----------
@@ -148,11 +151,17 @@ class Axi4LiteSlave(wiring.Component):
         state = Signal(_State)
         prefer_read = Signal()  # round robin: the direction that did not go last
 
+        write_go = aw_full & w_full & ~b_valid
+        read_go = ar_full & ~r_valid
+        write_next = write_go & ~(read_go & prefer_read)  # IDLE's pick
+        # The address of the access IDLE picks already shows in that IDLE cycle, so the
+        # inside may register its decode a cycle ahead of ``we``/``re``.
+        writing = (state == _State.WRITE) | ((state == _State.IDLE) & write_next)
         m.d.comb += [
             axi.awready.eq(~aw_full), axi.wready.eq(~w_full), axi.arready.eq(~ar_full),
             axi.bvalid.eq(b_valid), axi.bresp.eq(b_resp),
             axi.rvalid.eq(r_valid), axi.rdata.eq(r_data), axi.rresp.eq(r_resp),
-            self.addr.eq(Mux(state == _State.WRITE, aw_addr, ar_addr)[2:]),
+            self.addr.eq(Mux(writing, aw_addr, ar_addr)[2:]),
             self.wdata.eq(w_data), self.wstrb.eq(w_strb),
             self.we.eq(state == _State.WRITE), self.re.eq(state == _State.READ),
         ]
@@ -171,11 +180,9 @@ class Axi4LiteSlave(wiring.Component):
         resp = Mux(self.err, Response.SLVERR, Response.OKAY)
         read_done = [r_valid.eq(1), r_data.eq(Mux(self.err, 0, self.rdata)), r_resp.eq(resp),
                      ar_full.eq(0), prefer_read.eq(0), state.eq(_State.IDLE)]
-        write_go = aw_full & w_full & ~b_valid
-        read_go = ar_full & ~r_valid
         with m.Switch(state):
             with m.Case(_State.IDLE):
-                with m.If(write_go & ~(read_go & prefer_read)):
+                with m.If(write_next):
                     m.d.sync += state.eq(_State.WRITE)
                 with m.Elif(read_go):
                     m.d.sync += state.eq(_State.READ)

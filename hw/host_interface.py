@@ -53,11 +53,13 @@ class HostInterface(wiring.Component):
     the block drives into the core and the memories is registered (the memory ports, the
     ``CTRL`` pulses), so the bus slave's state and this decoder share no combinational
     path with the sequencer; a window read then takes the request register's cycle, the
-    memory's and one to register the word read. A window write merges its strobed bytes into part ``k`` of the 512-bit
-    staging register; a write to a word's last part also commits the staging word to the
-    memory, in the next cycle. ``err`` (``SLVERR``) flags unmapped addresses,
-    writes to read-only registers and every window access while ``busy``; a flagged
-    access changes nothing.
+    memory's and one to register the word read. A window write merges its strobed bytes
+    into part ``k`` of the 512-bit staging register; a write to a word's last part also
+    commits the staging word to the memory, in the next cycle. The window decode is
+    registered: a window access's ``addr`` must be valid from the cycle before
+    ``we``/``re`` (``Axi4LiteSlave``'s is). ``err`` (``SLVERR``) flags unmapped
+    addresses, writes to read-only registers and every window access while ``busy``; a
+    flagged access changes nothing.
 
     Parameters
     ----------
@@ -152,7 +154,10 @@ class HostInterface(wiring.Component):
                                    | Cat(ended, ended & (self.error != 0)))]
         m.d.comb += self.irq.eq((irq_status & irq_enable).any())
 
-        # ---- windows
+        # ---- windows, decoded a cycle ahead: the slave shows an access's address from
+        # the cycle before ``we``/``re``, so the decode is registered and the bus state,
+        # the address compares and the 512-bit staging and memory port enables they
+        # drive do not share a cycle.
         index, part, last = Signal(20), Signal(4), Signal()
         win_hit, win_ok = Signal(), Signal()
         sel = {}
@@ -163,10 +168,13 @@ class HostInterface(wiring.Component):
             offset = word[:span_bits]
             w_index = offset[part_bits:]
             w_part = offset[:part_bits] if part_bits else Const(0, 1)
-            m.d.comb += s.eq(word[span_bits:] == w.base >> _log2(w.span))
-            with m.If(s):
-                m.d.comb += [win_hit.eq(1), win_ok.eq((w_index < w.depth) & (w_part < w.parts)),
-                             index.eq(w_index), part.eq(w_part), last.eq(w_part == w.parts - 1)]
+            hit = word[span_bits:] == w.base >> _log2(w.span)
+            m.d.sync += s.eq(hit)
+            with m.If(hit):
+                m.d.sync += [win_ok.eq((w_index < w.depth) & (w_part < w.parts)),
+                             index.eq(w_index), part.eq(w_part),
+                             last.eq(w_part == w.parts - 1)]
+        m.d.comb += win_hit.eq(Cat(*sel.values()).any())
         win_go = win_hit & win_ok & ~self.busy
         core_sel = Signal()
         for name, mem in _CORE_WINDOWS.items():

@@ -15,7 +15,7 @@ OP_ADD = 1  #: sat(a + b): the new cell state
 OP_SHIFT = 2  #: sat(a << shift) or RoundingDivideByPOT(a, -shift), shift -31..15
 OP_MUL_REQUANT = 3  #: sat(MultiplyByQuantizedMultiplier(a * b, M, s)): h = o * tanh(c)
 
-LATENCY = 7  # the requantizer's six stages behind the operand stage
+LATENCY = 7  # the requantizer's six stages behind the operand register
 
 
 class VectorAlu(wiring.Component):
@@ -41,23 +41,34 @@ class VectorAlu(wiring.Component):
         m = Module()
         m.submodules.requantizer = rq = Requantizer()
 
-        # 1: the operand stage (|a * b| <= 2^30 fits int32).
-        v1, sat8 = Signal(), Signal()
-        op1 = Signal(2)
-        p1 = Signal(signed(32))
-        sh1 = Signal(signed(8))
-        mult1 = Signal(signed(32))
+        # 0: the operands registered. The scratch block RAM's output (5.8 ns clock-to-out
+        # on the ECP5) then VREQ8's ``b`` mux then the DSP multiply in one cycle was the
+        # processor's critical path; the requantizer takes the product straight into its
+        # first stage, so MUL_REQUANT keeps the 7-cycle latency.
+        v0, sat8_0 = Signal(), Signal()
+        op0 = Signal(2)
+        a0, b0 = Signal(signed(16)), Signal(signed(16))
+        sh0 = Signal(signed(8))
+        mult0 = Signal(signed(32))
         m.d.sync += [
-            v1.eq(self.in_valid), op1.eq(self.op), sh1.eq(self.shift), sat8.eq(self.sat8),
-            mult1.eq(self.multiplier),
-            p1.eq(Mux(self.op == OP_ADD, self.a + self.b,
-                  Mux(self.op == OP_SHIFT, self.a, self.a * self.b))),
+            v0.eq(self.in_valid), op0.eq(self.op), a0.eq(self.a), b0.eq(self.b),
+            sh0.eq(self.shift), sat8_0.eq(self.sat8), mult0.eq(self.multiplier),
         ]
+        product = Signal(signed(32))  # |a * b| <= 2^30 fits int32
+        m.d.comb += product.eq(a0 * b0)
         # MultiplyByQuantizedMultiplier goes through the requantizer (bias 0).
         m.d.comb += [
-            rq.in_valid.eq(v1), rq.acc.eq(p1), rq.bias.eq(0),
-            rq.multiplier.eq(mult1), rq.shift.eq(sh1),
-            rq.mode.eq(Mux(sat8, MODE_INT8, MODE_INT16)),
+            rq.in_valid.eq(v0), rq.acc.eq(product), rq.bias.eq(0),
+            rq.multiplier.eq(mult0), rq.shift.eq(sh0),
+            rq.mode.eq(Mux(sat8_0, MODE_INT8, MODE_INT16)),
+        ]
+        # 1: the operand of the other operations.
+        sat8_1, op1 = Signal(), Signal(2)
+        p1 = Signal(signed(32))
+        sh1 = Signal(signed(8))
+        m.d.sync += [
+            op1.eq(op0), sh1.eq(sh0), sat8_1.eq(sat8_0),
+            p1.eq(Mux(op0 == OP_ADD, a0 + b0, Mux(op0 == OP_SHIFT, a0, product))),
         ]
         # The other operations, in three stages (then they wait for the requantizer): the
         # shift (or the quotient and rounding bit of a right shift), the rounding add,
@@ -69,13 +80,13 @@ class VectorAlu(wiring.Component):
         plain = (op1 == OP_ADD) | ((op1 == OP_SHIFT) & (sh1 == 0))
         q2, up2, sat8_2 = Signal(signed(48)), Signal(), Signal()
         m.d.sync += [q2.eq(Mux(left, p1 << sh1[:4], Mux(plain, p1, quotient))),
-                     up2.eq(~left & ~plain & round_up), sat8_2.eq(sat8)]
+                     up2.eq(~left & ~plain & round_up), sat8_2.eq(sat8_1)]
         s3, sat8_3 = Signal(signed(48)), Signal()
         m.d.sync += [s3.eq(q2 + up2), sat8_3.eq(sat8_2)]
         r4 = Signal(signed(16))
         m.d.sync += r4.eq(Mux(sat8_3, saturate(s3, -128, 127), saturate(s3, -32768, 32767)))
-        delay = [Signal(signed(16), name=f"delay{i}") for i in range(LATENCY - 4)]
-        ops = [Signal(2, name=f"op_delay{i}") for i in range(LATENCY - 1)]
+        delay = [Signal(signed(16), name=f"delay{i}") for i in range(LATENCY - 5)]
+        ops = [Signal(2, name=f"op_delay{i}") for i in range(LATENCY - 2)]
         m.d.sync += [delay[0].eq(r4), ops[0].eq(op1)]
         m.d.sync += [delay[i].eq(delay[i - 1]) for i in range(1, len(delay))]
         m.d.sync += [ops[i].eq(ops[i - 1]) for i in range(1, len(ops))]

@@ -250,7 +250,9 @@ def _bad(addr):
 
 def test_inside_port_contract():
     """The inside port as documented: requests held until ``ready``, read data any number
-    of cycles after acceptance, ``err`` to ``SLVERR``, stray ``rvalid`` ignored."""
+    of cycles after acceptance, ``err`` to ``SLVERR``, stray ``rvalid`` ignored, and a
+    request's address shown from the cycle before it (``HostInterface`` registers its
+    window decode)."""
     rng = random.Random(8)
     dut = Axi4LiteSlave(addr_width=10)
     assert len(dut.addr) == 8  # a word address
@@ -259,6 +261,7 @@ def test_inside_port_contract():
     async def inside(ctx):
         held = None  # request seen without ready last cycle: must be repeated unchanged
         wait = None  # cycles until the accepted read's data
+        last_addr, last_req = None, False
         while True:
             we, re = ctx.get(dut.we), ctx.get(dut.re)
             req = (we, re, ctx.get(dut.addr), ctx.get(dut.wdata) if we else 0,
@@ -266,6 +269,9 @@ def test_inside_port_contract():
             assert not (we and re) and (held is None or req == held), (held, req)
             assert not (re and wait is not None), "new read before the data of the last"
             addr = req[2]
+            assert last_req or not (we or re) or addr == last_addr, \
+                "the address did not show the cycle before the request"
+            last_addr, last_req = addr, bool(we or re)
             ready = rng.random() < 0.5
             ctx.set(dut.ready, ready)
             ctx.set(dut.err, _bad(addr))

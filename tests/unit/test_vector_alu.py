@@ -27,8 +27,9 @@ def reference(op, a, b, shift, mult, sat8):
     return int(saturate(v, lo, hi))
 
 
-def run(items):
-    """items: (op, a, b, shift, mult, sat8) or None for a bubble; returns outputs in order."""
+def run_timed(items):
+    """items: (op, a, b, shift, mult, sat8) or None for a bubble; returns (cycle, output)
+    pairs in order, ``cycle`` counting from the first item's."""
     dut = VectorAlu()
     out = []
 
@@ -44,13 +45,36 @@ def run(items):
                 ctx.set(dut.in_valid, 1)
             await ctx.tick()
             if ctx.get(dut.out_valid):
-                out.append(ctx.get(dut.y))
+                out.append((k + 1, ctx.get(dut.y)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
     return out
+
+
+def run(items):
+    """Outputs of ``run_timed`` without their cycles."""
+    return [y for _, y in run_timed(items)]
+
+
+def test_every_operation_has_the_fixed_latency():
+    """Back-to-back mixed operations with bubbles: each result LATENCY cycles after its
+    operands (the processor's cycle model counts on it), whatever its neighbours are."""
+    rng = np.random.default_rng(11)
+    items = []
+    for k in range(40):
+        op = k % 4
+        shift = {OP_MUL_RSHIFT: 3, OP_ADD: 0, OP_SHIFT: -2, OP_MUL_REQUANT: -1}[op]
+        a, b = (int(v) for v in rng.integers(-300, 300, 2))
+        items.append((op, a, b, shift, 1 << 30, 0))
+        if k % 7 == 3:
+            items.append(None)
+    issued = [k for k, item in enumerate(items) if item is not None]
+    got = run_timed(items)
+    assert [cycle for cycle, _ in got] == [k + LATENCY for k in issued]
+    assert [y for _, y in got] == [reference(*i) for i in items if i is not None]
 
 
 def test_random_mixed_operations_bit_exact():
