@@ -16,7 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ErrorCounts", "align", "char_errors", "corpus_errors", "word_errors"]
+import numpy as np
+
+__all__ = ["ErrorCounts", "align", "char_errors", "corpus_errors", "paired_bootstrap",
+           "word_errors"]
 
 
 @dataclass(frozen=True)
@@ -157,3 +160,58 @@ def corpus_errors(references: Sequence[str], hypotheses: Sequence[str], *,
     for ref, hyp in zip(references, hypotheses):
         total = total + count(ref, hyp)
     return total
+
+
+def paired_bootstrap(references: Sequence[str], hypotheses_a: Sequence[str],
+                     hypotheses_b: Sequence[str], *, resamples: int = 10000,
+                     confidence: float = 0.95, seed: int = 0) -> dict:
+    """How far the corpus WER difference ``A - B`` moves when the utterances are redrawn.
+
+    The paired bootstrap over utterances (Bisani and Ney, 2004): draw as many utterances
+    as the corpus has, with replacement, and recompute ``100 * (errors_A - errors_B) /
+    reference_words`` on the draw; the interval is the central ``confidence`` share of
+    the draws (draws of only empty references, which have no rate, are left out). Both
+    systems are scored on the same draw, so what the utterances have in common (a hard
+    recording) cancels.
+
+    Returns
+    -------
+    dict
+        ``difference_points`` (on the whole corpus), ``low`` and ``high`` (the interval,
+        points), ``confidence``, ``resamples``, ``utterances``, ``point_per_word`` (how
+        many points one word of the corpus is) and ``prob_a_worse`` (share of draws with
+        ``A`` above ``B``).
+
+    Raises
+    ------
+    ValueError
+        If the lists differ in length, are empty, or have no reference words, or
+        ``resamples`` / ``confidence`` are out of range.
+    """
+    n = len(references)
+    if not (len(hypotheses_a) == len(hypotheses_b) == n):
+        raise ValueError(f"{n} references but {len(hypotheses_a)} and {len(hypotheses_b)} "
+                         "hypotheses")
+    if n == 0:
+        raise ValueError("paired_bootstrap needs at least one utterance")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples must be a positive int, got {resamples!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    a = [word_errors(r, h) for r, h in zip(references, hypotheses_a)]
+    b = [word_errors(r, h) for r, h in zip(references, hypotheses_b)]
+    words = np.array([x.reference_length for x in a], np.int64)
+    if words.sum() == 0:
+        raise ValueError("the references have no words")
+    diff = np.array([x.errors - y.errors for x, y in zip(a, b)], np.int64)
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    picked_words = words[draws].sum(axis=1)
+    usable = picked_words > 0  # a draw of only empty references has no rate
+    points = 100.0 * diff[draws].sum(axis=1)[usable] / picked_words[usable]
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    return {"difference_points": float(100.0 * diff.sum() / words.sum()),
+            "low": float(np.percentile(points, tail)),
+            "high": float(np.percentile(points, 100.0 - tail)),
+            "confidence": confidence, "resamples": int(usable.sum()), "utterances": n,
+            "point_per_word": float(100.0 / words.sum()),
+            "prob_a_worse": float((points > 0).mean())}

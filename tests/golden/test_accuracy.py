@@ -211,6 +211,11 @@ def test_summarize_hand_made_records():
     assert a["macs"]["saved"] == pytest.approx(1 - 585 / 1025)
     assert a["cycles"]["saved"] == pytest.approx(1 - 1170 / 2050)
     assert a["wer"]["cost_points"] == pytest.approx(100 / 7)
+    # Bootstrap draws of the two utterances: a+a 2/6, a+b 1/7, b+b 0 (1/4, 1/2, 1/4).
+    ci = a["wer"]["cost_interval"]
+    assert ci["difference_points"] == pytest.approx(100 / 7)
+    assert (ci["low"], ci["high"]) == pytest.approx((0.0, 100 / 3))
+    assert ci["point_per_word"] == pytest.approx(100 / 7)
     assert a["speech_end_backlog_ms"]["arbitrated"]["median"] == 30.0
     # every fast frame before the end of speech: 5 of 8 there, none of the last 2
     assert a["fast_fraction_speech"] == 5 / 8 and a["fast_fraction_after_speech"] == 0.0
@@ -235,6 +240,7 @@ def test_summarize_hand_made_records():
            "**missed** |" in md
     assert "| +14.29 (goal <= 1: missed) |" in md
     assert "42.9% saved (goal >= 40%)" in md
+    assert "+14.29 points (goal <= 0.5); 95% interval +0.0 to +33.3 |" in md
     assert "| fast frames before / from the end of speech | 62.5% / 0.0% | 0.0% / 0.0% | |" in md
     assert "| speculative | 2 / 2 | 50.0% (1) | 50.0% (1) | 310 |" in md
     assert "| names as context | 0.00 | 0.00 | 1 / 1 (100.0%) |" in md

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from golden.wer import ErrorCounts, align, char_errors, corpus_errors, word_errors
+from golden.wer import (ErrorCounts, align, char_errors, corpus_errors, paired_bootstrap,
+                        word_errors)
 
 
 @pytest.mark.parametrize("ref, hyp, s, d, i", [
@@ -96,3 +97,60 @@ def test_all_short_pairs_agree_with_brute_force():
     for ref in seqs:
         for hyp in seqs:
             assert align(ref, hyp).errors == _brute_distance(ref, hyp)
+
+
+REFS = ["call anna", "turn on the kitchen lights", "set a timer for ten minutes",
+        "what is the time", "hey nep"]
+
+
+def test_paired_bootstrap_same_system_is_zero():
+    hyps = ["call hannah", "turn the kitchen light", "set a timer", "what is the time", ""]
+    b = paired_bootstrap(REFS, hyps, hyps, resamples=500)
+    assert b["difference_points"] == b["low"] == b["high"] == 0.0
+    assert b["prob_a_worse"] == 0.0
+
+
+def test_paired_bootstrap_difference_and_interval():
+    worse = ["call hannah", "turn the kitchen light", "set a timer", "what is time", "hey"]
+    better = ["call anna", "turn on the kitchen light", "set a timer for ten", REFS[3], "hey"]
+    b = paired_bootstrap(REFS, worse, better, resamples=2000, seed=3)
+    ea, eb = corpus_errors(REFS, worse), corpus_errors(REFS, better)
+    assert b["difference_points"] == pytest.approx(100 * (ea.rate - eb.rate))
+    assert b["point_per_word"] == pytest.approx(100 / ea.reference_length)
+    # A is no better than B on any utterance and worse on four: every draw but one made
+    # only of the tie ("hey nep") is above zero.
+    assert 0 < b["low"] <= b["difference_points"] <= b["high"]
+    assert b["prob_a_worse"] > 0.99
+    # Swapping the systems mirrors the interval.
+    r = paired_bootstrap(REFS, better, worse, resamples=2000, seed=3)
+    assert (r["low"], r["high"]) == pytest.approx((-b["high"], -b["low"]))
+    # Seeded: the same draws again.
+    assert paired_bootstrap(REFS, worse, better, resamples=2000, seed=3) == b
+
+
+def test_paired_bootstrap_interval_narrows_with_confidence():
+    a = ["call hannah", "turn on the kitchen lights", "set a timer", "what is the time", ""]
+    c = ["call anna", "turn the kitchen light", "set a timer for ten minutes", "what time", "hey nep"]
+    wide = paired_bootstrap(REFS, a, c, resamples=4000, confidence=0.99)
+    narrow = paired_bootstrap(REFS, a, c, resamples=4000, confidence=0.5)
+    assert wide["low"] < narrow["low"] <= narrow["high"] < wide["high"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"hypotheses_b": ["x"]}, "references but"),
+    ({"resamples": 0}, "resamples"),
+    ({"resamples": True}, "resamples"),
+    ({"confidence": 1.0}, "confidence"),
+])
+def test_paired_bootstrap_rejects_bad_input(kwargs, match):
+    args = {"references": REFS, "hypotheses_a": REFS, "hypotheses_b": REFS}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        paired_bootstrap(**args)
+
+
+def test_paired_bootstrap_rejects_empty_corpora():
+    with pytest.raises(ValueError, match="at least one"):
+        paired_bootstrap([], [], [])
+    with pytest.raises(ValueError, match="no words"):
+        paired_bootstrap(["", ""], ["a", ""], ["", ""])
