@@ -178,9 +178,9 @@ def paired_bootstrap(references: Sequence[str], hypotheses_a: Sequence[str],
     -------
     dict
         ``difference_points`` (on the whole corpus), ``low`` and ``high`` (the interval,
-        points), ``confidence``, ``resamples`` (the draws used), ``utterances``, ``point_per_word`` (how
-        many points one word of the corpus is) and ``prob_a_worse`` (share of draws with
-        ``A`` above ``B``).
+        points), ``confidence``, ``resamples`` (the draws used), ``utterances``,
+        ``point_per_word`` (how many points one word of the corpus is) and
+        ``prob_a_worse`` (share of draws with ``A`` above ``B``).
 
     Raises
     ------
