@@ -69,12 +69,12 @@ test: $(STAMP) $(TRAIN_STAMP)
 
 # Train the shipped demo model from build/dataset (make dataset) -> models/ (docs/training.md):
 # stage 1 (float, CTC-assisted) stops at step 800; stage 2 starts from it with predictor
-# dropout, feature augmentation and single-branch batches, and runs QAT, pruning and the
+# dropout, feature augmentation and single-branch batches for 10 epochs, and runs QAT, pruning and the
 # hard arbitrator; stage 3 fine-tunes 5 more epochs and exports models/; stage 4 prunes a
 # copy to 75% with 2 epochs of fine-tuning (models/int4_s75.npz). Each stage resumes if
 # interrupted and is skipped once done; TRAIN_WORK holds the checkpoints.
 TRAIN_WORK ?= build/train
-STAGE2_EPOCHS ?= 5
+STAGE2_EPOCHS ?= 10
 STAGE3_EPOCHS ?= 5
 TRAIN_COMMON = --data build/dataset --device-speed 2.8e6
 TRAIN_AUG = --predictor-dropout 0.4 --warp 0.1 --freq-masks 2 --time-masks 2 \
