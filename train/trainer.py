@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -344,6 +345,7 @@ def train(cfg: TrainConfig, *, data_dir: str | os.PathLike, work_dir: str | os.P
         model = _build_model(cfg, frontend, mean, std)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         epoch, batch_done, step, history = 0, 0, 0, {"steps": [], "epochs": []}
+    earlier = stage_histories(cfg.init) if cfg.init is not None else []
     cost = cfg.device_cost(model.config)
     rate = train_set.tokens_per_frame()
     per_epoch = len(train_set.batches(cfg.batch_size, seed=0))
@@ -424,12 +426,30 @@ def train(cfg: TrainConfig, *, data_dir: str | os.PathLike, work_dir: str | os.P
         batch_done = 0
         _save(ck_path, epoch=epoch, batch_done=0, step=step, **save)
         (work_dir / HISTORY).write_text(json.dumps(history))
-        plot_history(history, work_dir / "training-curve.png")
+        plot_history([*earlier, (work_dir.name, history)], work_dir / "training-curve.png")
     return ck_path
 
 
-def plot_history(history: dict, path: str | os.PathLike) -> bool:
-    """Training curve (loss per step, validation WER and fast fraction per epoch) as a PNG.
+def stage_histories(checkpoint: str | os.PathLike) -> list[tuple[str, dict]]:
+    """``(work directory name, history)`` of ``checkpoint``'s run and of every run it
+    started from (``init``, followed back), oldest first: a recipe's earlier stages.
+    Stops at a checkpoint that no longer exists."""
+    chain, path, seen = [], Path(checkpoint), set()
+    while path.exists() and path.resolve() not in seen:
+        seen.add(path.resolve())
+        ck = load_checkpoint(path)
+        chain.append((path.parent.name, ck["history"]))
+        init = ck["train_config"].get("init")
+        if init is None:
+            break
+        path = Path(init)
+    return chain[::-1]
+
+
+def plot_history(stages: Sequence[tuple[str, dict]], path: str | os.PathLike) -> bool:
+    """Training curve of one or more consecutive runs (``(name, history)``, oldest first)
+    as a PNG: loss per step, validation WER and fast fraction per epoch, on one step
+    axis, with a line where each run starts.
 
     Returns False (and writes nothing) when matplotlib is not installed.
     """
@@ -439,26 +459,35 @@ def plot_history(history: dict, path: str | os.PathLike) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    steps = history["steps"]
-    epochs = history["epochs"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    if steps:
-        x = [s["step"] for s in steps]
-        y = np.array([s["rnnt"] for s in steps])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    x, y, ex, wer, fast, offset = [], [], [], [], [], 0
+    for i, (name, history) in enumerate(stages):
+        for ax in (a1, a2):
+            ax.axvline(offset, color="grey", lw=0.8, ls=":")
+        a1.annotate(name, (offset, 1), xycoords=("data", "axes fraction"), va="top",
+                    fontsize=8, xytext=(3, -3), textcoords="offset points")
+        x += [offset + s["step"] for s in history["steps"]]
+        y += [s["rnnt"] for s in history["steps"]]
+        ex += [offset + r["step"] for r in history["epochs"]]
+        wer += [100 * r["val_wer"] for r in history["epochs"]]
+        fast += [100 * r["val_fast"] for r in history["epochs"]]
+        # A run stopped early (stop_at_step) ends at its last logged step.
+        offset += max([s["step"] for s in history["steps"]] +
+                      [r["step"] for r in history["epochs"]] + [0])
+    if y:
         k = min(25, len(y))
         smooth = np.convolve(y, np.ones(k) / k, mode="valid")
         a1.plot(x, y, alpha=0.3, label="RNN-T loss (batch)")
         a1.plot(x[k - 1:], smooth, label=f"mean of {k}")
-        a1.set_xlabel("step")
-        a1.set_ylabel("nats per frame")
         a1.set_yscale("log")
-        a1.legend()
-    if epochs:
-        e = [r["epoch"] for r in epochs]
-        a2.plot(e, [100 * r["val_wer"] for r in epochs], "o-", label="validation WER (%)")
-        a2.plot(e, [100 * r["val_fast"] for r in epochs], "s--", label="fast frames (%)")
-        a2.set_xlabel("epoch")
-        a2.legend()
+    a1.set_xlabel("step (all runs)")
+    a1.set_ylabel("nats per frame")
+    a1.legend(loc="lower left")
+    if ex:
+        a2.plot(ex, wer, "o-", label="validation WER (%)")
+        a2.plot(ex, fast, "s--", label="fast frames, validation (%)")
+    a2.set_xlabel("step (all runs)")
+    a2.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -95,6 +95,13 @@ def test_two_stages_with_init_and_predictor_dropout(data_dir, tmp_path):
     start, end = _weights(first), _weights(second)
     assert not torch.equal(start["embed"], end["embed"])
     assert trainer.load_checkpoint(second)["step"] == 3
+    # The second stage's curve covers both runs: each stage's history, oldest first.
+    chain = trainer.stage_histories(second)
+    assert [name for name, _ in chain] == ["a", "b"]
+    assert [len(h["steps"]) for _, h in chain] == [2, 3]
+    assert (tmp_path / "b" / "training-curve.png").stat().st_size > 0
+    first.unlink()  # a stage whose checkpoint is gone ends the chain
+    assert [name for name, _ in trainer.stage_histories(second)] == ["b"]
     with pytest.raises(ValueError, match="predictor_dropout"):
         TrainConfig(predictor_dropout=1.0)
 
