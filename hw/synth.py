@@ -68,6 +68,10 @@ class Part:
     spram_bits: int | None = None  # width of the SPRAM bank (iCE40 UP: 4 x 16 bits)
     read_latency: int = 1  # cycles from a request to its data, weight/param memories (engine top)
     bank_depth: int | None = None  # words per bank of those memories (one block RAM deep)
+    # Most read ports per memory that Yosys's memory_libmap is known to map here (None: no
+    # limit seen). It enumerates every assignment of read ports to RAM ports, exponential
+    # in their number (YosysHQ/yosys#5494); on the ECP5 it maps 8 and throws at 16.
+    max_read_ports: int | None = None
 
     @property
     def nextpnr_tool(self) -> str:
@@ -83,7 +87,7 @@ PARTS = {
         name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
         target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156,
-        read_latency=4, bank_depth=2048),
+        read_latency=4, bank_depth=2048, max_read_ports=8),
 }
 
 #: Memory depths per (part, lanes). UP5K: the weight stream sits in the SPRAMs (its low 64
@@ -422,6 +426,17 @@ def _module_cells(text: str, cell_type: str, **params) -> list[tuple[str, str]]:
     return out
 
 
+def memory_read_ports(text: str) -> dict[str, int]:
+    """Read ports per memory (``"module/memory"``) in RTLIL ``text``."""
+    counts: dict[str, int] = {}
+    for memid in set(re.findall(r'^\s*parameter \\MEMID (".*")$', text, re.M)):
+        name = memid.strip('"').lstrip("\\")  # RTLIL writes "\\acts0" for \acts0
+        for module, _ in _module_cells(text, "$memrd_v2", MEMID=memid):
+            key = module.lstrip("\\") + "/" + name
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def _sel(module: str, cell: str) -> str:
     """A Yosys selection for a cell, escaping RTLIL's leading backslash."""
     return f"{module.lstrip(chr(92))}/{cell.lstrip(chr(92))}"
@@ -674,12 +689,25 @@ def _signal_of(name: str) -> str | None:
 
 
 def synthesize(design: Design, part: Part, workdir: Path, *, seed: int = 1) -> dict:
-    """Yosys then nextpnr on ``design``; returns the run record (see ``docs/synthesis.md``)."""
+    """Yosys then nextpnr on ``design``; returns the run record (see ``docs/synthesis.md``).
+
+    A memory with more read ports than ``part.max_read_ports`` fails the run at stage
+    ``"precheck"``, before Yosys, which would crash on it.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(design.rtlil)
     rec = dict(design=design.name, part=part.name, device=part.device, board=part.board,
                lanes=design.config["lanes"], config=design.config, depths=design.depths,
                notes=design.notes, target_mhz=part.target_mhz)
+    if part.max_read_ports is not None:
+        wide = {k: n for k, n in memory_read_ports(design.rtlil).items()
+                if n > part.max_read_ports}
+        if wide:
+            rec.update(ok=False, fits=False, stage="precheck",
+                       reason=f"memories with more than {part.max_read_ports} read ports "
+                              f"crash Yosys's memory_libmap on {part.name}: {wide}; give "
+                              f"each read port its own memory (written together)")
+            return rec
     t0 = time.monotonic()
     synth = f"{part.synth} -top top"
     for fname, text in design.verilog.items():
