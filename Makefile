@@ -125,7 +125,8 @@ accuracy-large: $(STAMP) $(TESTSET_LARGE)/manifest.tsv
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m sim.accuracy --workers $(JOBS) \
 		--testset $(TESTSET_LARGE) --json build/reports/accuracy-large.json \
 		--doc docs/accuracy-large.md
-$(TESTSET_LARGE)/manifest.tsv: $(STAMP)
+# Order-only on the venv: a requirements change must not regenerate the set (espeak-ng).
+$(TESTSET_LARGE)/manifest.tsv: | $(STAMP)
 	$(PY) -m data.make_dataset --testset $(TESTSET_LARGE) --test 400 --workers $(JOBS)
 
 # Synthesized speech data set -> build/dataset (needs espeak-ng and sox; nothing else does).

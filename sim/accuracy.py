@@ -839,10 +839,11 @@ def _arbitration_table(search: str, a: dict, beam: int) -> list[str]:
             "Backlog: the simulated device of the cost model (`docs/pipeline.md`), at the "
             "first frame ready after the end of speech; end-point latency as in the "
             "end-pointing section. WER interval: the paired bootstrap over utterances "
-            "(`golden.wer.paired_bootstrap`, 10000 draws of the test set's utterances "
+            f"(`golden.wer.paired_bootstrap`, {ci['resamples']} draws of the test set's "
+            "utterances "
             "with replacement, both runs scored on each draw): how far the cost moves "
             "with the choice of utterances. One word of this test set is "
-            f"{a['wer']['cost_interval']['point_per_word']:.2f} points. The goal is judged "
+            f"{ci['point_per_word']:.2f} points. The goal is judged "
             "on the measured cost; an interval wider than the goal's 0.5 point means this "
             "test set cannot tell a cost of 0.5 point from no cost (`make accuracy-large` "
             "measures on 400 utterances).",
