@@ -13,7 +13,7 @@ from .decompressor import Decompressor
 from .errors import EngineError
 from .mac_array import MacArray
 from .memory_reader import MemoryReader
-from .requantizer import MODE_INT16, Requantizer
+from .requantizer import MODE_INT16, Requantizer, RequantizerPort
 
 
 class MatVecEngine(wiring.Component):
@@ -48,10 +48,31 @@ class MatVecEngine(wiring.Component):
     cycles, macs, zero_acts, stalls, nnz_seen : Out(32)
         Performance counters of the last run: busy cycles, products done, products skipped
         for zero activations, cycles the MAC array waited for weights, weights decoded.
+    requant : In(RequantizerPort)
+        Only with ``lend_requantizer``: another unit's use of the engine's requantizer
+        (``cfg.requantizer_stages`` cycles from inputs to ``out``, which is always the
+        requantizer's output). While the engine runs (from the cycle after its checks
+        until its last row is written) the requantizer takes the engine's rows; at any
+        other time it takes these inputs, so the other unit must not use it from
+        ``start`` to ``done`` (the blocking sequencer's ``VectorAlu`` never does).
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+    lend_requantizer : bool
+        Add the ``requant`` port (the processor shares one requantizer between the engine
+        and its vector ALU).
     """
 
-    def __init__(self, cfg: EngineConfig):
+    def __init__(self, cfg: EngineConfig, *, lend_requantizer: bool = False):
+        if not isinstance(cfg, EngineConfig):
+            raise TypeError(f"MatVecEngine: cfg must be an EngineConfig, got {cfg!r}")
+        if not isinstance(lend_requantizer, bool):
+            raise TypeError("MatVecEngine: lend_requantizer must be a bool, "
+                            f"got {lend_requantizer!r}")
         self.cfg = cfg
+        self.lend_requantizer = lend_requantizer
+        lent = {"requant": In(RequantizerPort())} if lend_requantizer else {}
         addr_cols = max(1, (cfg.max_cols - 1).bit_length())
         addr_rows = max(1, (cfg.max_rows - 1).bit_length())
         super().__init__({
@@ -67,7 +88,7 @@ class MatVecEngine(wiring.Component):
             "out_addr": Out(addr_rows), "out_data": Out(signed(16)), "out_we": Out(1),
             "busy": Out(1), "done": Out(1), "error": Out(4),
             "cycles": Out(32), "macs": Out(32), "zero_acts": Out(32), "stalls": Out(32),
-            "nnz_seen": Out(32),
+            "nnz_seen": Out(32), **lent,
         })
         self.mac_array = MacArray(cfg)
 
@@ -128,11 +149,19 @@ class MatVecEngine(wiring.Component):
             pr.resp_data.eq(self.p_resp_data), pr.resp_valid.eq(self.p_resp_valid),
         ]
         join = running & acc_q.r_rdy & pr.out_valid
+        rq_in = {"acc": acc_q.r_data, "bias": pr.out_data[0:32],
+                 "multiplier": pr.out_data[32:64], "shift": pr.out_data[64:72],
+                 "mode": out_mode}
+        if self.lend_requantizer:
+            # Selected by ``running``, not by a valid bit: the borrower sends none, and its
+            # elements must not count as rows (``in_valid`` stays the engine's).
+            rq_in = {name: Mux(running, value, getattr(self.requant, name))
+                     for name, value in rq_in.items()}
+            m.d.comb += self.requant.out.eq(rq.out)
         m.d.comb += [
             acc_q.r_en.eq(join), pr.out_ready.eq(join),
-            rq.clear.eq(restart), rq.in_valid.eq(join), rq.acc.eq(acc_q.r_data),
-            rq.bias.eq(pr.out_data[0:32]), rq.multiplier.eq(pr.out_data[32:64]),
-            rq.shift.eq(pr.out_data[64:72]), rq.mode.eq(out_mode),
+            rq.clear.eq(restart), rq.in_valid.eq(join),
+            *(getattr(rq, name).eq(value) for name, value in rq_in.items()),
             self.out_addr.eq(out_count),
             self.out_data.eq(rq.out),
             self.out_we.eq(running & rq.out_valid & (out_count < rows)),

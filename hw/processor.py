@@ -185,9 +185,13 @@ class Processor(wiring.Component):
         # A start or soft reset flushes every unit's pipeline (no stale writes).
         unit_reset = Signal()
         m.d.comb += unit_reset.eq(self.start | self.soft_reset)
-        eng, alu, lut = MatVecEngine(self.engine_config), VectorAlu(), ActivationLut()
+        eng = MatVecEngine(self.engine_config, lend_requantizer=True)
+        alu, lut = VectorAlu(), ActivationLut()
         for name, unit in (("engine", eng), ("vector_alu", alu), ("activation_lut", lut)):
             m.submodules[name] = ResetInserter(unit_reset)(unit)
+        # One requantizer for the engine and the vector ALU: the sequencer is blocking, so
+        # a vector instruction never runs with a MATVEC/LSTM (its 6 stages are the ALU's).
+        wiring.connect(m, alu.requant, eng.requant)
         # The cell unit also restarts with each LSTM: its gate and unit counters at 0.
         cell, cell_reset = LstmCell(), Signal()
         m.submodules.lstm_cell = ResetInserter(unit_reset | cell_reset)(cell)

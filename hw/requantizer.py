@@ -15,6 +15,30 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 MODE_INT8, MODE_RELU, MODE_INT16 = 0, 1, 2
 
 
+class RequantizerPort(wiring.Signature):
+    """A ``Requantizer``'s element inputs and result, as the unit that uses it sees them.
+
+    A unit that borrows a requantizer it does not instantiate (``VectorAlu`` borrows the
+    ``MatVecEngine``'s) has this member; whoever instantiates both connects it to the
+    requantizer (``wiring.connect`` to ``MatVecEngine(lend_requantizer=True).requant``,
+    or port by port to a ``Requantizer``). There is no valid bit: the requantizer has a
+    fixed latency, so the borrower tracks its own elements.
+
+    Members
+    -------
+    acc, bias, multiplier, shift, mode : Out
+        One element's inputs, as ``Requantizer``'s ports of the same names.
+    out : In(signed(16))
+        The result, ``Requantizer.latency`` cycles after its inputs.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "acc": Out(signed(32)), "bias": Out(signed(32)), "multiplier": Out(signed(32)),
+            "shift": Out(signed(8)), "mode": Out(2), "out": In(signed(16)),
+        })
+
+
 class Requantizer(wiring.Component):
     """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding) as a 6- or 8-stage pipeline.
 

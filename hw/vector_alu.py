@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .fixed_point import rounding_parts, saturate
-from .requantizer import MODE_INT8, MODE_INT16, Requantizer
+from .requantizer import MODE_INT8, MODE_INT16, RequantizerPort
 
 #: Operations.
 OP_MUL_RSHIFT = 0  #: sat(RoundingDivideByPOT(a * b, shift)), shift 0..31: f*c, i*g
@@ -15,11 +15,20 @@ OP_ADD = 1  #: sat(a + b): the new cell state
 OP_SHIFT = 2  #: sat(a << shift) or RoundingDivideByPOT(a, -shift), shift -31..15
 OP_MUL_REQUANT = 3  #: sat(MultiplyByQuantizedMultiplier(a * b, M, s)): h = o * tanh(c)
 
-LATENCY = 7  # the requantizer's six stages behind the operand register
+#: Latency of the requantizer ``requant`` must be connected to: the 6-stage ``Requantizer``
+#: (``pipelined=False``, the processor's engine's).
+REQUANTIZER_LATENCY = 6
+LATENCY = 1 + REQUANTIZER_LATENCY  # the requantizer's stages behind the operand register
 
 
 class VectorAlu(wiring.Component):
     """One element per cycle, fixed 7-cycle latency for every operation.
+
+    ``OP_MUL_REQUANT`` goes through a requantizer the ALU does not instantiate: it drives
+    the inputs of ``requant`` every cycle and takes ``requant.out`` ``REQUANTIZER_LATENCY``
+    cycles later. In the processor that is the matrix-vector engine's, lent while the
+    engine is idle (the sequencer is blocking, so a vector instruction never overlaps a
+    ``MATVEC``/``LSTM``); alone, connect a ``Requantizer()`` to it.
 
     Interface
     ---------
@@ -28,6 +37,12 @@ class VectorAlu(wiring.Component):
         quantized multiplier for ``OP_MUL_REQUANT``. ``sat8`` saturates the result to int8
         instead of int16.
     out_valid, y : Out
+        The result, ``LATENCY`` cycles after its operands.
+    requant : Out(RequantizerPort)
+        ``acc`` = ``a x b`` (registered operands), ``bias`` 0, ``multiplier``, ``shift``,
+        ``mode`` int8 or int16 by ``sat8``, one cycle after the operands (for every
+        operation; only ``OP_MUL_REQUANT`` uses the result); ``out`` must be the
+        requantizer's result for them, ``REQUANTIZER_LATENCY`` cycles later.
     """
 
     def __init__(self):
@@ -35,11 +50,12 @@ class VectorAlu(wiring.Component):
             "in_valid": In(1), "op": In(2), "a": In(signed(16)), "b": In(signed(16)),
             "shift": In(signed(8)), "multiplier": In(signed(32)), "sat8": In(1),
             "out_valid": Out(1), "y": Out(signed(16)),
+            "requant": Out(RequantizerPort()),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.requantizer = rq = Requantizer()
+        rq = self.requant
 
         # 0: the operands registered. The scratch block RAM's output (5.8 ns clock-to-out
         # on the ECP5) then VREQ8's ``b`` mux then the DSP multiply in one cycle was the
@@ -58,7 +74,7 @@ class VectorAlu(wiring.Component):
         m.d.comb += product.eq(a0 * b0)
         # MultiplyByQuantizedMultiplier goes through the requantizer (bias 0).
         m.d.comb += [
-            rq.in_valid.eq(v0), rq.acc.eq(product), rq.bias.eq(0),
+            rq.acc.eq(product), rq.bias.eq(0),
             rq.multiplier.eq(mult0), rq.shift.eq(sh0),
             rq.mode.eq(Mux(sat8_0, MODE_INT8, MODE_INT16)),
         ]
@@ -90,8 +106,13 @@ class VectorAlu(wiring.Component):
         m.d.sync += [delay[0].eq(r4), ops[0].eq(op1)]
         m.d.sync += [delay[i].eq(delay[i - 1]) for i in range(1, len(delay))]
         m.d.sync += [ops[i].eq(ops[i - 1]) for i in range(1, len(ops))]
+        # The valid bits travel here, not through the requantizer: a shared one also
+        # carries its owner's elements.
+        valid = [Signal(name=f"valid{i}") for i in range(1, LATENCY)]
+        m.d.sync += [valid[0].eq(v0)] + [valid[i].eq(valid[i - 1])
+                                         for i in range(1, len(valid))]
         m.d.comb += [
-            self.out_valid.eq(rq.out_valid),
+            self.out_valid.eq(valid[-1]),
             self.y.eq(Mux(ops[-1] == OP_MUL_REQUANT, rq.out, delay[-1])),
         ]
         return m

@@ -2,10 +2,14 @@
 
 import numpy as np
 import pytest
+from amaranth import Signal
 
 from golden.weights import Encoding, decompress
 from hw.config import EngineConfig
 from hw.errors import EngineError
+from hw.matvec_engine import MatVecEngine
+from sim import pysim
+from sim.harness import MatVecHarness
 from sim.job import CORRUPTIONS, corrupt, image_of, make_job
 from sim.perf_model import PIPELINE_LATENCY, predict_cycles
 from sim.pysim import run_jobs
@@ -117,3 +121,49 @@ def test_pipelined_requantizer_config(wait_level):
         assert res.cycles == model
         if wait_level == 0:
             assert res.cycles == job.header.n_words + PIPELINE_LATENCY + 2
+
+
+class _BusyBorrowerHarness(MatVecHarness):
+    """``MatVecHarness`` with a lending engine (``lend_requantizer=True``) whose borrower
+    puts new inputs on ``requant`` every cycle, during runs too."""
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(cfg, **kwargs)
+        self.engine = MatVecEngine(cfg, lend_requantizer=True)
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        rq, count = self.engine.requant, Signal(32)
+        m.d.sync += count.eq(count + 0x9E3779B9)
+        m.d.comb += [rq.acc.eq(count), rq.bias.eq(count.rotate_left(7)),
+                     rq.multiplier.eq(count ^ 0x5A5A5A5A), rq.shift.eq(count[3:11]),
+                     rq.mode.eq(count[1:3])]
+        return m
+
+
+# The harness builds a plain engine, which _BusyBorrowerHarness replaces unused.
+@pytest.mark.filterwarnings("ignore:.* created but never used")
+@pytest.mark.parametrize("wait_level", [0, 96])
+def test_lent_requantizer_leaves_the_engines_rows_alone(monkeypatch, wait_level):
+    """The processor lends the engine's requantizer to its vector ALU: a borrower driving
+    it every cycle changes no result, error or cycle of the engine's runs."""
+    monkeypatch.setattr(pysim, "MatVecHarness", _BusyBorrowerHarness)
+    rng = np.random.default_rng(60 + wait_level)
+    jobs = [make_job(rng, rows=int(rng.integers(1, 40)), cols=int(rng.integers(1, 80)),
+                     sparsity=sp, encoding=Encoding.INT4, lanes=CFG.lanes, out_mode=mode)
+            for sp, mode in ((0.0, 0), (0.6, 2), (0.9, 1))]
+    jobs.insert(1, corrupt(jobs[0], "crc_params", CFG))
+    results = run_jobs(CFG, jobs, wait_level=wait_level, seed=5)
+    _check_all(jobs, results)
+    for job, res in zip(jobs, results):
+        model = predict_cycles(list(job.words), CFG.lanes, job.header.rows,
+                               wait_level=wait_level, seed=5)
+        assert res.cycles == model
+
+
+@pytest.mark.filterwarnings("ignore:.* created but never used")  # built, not elaborated
+def test_lend_requantizer_must_be_a_bool():
+    with pytest.raises(TypeError, match="lend_requantizer must be a bool"):
+        MatVecEngine(CFG, lend_requantizer=1)
+    assert "requant" not in MatVecEngine(CFG).signature.members
+    assert "requant" in MatVecEngine(CFG, lend_requantizer=True).signature.members

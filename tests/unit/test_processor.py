@@ -6,6 +6,8 @@ and ``SYNC_COUNT`` must agree bit for bit, instruction counts exactly, cycles ex
 without wait states and within 5% with them.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth import Module
@@ -484,6 +486,43 @@ def test_every_sequencer_error_halts_cleanly_with_its_pc_and_start_recovers():
     assert seen == {ErrorCode(c) for c in range(0x10, 0x17)}
 
 
+def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
+    """The vector ALU borrows the engine's requantizer. Each element-wise op directly
+    before and after a ``MATVEC`` and an ``LSTM``, each time to its own destination (the
+    compiled steps only have them before one): ``VREQ8``/``VMULQ8`` use the requantizer
+    right after the engine's last rows left it and right before its next start. All
+    bit-exact with the ISS, cycles exact."""
+    rng = np.random.default_rng(12)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    consts = [pack_constant(int(rng.integers(1 << 30, 1 << 31)), s) for s in (-4, 0, 3)]
+    vector_ops = [I(Op.VREQ8, p=0, a=300), I(Op.VMULQ8, p=1, a=300, b=0),
+                  I(Op.VMUL, p=7, a=300, b=20), I(Op.VADD, a=300, b=20),
+                  I(Op.VSHIFT, p=0x40 | 3, a=300), I(Op.VREQ8, p=2, a=420)]
+    dests = (440, 456, 472, 488)  # before / after MATVEC, before / after LSTM
+
+    async def body(rig):
+        for i, k in enumerate(consts):
+            await rig.constant(i, k)
+        rig.registers(desc_count=2, const_count=len(consts), prog_len=CFG.program_depth)
+        layer(rig, job, index=0, base=0, mode=Mode.Q3_12)
+        layer(rig, job, index=1, base=0, mode=Mode.LSTM, split=37, const_index=2,
+              cell_frac_bits=11)
+        rig.scratch(300, rng.integers(-3000, 3000, 12))  # read before the first MATVEC
+        for op in vector_ops:
+            rig.scratch(0, rng.integers(-128, 128, 100))
+            rig.scratch(420, rng.integers(-300, 300, 6))  # LSTM state: h (3), c (3)
+            at = [dataclasses.replace(op, d=d) for d in dests]
+            prog = [I(Op.SETVL, a=12), at[0], I(Op.MATVEC, p=0, d=300, a=0, b=0), at[1],
+                    I(Op.SETVL, a=3), at[2], I(Op.LSTM, p=1, d=420, a=0), at[3],
+                    I(Op.HALT)]
+            rig.program(0, prog)
+            await rig.run(0, f"{op.op.name} around MATVEC/LSTM")
+            for d in dests:
+                assert np.any(rig.iss.scratch[d:d + 3] != 0), f"{op.op.name}: all zero"
+
+    simulate(body)
+
+
 def test_start_and_soft_reset_abort_a_run():
     rng = np.random.default_rng(8)
     job = make_job(rng, rows=30, cols=60, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
@@ -519,6 +558,9 @@ def test_verilog_top_is_processor_with_named_units():
     assert "processor" in names
     assert {"processor.engine", "processor.vector_alu", "processor.activation_lut",
             "processor.lstm_cell"} <= names
+    # Two 32 x 32 requantizers: the engine's, shared with the vector ALU, and the cell's.
+    assert {n for n in names if n.endswith(".requantizer")} == {
+        "processor.engine.requantizer", "processor.lstm_cell.requantizer"}
     assert all(n == "processor" or n.startswith("processor.") for n in names)
 
 

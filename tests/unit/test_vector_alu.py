@@ -1,6 +1,13 @@
-"""VectorAlu against the golden LSTM element operations, with bubbles and mixed ops."""
+"""VectorAlu against the golden LSTM element operations, with bubbles and mixed ops.
+
+The ALU borrows its requantizer (``VectorAlu.requant``); ``AluWithRequantizer`` connects
+it to a ``Requantizer`` of its own, as a unit alone would be built. In the processor it
+is the engine's, shared (``tests/unit/test_processor.py``).
+"""
 
 import numpy as np
+from amaranth import Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from golden.lstm import cell_to_q3_12, cell_update, q15_to_int8
@@ -10,7 +17,41 @@ from golden.numerics import (
     rounding_divide_by_pot,
     saturate,
 )
-from hw.vector_alu import LATENCY, OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
+from hw.requantizer import Requantizer
+from hw.vector_alu import (
+    LATENCY,
+    OP_ADD,
+    OP_MUL_REQUANT,
+    OP_MUL_RSHIFT,
+    OP_SHIFT,
+    REQUANTIZER_LATENCY,
+    VectorAlu,
+)
+
+
+_INPUTS = ("in_valid", "op", "a", "b", "shift", "multiplier", "sat8")
+
+
+class AluWithRequantizer(wiring.Component):
+    """``VectorAlu`` with its ``requant`` port on a ``Requantizer`` of its own (whose
+    ``in_valid`` stays low: the ALU's ``out_valid`` must not need it). Ports: the ALU's,
+    without ``requant``."""
+
+    def __init__(self):
+        self.alu = VectorAlu()
+        super().__init__({name: member for name, member in self.alu.signature.members.items()
+                          if name != "requant"})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.alu, m.submodules.requantizer = alu, rq = self.alu, Requantizer()
+        assert rq.latency == REQUANTIZER_LATENCY
+        for name in ("acc", "bias", "multiplier", "shift", "mode"):
+            m.d.comb += getattr(rq, name).eq(getattr(alu.requant, name))
+        m.d.comb += alu.requant.out.eq(rq.out)
+        m.d.comb += [getattr(alu, name).eq(getattr(self, name)) for name in _INPUTS]
+        m.d.comb += [self.out_valid.eq(alu.out_valid), self.y.eq(alu.y)]
+        return m
 
 
 def reference(op, a, b, shift, mult, sat8):
@@ -30,7 +71,7 @@ def reference(op, a, b, shift, mult, sat8):
 def run_timed(items):
     """items: (op, a, b, shift, mult, sat8) or None for a bubble; returns (cycle, output)
     pairs in order, ``cycle`` counting from the first item's."""
-    dut = VectorAlu()
+    dut = AluWithRequantizer()
     out = []
 
     async def tb(ctx):
