@@ -35,7 +35,7 @@ DEPTHS = dict(max_rows=256, max_cols=256, weight_depth=16384)
 
 def test_engine_l4_up5k(tmp_path):
     part = PARTS["up5k"]
-    rec = synthesize(engine_design(part, 4, DEPTHS), part, tmp_path)
+    rec = synthesize(engine_design(part, 4, DEPTHS), part, tmp_path, seeds=(1, 2))
     assert rec.get("cells"), f"Yosys failed: {rec.get('reason')}"
 
     # What the memories and multipliers became (Yosys's cell statistics).
@@ -54,6 +54,20 @@ def test_engine_l4_up5k(tmp_path):
     assert rec["logic_util"] < 1.0
     assert rec["fmax_mhz"] and rec["fmax_mhz"] > 0
     assert rec["critical_path"] and rec["critical_path"]["start"]
+
+    # One place-and-route per seed, each with its own report; the best one is reported.
+    by_seed = rec["fmax_by_seed"]
+    assert set(by_seed) == {"1", "2"} and all(f and f > 0 for f in by_seed.values())
+    assert rec["fmax_mhz"] == max(by_seed.values()) and by_seed[str(rec["seed"])] == rec["fmax_mhz"]
+    assert (tmp_path / "report.seed1.json").exists() and (tmp_path / "report.seed2.json").exists()
+
+
+@pytest.mark.parametrize("seeds", [(), (0,), (1, True), ("1",)])
+def test_synthesize_rejects_bad_seeds(tmp_path, seeds):
+    part = PARTS["up5k"]
+    with pytest.raises(ValueError, match="seeds must be positive integers"):
+        synthesize(engine_design(part, 4, DEPTHS), part, tmp_path, seeds=seeds)
+    assert not (tmp_path / "top.il").exists()  # refused before anything is written
 
 
 def test_engine_top_fifo_covers_read_latency():
