@@ -71,8 +71,8 @@ class _State(enum.Enum, shape=4):
     MV_CHECK = 4  # fault on the checks or start: first activation read
     MV_LOAD = 5  # activation load, one entry per cycle
     MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
-    LR_INDEX = 7  # LOADROW: index arrives, checked
-    LR_ROW = 8  # LOADROW: row address multiply
+    LR_INDEX = 7  # LOADROW: index arrives, registered
+    LR_ROW = 8  # LOADROW: index checked, row address multiply
     VEC_RUN = 9  # one element read per cycle
     VEC_DRAIN = 10  # unit pipeline drains
     AM_WRITE = 11  # ARGMAX: index to RESULT and scratch
@@ -561,14 +561,18 @@ class Processor(wiring.Component):
                 with m.Elif(tail_k != CELL_TAIL_CYCLES - 1):
                     m.d.sync += tail_k.eq(tail_k + 1)
 
+            # The index is checked from its register, not the scratch block RAM's output:
+            # the compare's carry chain and the fault's fan-out (state, busy, fault_pc)
+            # would follow the RAM's 5.8 ns clock-to-out (issue 6). No cycle is added: the
+            # row address waits for the register anyway; a bad index faults a cycle later.
             with m.Case(_State.LR_INDEX):
-                with m.If(sc_b.data >= vn):  # the index entry is unsigned
-                    fault(ErrorCode.BAD_OPERAND)
-                with m.Else():
-                    m.d.sync += [row.eq(sc_b.data), state.eq(_State.LR_ROW)]
+                m.d.sync += [row.eq(sc_b.data), state.eq(_State.LR_ROW)]
 
             with m.Case(_State.LR_ROW):
-                m.d.sync += [src.eq(a + row * vl), state.eq(_State.VEC_RUN)]
+                with m.If(row >= vn):  # the index entry is unsigned
+                    fault(ErrorCode.BAD_OPERAND)
+                with m.Else():
+                    m.d.sync += [src.eq(a + row * vl), state.eq(_State.VEC_RUN)]
 
             with m.Case(_State.VEC_RUN):
                 m.d.sync += rk.eq(rk + 1)
