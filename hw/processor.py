@@ -346,9 +346,18 @@ class Processor(wiring.Component):
             m.d.sync += wk.eq(wk + 1)
 
         # ARGMAX: signed running maximum, strict compare keeps the lowest index.
+        # Each element is compared the cycle after it arrives, from a register: the
+        # compare's carry chain and best_k's enable no longer follow the scratch block
+        # RAM's output (issue 6). AM_WRITE, the cycle after the last arrival, takes the
+        # last compare's outcome directly, so no cycle is added.
         best, best_k = Signal(signed(16)), Signal(16)
-        with m.If(in_vec & is_argmax & v1 & ((wk == 0) | (xa > best))):
-            m.d.sync += [best.eq(xa), best_k.eq(wk)]
+        am_v, am_x, am_k = Signal(), Signal(signed(16)), Signal(16)
+        m.d.sync += [am_v.eq(in_vec & is_argmax & v1), am_x.eq(xa), am_k.eq(wk)]
+        better = am_v & ((am_k == 0) | (am_x > best))
+        argmax_k = Signal(16)  # the index of the maximum so far, this cycle's compare included
+        m.d.comb += argmax_k.eq(Mux(better, am_k, best_k))
+        with m.If(better):
+            m.d.sync += [best.eq(am_x), best_k.eq(am_k)]
 
         # MATVEC activation load: split entries from a, the rest from b.
         lk = Signal(16)
@@ -412,7 +421,7 @@ class Processor(wiring.Component):
                     m.d.comb += [sc_w.en.eq(eng.out_we), sc_w.addr.eq(d + eng.out_addr),
                                  sc_w.data.eq(eng.out_data)]
             with m.Case(_State.AM_WRITE):
-                m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(best_k)]
+                m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(argmax_k)]
             with m.Case(_State.VEC_RUN, _State.VEC_DRAIN):
                 m.d.comb += [sc_w.en.eq(vec_we & ~is_argmax), sc_w.addr.eq(d + wk),
                              sc_w.data.eq(vec_y)]
@@ -587,7 +596,7 @@ class Processor(wiring.Component):
                     complete()
 
             with m.Case(_State.AM_WRITE):
-                m.d.sync += result.eq(best_k)
+                m.d.sync += result.eq(argmax_k)
                 complete()
 
         # Host memory port: while idle it takes over the sequencer's read ports and the
