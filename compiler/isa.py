@@ -32,6 +32,7 @@ __all__ = [
     "LSTM_TAIL_CYCLES",
     "MATVEC_SETUP_CYCLES",
     "RESERVED_FIELDS",
+    "RUN_START_CYCLES",
     "VECTOR_LATENCY",
     "Descriptor",
     "ErrorCode",
@@ -278,6 +279,10 @@ def constant_ok(multiplier: int, shift: int) -> bool:
 
 # ---------------------------------------------------------------------------- cycles
 
+#: Once per run, before the first fetch: the first instruction word read for its
+#: descriptor index (``hw.processor``: every later word is read during the instruction
+#: before it).
+RUN_START_CYCLES = 1
 #: Fetch and decode/check of every instruction.
 ISSUE_CYCLES = 2
 #: Descriptor read and range checks before the activation load of MATVEC/LSTM.

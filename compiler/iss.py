@@ -50,6 +50,7 @@ from golden.weights import (
 from .compile import Image, compile_model
 from .isa import (
     ELEMENTWISE,
+    RUN_START_CYCLES,
     VSHIFT_AMOUNT_MASK,
     VSHIFT_RIGHT,
     VSHIFT_SAT8,
@@ -88,8 +89,9 @@ class Run:
     """Outcome of :meth:`Machine.run`.
 
     ``error`` is :attr:`ErrorCode.OK` after a HALT; otherwise ``fault_pc`` is the PC of
-    the faulting instruction (or of the fetch that failed). ``cycles`` and ``macs`` add
-    up the completed instructions in ``trace``; ``ideal_cycles = macs / lanes``.
+    the faulting instruction (or of the fetch that failed). ``cycles`` is the run's start
+    (``RUN_START_CYCLES``) plus the completed instructions in ``trace``, ``macs`` adds up
+    theirs; ``ideal_cycles = macs / lanes``.
     """
 
     error: ErrorCode
@@ -299,7 +301,7 @@ class Machine:
         VL and VN are reset to 0 at start; scratch, RESULT and memories keep their values.
         """
         self.vl = self.vn = 0
-        trace, cycles, macs = [], 0, 0
+        trace, cycles, macs = [], RUN_START_CYCLES, 0
         while True:
             try:
                 if not 0 <= pc < min(self.prog_len, self.config.program_depth):

@@ -71,12 +71,13 @@ class _State(enum.Enum, shape=4):
     MV_CHECK = 4  # fault on the checks or start: first activation read
     MV_LOAD = 5  # activation load, one entry per cycle
     MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
-    LR_INDEX = 7  # LOADROW: index arrives, checked
-    LR_ROW = 8  # LOADROW: row address multiply
+    LR_INDEX = 7  # LOADROW: index arrives, registered
+    LR_ROW = 8  # LOADROW: index checked, row address multiply
     VEC_RUN = 9  # one element read per cycle
     VEC_DRAIN = 10  # unit pipeline drains
     AM_WRITE = 11  # ARGMAX: index to RESULT and scratch
     LSTM_TAIL = 12  # the cell unit drains
+    START = 13  # a run's first instruction word read, for its descriptor index
 
 
 def host_members(config: ProcessorConfig) -> dict:
@@ -105,7 +106,8 @@ class Processor(wiring.Component):
     and the counters clear; scratch, ``RESULT``, ``SYNC_COUNT`` and memories persist. The
     run ends with ``done`` high and ``busy`` low after ``HALT`` (``error`` 0) or at the
     first failing check of ``docs/isa.md`` section 4 (``error`` the code, ``fault_pc`` the
-    instruction's PC). ``soft_reset`` stops a run and returns to idle. Instruction cycles
+    instruction's PC). ``soft_reset`` stops a run and returns to idle. A run takes
+    ``compiler.isa.RUN_START_CYCLES`` before its first instruction; instruction cycles
     follow ``compiler.isa.instruction_cycles`` exactly without memory wait states, except
     that ``LSTM`` takes ``MATVEC`` + ``CELL_TAIL_CYCLES``.
 
@@ -227,8 +229,12 @@ class Processor(wiring.Component):
         # always at pc + 1 (or start_pc at a start): the program memory reads it ahead,
         # FETCH latches the word, and DECODE checks a register rather than the block
         # RAM's output (5.6 ns clock-to-out on the ECP5). The cycles are unchanged.
+        # START reads start_pc again (the start cycle read it first) so that FETCH finds
+        # the word on the port.
         ir = Signal(64)
         m.d.comb += prog_rd.addr.eq(pc + 1)
+        with m.If(state == _State.START):
+            m.d.comb += prog_rd.addr.eq(pc)
         with m.If(state == _State.FETCH):
             m.d.sync += ir.eq(prog_rd.data)
         # The current instruction, latched at decode.
@@ -251,11 +257,18 @@ class Processor(wiring.Component):
         def partial_overlap(dst, src, n):
             return (dst != src) & (dst < src + n) & (src < dst + n)
 
-        # Descriptor fields. The descriptor is read ahead like the instruction: its index
-        # comes from the program memory's output in FETCH, the instruction register in
-        # DECODE, then the latched p. So ``df``, the block RAM's output registered, holds
-        # it from DESC on: the checks in DESC, the engine, the address adders and the
-        # LSTM cell all start from flip-flops (``desc_reserved``: a reserved bit is set).
+        # Descriptor fields. The descriptor is read ahead like the instruction, from FETCH,
+        # so that ``df``, the block RAM's output registered, holds it from DESC on: the
+        # checks in DESC, the engine, the address adders and the LSTM cell all start from
+        # flip-flops (``desc_reserved``: a reserved bit is set). Its index in FETCH and
+        # DECODE is ``p_ahead``, the p field of the program memory's output registered:
+        # that output holds the next instruction's word for the whole of the current one
+        # (read at pc + 1), so the register has it by the next FETCH, and the 15 block
+        # RAMs' address no longer hangs off the program block RAM's output (issue 6,
+        # item 6). Only a run's first word has no instruction before it: START reads it,
+        # one cycle per run (``compiler.isa.RUN_START_CYCLES``) where registering the
+        # index after FETCH would cost one per MATVEC and LSTM. From DESC on the index is
+        # the latched p.
         desc = desc_rd.data
         dr = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
         df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
@@ -264,8 +277,10 @@ class Processor(wiring.Component):
         m.d.sync += [df[name].eq(dr[name]) for name in df]
         m.d.sync += desc_reserved.eq((dr["reserved16"] != 0) | (dr["reserved96"] != 0))
         p_lo, p_bits = FIELDS["p"]
-        m.d.comb += desc_rd.addr.eq(Mux(state == _State.FETCH, prog_rd.data[p_lo:p_lo + p_bits],
-                                        Mux(state == _State.DECODE, f["p"], p)))
+        p_ahead = Signal(p_bits)
+        m.d.sync += p_ahead.eq(prog_rd.data[p_lo:p_lo + p_bits])
+        ahead = (state == _State.FETCH) | (state == _State.DECODE)
+        m.d.comb += desc_rd.addr.eq(Mux(ahead, p_ahead, p))
 
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
         # the instruction's p at decode, the descriptor's const_index for LSTM after.
@@ -335,9 +350,18 @@ class Processor(wiring.Component):
             m.d.sync += wk.eq(wk + 1)
 
         # ARGMAX: signed running maximum, strict compare keeps the lowest index.
+        # Each element is compared the cycle after it arrives, from a register: the
+        # compare's carry chain and best_k's enable no longer follow the scratch block
+        # RAM's output (issue 6). AM_WRITE, the cycle after the last arrival, takes the
+        # last compare's outcome directly, so no cycle is added.
         best, best_k = Signal(signed(16)), Signal(16)
-        with m.If(in_vec & is_argmax & v1 & ((wk == 0) | (xa > best))):
-            m.d.sync += [best.eq(xa), best_k.eq(wk)]
+        am_v, am_x, am_k = Signal(), Signal(signed(16)), Signal(16)
+        m.d.sync += [am_v.eq(in_vec & is_argmax & v1), am_x.eq(xa), am_k.eq(wk)]
+        better = am_v & ((am_k == 0) | (am_x > best))
+        argmax_k = Signal(16)  # the index of the maximum so far, this cycle's compare included
+        m.d.comb += argmax_k.eq(Mux(better, am_k, best_k))
+        with m.If(better):
+            m.d.sync += [best.eq(am_x), best_k.eq(am_k)]
 
         # MATVEC activation load: split entries from a, the rest from b.
         lk = Signal(16)
@@ -401,7 +425,7 @@ class Processor(wiring.Component):
                     m.d.comb += [sc_w.en.eq(eng.out_we), sc_w.addr.eq(d + eng.out_addr),
                                  sc_w.data.eq(eng.out_data)]
             with m.Case(_State.AM_WRITE):
-                m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(best_k)]
+                m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(argmax_k)]
             with m.Case(_State.VEC_RUN, _State.VEC_DRAIN):
                 m.d.comb += [sc_w.en.eq(vec_we & ~is_argmax), sc_w.addr.eq(d + wk),
                              sc_w.data.eq(vec_y)]
@@ -428,6 +452,9 @@ class Processor(wiring.Component):
         m.d.sync += table.eq(vn * vl)
 
         with m.Switch(state):
+            with m.Case(_State.START):
+                m.d.sync += state.eq(_State.FETCH)
+
             with m.Case(_State.FETCH):
                 with m.If((pc >= self.prog_len) | (pc >= cfg.program_depth)):
                     fault(ErrorCode.PC_OVERRUN)
@@ -547,14 +574,18 @@ class Processor(wiring.Component):
                 with m.Elif(tail_k != CELL_TAIL_CYCLES - 1):
                     m.d.sync += tail_k.eq(tail_k + 1)
 
+            # The index is checked from its register, not the scratch block RAM's output:
+            # the compare's carry chain and the fault's fan-out (state, busy, fault_pc)
+            # would follow the RAM's 5.8 ns clock-to-out (issue 6). No cycle is added: the
+            # row address waits for the register anyway; a bad index faults a cycle later.
             with m.Case(_State.LR_INDEX):
-                with m.If(sc_b.data >= vn):  # the index entry is unsigned
-                    fault(ErrorCode.BAD_OPERAND)
-                with m.Else():
-                    m.d.sync += [row.eq(sc_b.data), state.eq(_State.LR_ROW)]
+                m.d.sync += [row.eq(sc_b.data), state.eq(_State.LR_ROW)]
 
             with m.Case(_State.LR_ROW):
-                m.d.sync += [src.eq(a + row * vl), state.eq(_State.VEC_RUN)]
+                with m.If(row >= vn):  # the index entry is unsigned
+                    fault(ErrorCode.BAD_OPERAND)
+                with m.Else():
+                    m.d.sync += [src.eq(a + row * vl), state.eq(_State.VEC_RUN)]
 
             with m.Case(_State.VEC_RUN):
                 m.d.sync += rk.eq(rk + 1)
@@ -569,7 +600,7 @@ class Processor(wiring.Component):
                     complete()
 
             with m.Case(_State.AM_WRITE):
-                m.d.sync += result.eq(best_k)
+                m.d.sync += result.eq(argmax_k)
                 complete()
 
         # Host memory port: while idle it takes over the sequencer's read ports and the
@@ -605,14 +636,15 @@ class Processor(wiring.Component):
                     m.d.comb += self.host_rdata.eq(data)
 
         # Host control last: it overrides whatever the sequencer was doing. A start reads
-        # the first instruction ahead, as the sequencer does every next one.
+        # the first instruction ahead, as the sequencer does every next one; START reads
+        # it again while ``p_ahead`` takes its p field.
         with m.If(self.start & ~self.soft_reset):
             m.d.comb += prog_rd.addr.eq(self.start_pc)
         with m.If(self.soft_reset):
             m.d.sync += [state.eq(_State.IDLE), busy.eq(0), done.eq(0)]
         with m.Elif(self.start):
             m.d.sync += [
-                state.eq(_State.FETCH), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
+                state.eq(_State.START), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
                 error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), cycles.eq(0),
                 instructions.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
             ]

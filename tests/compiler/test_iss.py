@@ -10,6 +10,7 @@ import pytest
 
 from compiler.compile import compile_model
 from compiler.isa import (
+    RUN_START_CYCLES,
     Descriptor,
     ErrorCode,
     Instruction,
@@ -403,7 +404,7 @@ def test_recovery_after_an_error_and_sync():
     assert m.run(0).error == ErrorCode.ILLEGAL_OPCODE
     r = m.run(1)
     assert r.error == ErrorCode.OK and m.sync_count == 1 and m.vl == 3
-    assert r.cycles == 3 * 2
+    assert r.cycles == 1 + 3 * 2  # the run's start, then fetch and decode each
 
 
 # ---------------------------------------------------------------------------- steps
@@ -485,7 +486,7 @@ def test_step_runs_report_cycles_and_macs(model):
     lanes = ib.image.config.lanes
     for step, run in ib.runs:
         assert run.error == ErrorCode.OK
-        assert run.cycles == sum(e.cycles for e in run.trace)
+        assert run.cycles == RUN_START_CYCLES + sum(e.cycles for e in run.trace)
         assert run.macs == ib.step_cost(step).nonzero
         assert run.ideal_cycles == run.macs / lanes and 0 < run.mac_busy < 1
         for e in run.trace:

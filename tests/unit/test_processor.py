@@ -18,15 +18,17 @@ from amaranth.sim import Simulator
 
 from compiler.compile import compile_model
 from compiler.isa import (
+    LSTM_TAIL_CYCLES,
+    RUN_START_CYCLES,
     Descriptor,
     ErrorCode,
-    LSTM_TAIL_CYCLES,
     Instruction,
     Mode,
     Op,
     ProcessorConfig,
     decode,
     encode,
+    instruction_cycles,
     pack_constant,
 )
 from compiler.iss import Machine
@@ -519,6 +521,58 @@ def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
             await rig.run(0, f"{op.op.name} around MATVEC/LSTM")
             for d in dests:
                 assert np.any(rig.iss.scratch[d:d + 3] != 0), f"{op.op.name}: all zero"
+
+
+def test_each_matvec_reads_its_own_descriptor_ahead():
+    """The descriptor index comes from the program word read during the instruction before
+    (after SETVL's two cycles, after a MATVEC) or, for a run's first instruction, in the
+    start cycle, even when a host read has just left another word on the memories'
+    ports: the checks see the right descriptor (descriptor 3 has a reserved bit set) and
+    the engine runs it (three layers of different shapes)."""
+    rng = np.random.default_rng(11)
+    jobs = [make_job(rng, rows=rows, cols=cols, sparsity=0.5, encoding=Encoding.INT4,
+                     lanes=8) for rows, cols in ((12, 40), (9, 33), (6, 20))]
+    prog = [I(Op.SETVL, a=2), I(Op.MATVEC, p=1, d=330, a=50, b=0),
+            I(Op.MATVEC, p=0, d=300, a=0, b=0), I(Op.MATVEC, p=2, d=360, a=100, b=0),
+            I(Op.HALT), I(Op.MATVEC, p=3, d=300, a=0, b=0)]
+    outputs = (300, 330, 360)
+
+    async def host_read(rig, mem, addr):
+        ctx, cpu = rig.ctx, rig.cpu
+        ctx.set(cpu.host_mem, mem)
+        ctx.set(cpu.host_addr, addr)
+        ctx.set(cpu.host_re, 1)
+        await ctx.tick()
+        ctx.set(cpu.host_re, 0)
+        await ctx.tick()
+        return ctx.get(cpu.host_rdata)
+
+    async def body(rig):
+        rig.registers(desc_count=len(jobs) + 1, prog_len=len(prog))
+        descs = []
+        for i, job in enumerate(jobs):
+            assert len(job.words) <= 64 and len(job.expected) <= 64
+            descs.append(Descriptor(**layer(rig, job, index=i, base=64 * i)))
+            rig.scratch(50 * i, job.x)
+        bad = bytearray(descs[0].pack())
+        bad[DESC_FIELDS["reserved16"][0] // 8] = 1
+        rig.descriptor(len(jobs), bytes(bad))
+        rig.program(0, prog)
+        for pc, mem, addr, code in ((0, HostMem.PROGRAM, 5, ErrorCode.OK),
+                                    (2, HostMem.PROGRAM, 5, ErrorCode.OK),
+                                    (5, HostMem.PROGRAM, 2, ErrorCode.BAD_DESCRIPTOR),
+                                    (3, HostMem.DESCRIPTORS, 3, ErrorCode.OK)):
+            assert await host_read(rig, mem, addr) != 0
+            iss = await rig.run(pc, f"start at {pc} after a host read")
+            assert iss.error == code
+            if code == ErrorCode.OK:
+                ops = [e.instruction for e in iss.trace]
+                assert iss.cycles == RUN_START_CYCLES + sum(
+                    instruction_cycles(i.op, vl=2, desc=descs[i.p] if i.op == Op.MATVEC
+                                       else None) for i in ops)
+        got = rig.read_scratch()
+        for i, (job, d) in enumerate(zip(jobs, outputs)):
+            assert np.array_equal(got[d:d + len(job.expected)], job.expected), f"layer {i}"
 
     simulate(body)
 
