@@ -88,6 +88,17 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def build_key(verilog_text: str, opts: list[str]) -> str:
+    """The Verilator build cache's key: the sources, the options, and where this venv's
+    cocotb libraries are. The binary's RUNPATH names that folder, so a build made from
+    another checkout's venv stops loading once that venv is deleted: each venv builds
+    its own."""
+    from cocotb_tools.config import libs_dir
+
+    text = verilog_text + repr(opts) + MAKEFLAGS + str(libs_dir)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def build(component, toplevel: str, *, waves: bool = False, extra_sources=(),
           build_args=()) -> Path:
     """Generate Verilog and build it with Verilator for cocotb; return the build folder.
@@ -116,7 +127,7 @@ def build(component, toplevel: str, *, waves: bool = False, extra_sources=(),
     opts = (waiver_args() + ["--public-flat-rw", "-O2"] + (["--trace"] if waves else [])
             + build_args)
     extra = "".join(Path(p).read_text() for p in extra_sources)
-    key = hashlib.sha256((text + extra + repr(opts) + MAKEFLAGS).encode()).hexdigest()[:16]
+    key = build_key(text + extra, opts)
     build_dir = cache_dir() / "verilator" / f"{toplevel}-{key}"
     src = build_dir / f"{toplevel}.v"
     with _locked(cache_dir() / "verilator" / f"{toplevel}-{key}.lock"):
