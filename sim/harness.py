@@ -103,12 +103,14 @@ class MatVecHarness(wiring.Component):
     request (a wait state); ``wait_seed`` seeds the generators when ``start`` is pulsed.
     With ``verilog_rams`` the memories are ``nep_sim_ram`` instances (add
     ``SIM_RAM_VERILOG`` to the sources); otherwise Amaranth memories, reachable as
-    ``weight_mem``, ``param_mem`` and ``out_mem``.
+    ``weight_mem``, ``param_mem`` and ``out_mem``. With ``lend_requantizer`` the engine
+    has its ``requant`` port (``MatVecEngine``), which the harness leaves to a subclass.
     """
 
-    def __init__(self, cfg: EngineConfig, *, verilog_rams: bool = False):
+    def __init__(self, cfg: EngineConfig, *, verilog_rams: bool = False,
+                 lend_requantizer: bool = False):
         self.cfg = cfg
-        self.engine = MatVecEngine(cfg)
+        self.engine = MatVecEngine(cfg, lend_requantizer=lend_requantizer)
         self._rams = {
             "weight_mem": _Ram("weight_mem", cfg.word_bits, cfg.weight_depth, verilog_rams),
             "param_mem": _Ram("param_mem", cfg.param_bits, cfg.max_rows, verilog_rams),
