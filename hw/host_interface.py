@@ -49,11 +49,11 @@ def _strobe_mask(wstrb):
 class HostInterface(wiring.Component):
     """The register map of ``docs/register-map.md`` for a ``Processor`` of ``config``.
 
-    Registers answer a read in the cycle they take it; windows three cycles later. Everything
+    Registers answer a read in the cycle they take it; windows four cycles later. Everything
     the block drives into the core and the memories is registered (the memory ports, the
     ``CTRL`` pulses), so the bus slave's state and this decoder share no combinational
     path with the sequencer; a window read then takes the request register's cycle, the
-    memory's and one to register the word read. A window write merges its strobed bytes
+    memory's, one to register the word read and one to choose the read word. A window write merges its strobed bytes
     into part ``k`` of the 512-bit staging register; a write to a word's last part also
     commits the staging word to the memory, in the next cycle. The window decode is
     registered: a window access's ``addr`` must be valid from the cycle before
@@ -202,21 +202,27 @@ class HostInterface(wiring.Component):
                          getattr(self, f"{prefix}_we").eq(commit & sel[name]),
                          getattr(self, f"{prefix}_re").eq(read & sel[name])]
 
-        # ---- responses: register reads now, window reads three cycles later: the request
-        # register, the RAM, then the word it returns registered (so the memories' bank
-        # multiplexers and this block's part selection do not share a cycle), of which
-        # part ``part`` answers. The address is held meanwhile and the read was checked
-        # when taken, so no error is raised for it then.
-        rd_issued, rd_arrives, rd_pending, rd_part = Signal(), Signal(), Signal(), Signal(4)
-        rd_weight, rd_param = Signal(), Signal()
-        m.d.sync += [rd_issued.eq(read), rd_arrives.eq(rd_issued), rd_pending.eq(rd_arrives)]
+        # ---- responses: register reads now, window reads four cycles later: the request
+        # register, the RAM, the word it returns registered, then the read word, of which
+        # part ``part`` answers. The weight and parameter words are caught as they leave
+        # their memories' bank multiplexers and chosen a cycle later, so those multiplexers
+        # (behind a block RAM's slow clock-to-out) and this block's selection do not share a
+        # cycle. The address is held meanwhile and the read was checked when taken, so no
+        # error is raised for it then.
+        rd_issued, rd_arrives, rd_caught, rd_pending = Signal(), Signal(), Signal(), Signal()
+        rd_part, rd_weight, rd_param = Signal(4), Signal(), Signal()
+        m.d.sync += [rd_issued.eq(read), rd_arrives.eq(rd_issued), rd_caught.eq(rd_arrives),
+                     rd_pending.eq(rd_caught)]
         with m.If(read):
             m.d.sync += [rd_part.eq(part), rd_weight.eq(sel["weights"]),
                          rd_param.eq(sel["params"])]
         rd_word = Signal(512)
+        w_word, p_word = Signal.like(self.weight_rdata), Signal.like(self.param_rdata)
         with m.If(rd_arrives):
-            m.d.sync += rd_word.eq(Mux(rd_weight, self.weight_rdata,
-                                       Mux(rd_param, self.param_rdata, self.host_rdata)))
+            m.d.sync += [w_word.eq(self.weight_rdata), p_word.eq(self.param_rdata),
+                         rd_word.eq(self.host_rdata)]
+        with m.If(rd_caught & (rd_weight | rd_param)):
+            m.d.sync += rd_word.eq(Mux(rd_weight, w_word, p_word))
         decode_err = Mux(is_reg, ~reg_hit | (self.we & reg_ro), ~win_go)
         m.d.comb += [
             self.err.eq(~rd_pending & decode_err),
