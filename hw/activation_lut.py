@@ -44,13 +44,14 @@ class ActivationLut(wiring.Component):
         v1 = Signal()
         t1 = Signal(SEGMENT_BITS)
         m.d.sync += [v1.eq(self.in_valid), t1.eq(u[:SEGMENT_BITS])]
-        # 2: slope times position.
+        # 2: the entry registered, so the block RAM's slow clock-to-out and the multiplier
+        # do not share a cycle.
         v2 = Signal()
-        lo2 = Signal(signed(16))
-        prod2 = Signal(signed(17 + SEGMENT_BITS + 1))
-        m.d.sync += [v2.eq(v1), lo2.eq(port.data.value), prod2.eq(port.data.slope * t1)]
-        # 3: round half up and add.
+        t2 = Signal(SEGMENT_BITS)
+        lo2, slope2 = Signal(signed(16)), Signal(signed(17))
+        m.d.sync += [v2.eq(v1), t2.eq(t1), lo2.eq(port.data.value), slope2.eq(port.data.slope)]
+        # 3: slope times position, round half up and add.
         half = 1 << (SEGMENT_BITS - 1)
         m.d.sync += [self.out_valid.eq(v2),
-                     self.y.eq(lo2 + ((prod2 + half) >> SEGMENT_BITS))]
+                     self.y.eq(lo2 + ((slope2 * t2 + half) >> SEGMENT_BITS))]
         return m

@@ -95,7 +95,11 @@ class MatVecEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        restart = Signal()  # one-cycle synchronous reset of the datapath at each start
+        # One-cycle synchronous reset of the datapath, in the CHECK cycle after each start:
+        # registered, so the caller's start decision does not fan out to every reset
+        # input of the readers, decompressor and MAC array in its own cycle. Nothing
+        # runs in CHECK, so the run sees the same reset state.
+        restart = Signal()
 
         rows, cols, n_words, nnz = self.rows, self.cols, self.n_words, self.nnz
         encoding, codebook, out_mode = self.encoding, self.codebook, self.out_mode
@@ -169,6 +173,7 @@ class MatVecEngine(wiring.Component):
         with m.If(self.out_we):
             m.d.sync += out_count.eq(out_count + 1)
 
+        m.d.sync += restart.eq(0)  # a pulse, unless IDLE sets it below
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -176,7 +181,7 @@ class MatVecEngine(wiring.Component):
                         error.eq(0), done.eq(0), out_count.eq(0),
                         cycles.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
                     ]
-                    m.d.comb += restart.eq(1)
+                    m.d.sync += restart.eq(1)
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += cycles.eq(cycles + 1)
