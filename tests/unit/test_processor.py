@@ -523,6 +523,31 @@ def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
                 assert np.any(rig.iss.scratch[d:d + 3] != 0), f"{op.op.name}: all zero"
 
 
+def test_lstm_units_take_their_own_c_with_rows_back_to_back():
+    """The cell reads ``c`` a unit ahead of the gates. One-word rows (int4, 8 columns at 8
+    lanes) reach it one per cycle, the fastest the engine runs, and every unit's ``c``
+    differs: a read a unit behind or ahead would change some unit's ``c'`` and ``h'``."""
+    rng = np.random.default_rng(13)
+    H = 6
+    job = make_job(rng, rows=4 * H, cols=2 + H, sparsity=0.0, encoding=Encoding.INT4,
+                   lanes=8)
+    assert len(job.words) == 4 * H  # one word per gate row
+    c = np.linspace(-6000, 6000, H).astype(int)
+
+    async def body(rig):
+        await rig.constant(0, pack_constant(int(rng.integers(1 << 30, 1 << 31)), -6))
+        rig.registers(desc_count=1, const_count=1, prog_len=CFG.program_depth)
+        layer(rig, job, mode=Mode.LSTM, split=2, const_index=0, cell_frac_bits=11)
+        rig.scratch(0, job.x[:2])
+        rig.scratch(420, np.concatenate([job.x[2:], c]))  # h, then c
+        rig.program(0, [I(Op.SETVL, a=H), I(Op.LSTM, p=0, d=420, a=0), I(Op.HALT)])
+        await rig.run(0, "LSTM, rows back to back")
+        c_new = rig.iss.scratch[420 + H:420 + 2 * H]
+        assert len(set(c_new.tolist())) == H and np.any(c_new != c)
+
+    simulate(body)
+
+
 def test_each_matvec_reads_its_own_descriptor_ahead():
     """The descriptor index comes from the program word read during the instruction before
     (after SETVL's two cycles, after a MATVEC) or, for a run's first instruction, in the
