@@ -14,12 +14,12 @@ from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, Requantizer
 
 __all__ = ["H_LATENCY", "LstmCell"]
 
-#: Cycles from the requantizer's input to its output (``hw.requantizer``).
-_RQ_LATENCY = 6
+#: Cycles from the requantizer's input to its output: ``Requantizer(pipelined=True)``.
+_RQ_LATENCY = 8
 #: Pipeline stages of the cell update, from the i*g product to the tanh lookup's input.
 _UPDATE_STAGES = 4
 #: Cycles from ``o``, directly after its ``g``, to its ``h'`` write: the cell update (4),
-#: the tanh lookup (3), the requantizer (6). A later ``o`` is written sooner after it.
+#: the tanh lookup (3), the requantizer (8). A later ``o`` is written sooner after it.
 H_LATENCY = _UPDATE_STAGES + 3 + _RQ_LATENCY
 
 
@@ -71,7 +71,7 @@ class LstmCell(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.tanh = lut = ActivationLut()
-        m.submodules.requantizer = rq = Requantizer()
+        m.submodules.requantizer = rq = Requantizer(pipelined=True)
         n = self.cell_frac_bits
 
         # Gate arrival. c is read a unit ahead and registered, so the block RAM's output

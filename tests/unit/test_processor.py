@@ -18,6 +18,8 @@ from amaranth.sim import Simulator
 
 from compiler.compile import compile_model
 from compiler.isa import (
+    ALU_LATENCY,
+    ENGINE_LATENCY,
     LSTM_TAIL_CYCLES,
     RUN_START_CYCLES,
     Descriptor,
@@ -36,9 +38,11 @@ from golden.model import ModelConfig, QuantConfig, random_float_model
 from golden.quantize import quantize_model
 from golden.weights import Encoding
 from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, HostMem, Processor
+from hw.vector_alu import LATENCY as VECTOR_ALU_LATENCY
 from sim import toolchain
 from sim.harness import PARAM_SALT, WEIGHT_SALT, serve_with_wait_states
 from sim.job import CORRUPTIONS, corrupt, make_job
+from sim.perf_model import PIPELINE_LATENCY
 
 CFG = ProcessorConfig(lanes=8, program_depth=128, weight_depth=1024, param_depth=256,
                       scratch_depth=512, desc_depth=16, const_depth=8, max_rows=64,
@@ -522,6 +526,8 @@ def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
             for d in dests:
                 assert np.any(rig.iss.scratch[d:d + 3] != 0), f"{op.op.name}: all zero"
 
+    simulate(body)
+
 
 def test_lstm_units_take_their_own_c_with_rows_back_to_back():
     """The cell reads ``c`` a unit ahead of the gates. One-word rows (int4, 8 columns at 8
@@ -631,7 +637,8 @@ def test_start_and_soft_reset_abort_a_run():
 
 
 def test_verilog_top_is_processor_with_named_units():
-    text = toolchain.generate_verilog(Processor(config=CFG), "processor")
+    cpu = Processor(config=CFG)
+    text = toolchain.generate_verilog(cpu, "processor")
     names = {line[7:].split("(")[0].strip().lstrip("\\") for line in text.splitlines()
              if line.startswith("module ")}
     assert "processor" in names
@@ -641,8 +648,16 @@ def test_verilog_top_is_processor_with_named_units():
     assert {n for n in names if n.endswith(".requantizer")} == {
         "processor.engine.requantizer", "processor.lstm_cell.requantizer"}
     assert all(n == "processor" or n.startswith("processor.") for n in names)
+    # The engine's requantizer has 8 stages, as the ISS's engine latency counts.
+    assert cpu.engine_config.requantizer_stages == 8
+    assert ENGINE_LATENCY == PIPELINE_LATENCY + cpu.engine_config.requantizer_stages - 6
 
 
 def test_cell_tail_matches_the_cycle_model():
     """The ISS's LSTM tail is the cell unit's measured drain."""
     assert CELL_TAIL_CYCLES == LSTM_TAIL_CYCLES
+
+
+def test_alu_latency_matches_the_cycle_model():
+    """The ISS's vector ALU latency is the ALU's (with the engine's 8-stage requantizer)."""
+    assert ALU_LATENCY == VECTOR_ALU_LATENCY
