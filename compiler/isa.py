@@ -25,8 +25,10 @@ from golden.weights import LANE_CHOICES, word_bits
 from hw.errors import EngineError
 
 __all__ = [
+    "ALU_LATENCY",
     "DESCRIPTOR_BYTES",
     "ELEMENTWISE",
+    "ENGINE_LATENCY",
     "FIELDS",
     "ISSUE_CYCLES",
     "LSTM_TAIL_CYCLES",
@@ -287,13 +289,16 @@ RUN_START_CYCLES = 1
 ISSUE_CYCLES = 2
 #: Descriptor read and range checks before the activation load of MATVEC/LSTM.
 MATVEC_SETUP_CYCLES = 2
-#: Cell pipeline drain after the engine's last row (LSTM only).
-LSTM_TAIL_CYCLES = 13
-#: Engine pipeline (``sim.perf_model.PIPELINE_LATENCY``): CHECK to FINISH beyond n_words.
-ENGINE_LATENCY = 21
-#: Latency of the vector ALU (``hw.vector_alu.LATENCY``) and the activation lookup unit
-#: (``hw.activation_lut``), behind one scratch read cycle.
-ALU_LATENCY, LUT_LATENCY, SCRATCH_READ = 7, 3, 1
+#: Cell pipeline drain after the engine's last row (LSTM only; ``hw.processor``'s
+#: ``CELL_TAIL_CYCLES``, with the cell's 8-stage requantizer).
+LSTM_TAIL_CYCLES = 15
+#: Engine pipeline, CHECK to FINISH beyond n_words: ``sim.perf_model.PIPELINE_LATENCY``
+#: plus the 2 stages of the processor's 8-stage requantizer.
+ENGINE_LATENCY = 23
+#: Latency of the vector ALU (``hw.vector_alu.LATENCY``, the engine's 8-stage requantizer
+#: behind an operand register) and the activation lookup unit (``hw.activation_lut``),
+#: behind one scratch read cycle.
+ALU_LATENCY, LUT_LATENCY, SCRATCH_READ = 9, 3, 1
 #: Pipeline latency of the vector instructions, paid once after their VL cycles.
 VECTOR_LATENCY = {
     Op.VCOPY: SCRATCH_READ,
@@ -310,7 +315,7 @@ def instruction_cycles(op: Op, *, vl: int = 0, desc: Descriptor | None = None) -
     """Cycles of one instruction that completes, without memory wait states.
 
     ``MATVEC``: issue + setup + activation load (one entry per cycle, ``cols``) + the
-    engine's ``n_words + 21``; ``LSTM`` adds the cell-pipeline drain. Vector
+    engine's ``n_words + 23``; ``LSTM`` adds the cell-pipeline drain. Vector
     instructions: issue + ``VL`` + their pipeline latency. ``HALT``, ``SYNC``,
     ``SETVL``: issue only.
     """

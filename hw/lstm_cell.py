@@ -14,12 +14,12 @@ from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, Requantizer
 
 __all__ = ["H_LATENCY", "LstmCell"]
 
-#: Cycles from the requantizer's input to its output (``hw.requantizer``).
-_RQ_LATENCY = 6
+#: Cycles from the requantizer's input to its output: ``Requantizer(pipelined=True)``.
+_RQ_LATENCY = 8
 #: Pipeline stages of the cell update, from the i*g product to the tanh lookup's input.
 _UPDATE_STAGES = 4
 #: Cycles from ``o``, directly after its ``g``, to its ``h'`` write: the cell update (4),
-#: the tanh lookup (3), the requantizer (6). A later ``o`` is written sooner after it.
+#: the tanh lookup (3), the requantizer (8). A later ``o`` is written sooner after it.
 H_LATENCY = _UPDATE_STAGES + 3 + _RQ_LATENCY
 
 
@@ -31,7 +31,8 @@ class LstmCell(wiring.Component):
     ``c' = sat16(sat16(RDBPOT(f c, 15)) + sat16(RDBPOT(i g, 30 - n)))``,
     ``t = tanh(cell_to_q3_12(c'))`` and ``h' = sat8(MBQM(o t, M_h, s_h))``, bit-exact with
     ``golden.lstm``. Reset it before each instruction: the gate and unit counters start
-    at 0.
+    at 0. The first gate comes at least a cycle after the reset (unit 0's ``c`` is read
+    from the reset on and registered: it is there two cycles later, for ``f``).
 
     Pipeline: ``f c`` is multiplied when ``f`` arrives, ``i g`` when ``g`` arrives; the
     next four cycles round (quotient and round-up bit), saturate, add and convert ``c'``
@@ -52,8 +53,8 @@ class LstmCell(wiring.Component):
         ``(M_h, s_h)``; held for the whole instruction.
     c_index : Out(16) ; c_data : In(signed(16))
         Cell state read: ``c_data`` is ``c[c_index]`` one cycle after the index (a
-        synchronous read port). It is taken with ``f``; the index is that of the unit
-        whose gates arrive and only changes after its ``o``.
+        synchronous read port), registered the cycle after. The index runs a unit ahead:
+        the unit whose ``f`` comes next, from the cycle after the previous unit's ``f``.
     w_en, w_cell : Out(1) ; w_index : Out(16) ; w_data : Out(signed(16))
         One write per cycle: ``c'[w_index]`` if ``w_cell`` else ``h'[w_index]``
         (sign-extended int8).
@@ -70,16 +71,23 @@ class LstmCell(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.tanh = lut = ActivationLut()
-        m.submodules.requantizer = rq = Requantizer()
+        m.submodules.requantizer = rq = Requantizer(pipelined=True)
         n = self.cell_frac_bits
 
-        # Gate arrival: gate number and unit index.
-        gate, unit = Signal(2), Signal(16)
-        m.d.comb += self.c_index.eq(unit)
+        # Gate arrival. c is read a unit ahead and registered, so the block RAM's output
+        # does not feed the f*c multiplier directly: the index moves to the next unit as f
+        # takes this unit's c from c_q. That next unit's f comes at least 4 gates (cycles)
+        # later; its c is at the index from the cycle after this f, at the RAM's output a
+        # cycle later and in c_q the cycle after that. The index is always past the units
+        # whose c' is being written, so the read never meets a write.
+        gate, c_unit = Signal(2), Signal(16)
+        c_q = Signal(signed(16))
+        m.d.comb += self.c_index.eq(c_unit)
+        m.d.sync += c_q.eq(self.c_data)
         with m.If(self.in_valid):
             m.d.sync += gate.eq(gate + 1)
-            with m.If(gate == 3):
-                m.d.sync += unit.eq(unit + 1)
+            with m.If(gate == 1):
+                m.d.sync += c_unit.eq(c_unit + 1)
 
         # Products as the gates arrive (|f c|, |i g| <= 2^30).
         i_q, o_q = Signal(signed(16)), Signal(signed(16))
@@ -99,7 +107,7 @@ class LstmCell(wiring.Component):
                 with m.Case(0):
                     m.d.sync += i_q.eq(self.y)
                 with m.Case(1):
-                    m.d.sync += fc_p.eq(self.y * self.c_data)
+                    m.d.sync += fc_p.eq(self.y * c_q)
                 with m.Case(2):
                     m.d.sync += ig_p.eq(i_q * self.y)
 
@@ -139,9 +147,9 @@ class LstmCell(wiring.Component):
             narrow, saturate(c_new << left, INT16_MIN, INT16_MAX),
             rounding_divide_by_pot(m, c_new, right, name="cell_q3_12")))]
         m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_in), lut.func.eq(1)]
-        c_q = Signal(signed(16))
+        c_held = Signal(signed(16))
         with m.If(v3):
-            m.d.sync += c_q.eq(c_new)
+            m.d.sync += c_held.eq(c_new)
 
         # Join t and o (either may come first), then MBQM(o t) to int8.
         have_t, have_o = Signal(), Signal()
@@ -167,7 +175,7 @@ class LstmCell(wiring.Component):
         # c' follows its unit down the requantizer, to be written one cycle before h'.
         c_line = [Signal(signed(16), name=f"c_line{k}") for k in range(_RQ_LATENCY - 1)]
         c_valid = [Signal(name=f"c_valid{k}") for k in range(_RQ_LATENCY - 1)]
-        m.d.sync += [c_line[0].eq(c_q), c_valid[0].eq(fire)]
+        m.d.sync += [c_line[0].eq(c_held), c_valid[0].eq(fire)]
         m.d.sync += [c_line[k].eq(c_line[k - 1]) for k in range(1, len(c_line))]
         m.d.sync += [c_valid[k].eq(c_valid[k - 1]) for k in range(1, len(c_valid))]
 

@@ -124,6 +124,8 @@ class Processor(wiring.Component):
         64-bit constants (multiplier bits 0..31, shift 32..63), 16-bit scratch entries.
         A testbench may load them directly, except ``const_mem``: a constant's validity
         is recorded as it comes through the host port, which the bus uses for all four.
+    engine_config : hw.config.EngineConfig
+        The engine's: ``config``'s sizes and the 8-stage requantizer.
 
     Interface
     ---------
@@ -162,9 +164,13 @@ class Processor(wiring.Component):
             raise ValueError(f"weight_depth {config.weight_depth} exceeds the engine's "
                              f"2**20-word address range")
         self.config = config
+        # The 8-stage requantizer, as the cell's: the 6-stage one's 32 x 32 multiply stage
+        # limited the ECP5 clock. 2 cycles more per MATVEC/LSTM and per vector ALU
+        # instruction (which borrows it); one cycle model for every part.
         self.engine_config = EngineConfig(lanes=config.lanes, max_rows=config.max_rows,
                                           max_cols=config.max_cols,
-                                          weight_depth=config.weight_depth)
+                                          weight_depth=config.weight_depth,
+                                          pipelined_requantizer=True)
         wa = max(1, (config.weight_depth - 1).bit_length())
         pa = max(1, (config.param_depth - 1).bit_length())
         super().__init__({
@@ -192,7 +198,7 @@ class Processor(wiring.Component):
         for name, unit in (("engine", eng), ("vector_alu", alu), ("activation_lut", lut)):
             m.submodules[name] = ResetInserter(unit_reset)(unit)
         # One requantizer for the engine and the vector ALU: the sequencer is blocking, so
-        # a vector instruction never runs with a MATVEC/LSTM (its 6 stages are the ALU's).
+        # a vector instruction never runs with a MATVEC/LSTM (its 8 stages are the ALU's).
         wiring.connect(m, alu.requant, eng.requant)
         # The cell unit also restarts with each LSTM: its gate and unit counters at 0.
         cell, cell_reset = LstmCell(), Signal()

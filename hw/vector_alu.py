@@ -15,20 +15,20 @@ OP_ADD = 1  #: sat(a + b): the new cell state
 OP_SHIFT = 2  #: sat(a << shift) or RoundingDivideByPOT(a, -shift), shift -31..15
 OP_MUL_REQUANT = 3  #: sat(MultiplyByQuantizedMultiplier(a * b, M, s)): h = o * tanh(c)
 
-#: Latency of the requantizer ``requant`` must be connected to: the 6-stage ``Requantizer``
-#: (``pipelined=False``, the processor's engine's).
-REQUANTIZER_LATENCY = 6
+#: Latency of the requantizer ``requant`` must be connected to: the 8-stage ``Requantizer``
+#: (``pipelined=True``, the processor's engine's).
+REQUANTIZER_LATENCY = 8
 LATENCY = 1 + REQUANTIZER_LATENCY  # the requantizer's stages behind the operand register
 
 
 class VectorAlu(wiring.Component):
-    """One element per cycle, fixed 7-cycle latency for every operation.
+    """One element per cycle, fixed ``LATENCY`` (9 cycles) for every operation.
 
     ``OP_MUL_REQUANT`` goes through a requantizer the ALU does not instantiate: it drives
     the inputs of ``requant`` every cycle and takes ``requant.out`` ``REQUANTIZER_LATENCY``
     cycles later. In the processor that is the matrix-vector engine's, lent while the
     engine is idle (the sequencer is blocking, so a vector instruction never overlaps a
-    ``MATVEC``/``LSTM``); alone, connect a ``Requantizer()`` to it.
+    ``MATVEC``/``LSTM``); alone, connect a ``Requantizer(pipelined=True)`` to it.
 
     Interface
     ---------
@@ -60,7 +60,7 @@ class VectorAlu(wiring.Component):
         # 0: the operands registered. The scratch block RAM's output (5.8 ns clock-to-out
         # on the ECP5) then VREQ8's ``b`` mux then the DSP multiply in one cycle was the
         # processor's critical path; the requantizer takes the product straight into its
-        # first stage, so MUL_REQUANT keeps the 7-cycle latency.
+        # first stage, so the register costs MUL_REQUANT no cycle.
         v0, sat8_0 = Signal(), Signal()
         op0 = Signal(2)
         a0, b0 = Signal(signed(16)), Signal(signed(16))

@@ -23,7 +23,8 @@ from .harness import PARAM_SALT, WEIGHT_SALT
 
 #: CHECK (1), memory request/response and buffered FIFO (3), decode (3), MAC array (5),
 #: buffered row FIFO (2), requantizer (6), FINISH (1): ``EngineConfig()``. The pipelined
-#: requantizer (``EngineConfig.pipelined_requantizer``) adds its 2 stages.
+#: requantizer (``EngineConfig.pipelined_requantizer``) adds its 2 stages: the processor's
+#: engine has it (``compiler.isa.ENGINE_LATENCY`` = ``PIPELINE_LATENCY + 2``).
 PIPELINE_LATENCY = 21
 FIFO_DEPTH = EngineConfig().fifo_depth
 DECODE_STAGES = DECODER_LATENCY  # registers from a FIFO pop to the decoder output

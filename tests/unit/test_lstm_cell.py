@@ -19,9 +19,9 @@ def golden_cell(i, f, g, o, c, n, mult, shift):
 
 
 def run_cell(gates, c, n, mult, shift, gaps):
-    """Feed ``gates`` [H, 4] with ``gaps[k]`` idle cycles before gate ``k``; return the
-    writes as ``{(is_cell, index): value}`` and the cycle of the last write after the
-    last gate."""
+    """Feed ``gates`` [H, 4] with ``gaps[k]`` idle cycles before gate ``k`` (and one
+    after the reset, as the cell requires); return the writes as
+    ``{(is_cell, index): value}`` and the cycle of the last write after the last gate."""
     dut = LstmCell()
     writes, last = {}, {}
 
@@ -29,7 +29,7 @@ def run_cell(gates, c, n, mult, shift, gaps):
         ctx.set(dut.cell_frac_bits, n)
         ctx.set(dut.multiplier, mult)
         ctx.set(dut.shift, shift)
-        stream = []
+        stream = [None]
         for k, v in enumerate(gates.reshape(-1)):
             stream += [None] * int(gaps[k]) + [int(v)]
         stream += [None] * 20
@@ -90,9 +90,29 @@ def test_constant_extremes_and_back_to_back_latency():
                                        mult, shift)
             h = np.array([writes[(0, j)] for j in range(H)]).astype(np.uint16).view(np.int16)
             np.testing.assert_array_equal(h, h_ref)
+            np.testing.assert_array_equal([writes[(1, j)] for j in range(H)], c_ref)
             assert tail <= H_LATENCY
             if not gaps.any():
                 assert tail == H_LATENCY
+
+
+def test_each_unit_takes_its_own_c_at_the_fastest_rate():
+    """``c`` is read a unit ahead of the gates: with every gate back to back (one per
+    cycle, as the engine delivers one-word rows) and every unit's ``c`` different, a read
+    a unit behind or ahead would give some unit a neighbour's ``c'`` and ``h'``."""
+    H = 12
+    gates = np.tile([0, 32767, 0, 32767], (H, 1))  # c' = c (f = 1 - 2^-15, i g = 0)
+    gates[::3, 0] = 20000  # and a few units with i g too
+    gates[::3, 2] = -15000
+    c = np.linspace(-3000, 3000, H).astype(np.int64)
+    n = 12  # c in Q3.12: tanh of about -0.73..0.73, unsaturated
+    mult, shift = 1 << 30, -22  # o t (Q0.30) / 2^23: h' within int8
+    writes, tail = run_cell(gates, c, n, mult, shift, np.zeros(4 * H, int))
+    h_ref, c_ref = golden_cell(*gates.T.astype(np.int64), c, n, mult, shift)
+    assert len(set(c_ref.tolist())) == H and len(set(h_ref.tolist())) == H
+    np.testing.assert_array_equal([writes[(1, j)] for j in range(H)], c_ref)
+    np.testing.assert_array_equal([writes[(0, j)] for j in range(H)], h_ref)
+    assert tail == H_LATENCY
 
 
 def test_verilog_name():

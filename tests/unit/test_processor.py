@@ -18,6 +18,8 @@ from amaranth.sim import Simulator
 
 from compiler.compile import compile_model
 from compiler.isa import (
+    ALU_LATENCY,
+    ENGINE_LATENCY,
     LSTM_TAIL_CYCLES,
     RUN_START_CYCLES,
     Descriptor,
@@ -36,9 +38,11 @@ from golden.model import ModelConfig, QuantConfig, random_float_model
 from golden.quantize import quantize_model
 from golden.weights import Encoding
 from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, HostMem, Processor
+from hw.vector_alu import LATENCY as VECTOR_ALU_LATENCY
 from sim import toolchain
 from sim.harness import PARAM_SALT, WEIGHT_SALT, serve_with_wait_states
 from sim.job import CORRUPTIONS, corrupt, make_job
+from sim.perf_model import PIPELINE_LATENCY
 
 CFG = ProcessorConfig(lanes=8, program_depth=128, weight_depth=1024, param_depth=256,
                       scratch_depth=512, desc_depth=16, const_depth=8, max_rows=64,
@@ -522,6 +526,33 @@ def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
             for d in dests:
                 assert np.any(rig.iss.scratch[d:d + 3] != 0), f"{op.op.name}: all zero"
 
+    simulate(body)
+
+
+def test_lstm_units_take_their_own_c_with_rows_back_to_back():
+    """The cell reads ``c`` a unit ahead of the gates. One-word rows (int4, 8 columns at 8
+    lanes) reach it one per cycle, the fastest the engine runs, and every unit's ``c``
+    differs: a read a unit behind or ahead would change some unit's ``c'`` and ``h'``."""
+    rng = np.random.default_rng(13)
+    H = 6
+    job = make_job(rng, rows=4 * H, cols=2 + H, sparsity=0.0, encoding=Encoding.INT4,
+                   lanes=8)
+    assert len(job.words) == 4 * H  # one word per gate row
+    c = np.linspace(-6000, 6000, H).astype(int)
+
+    async def body(rig):
+        await rig.constant(0, pack_constant(int(rng.integers(1 << 30, 1 << 31)), -6))
+        rig.registers(desc_count=1, const_count=1, prog_len=CFG.program_depth)
+        layer(rig, job, mode=Mode.LSTM, split=2, const_index=0, cell_frac_bits=11)
+        rig.scratch(0, job.x[:2])
+        rig.scratch(420, np.concatenate([job.x[2:], c]))  # h, then c
+        rig.program(0, [I(Op.SETVL, a=H), I(Op.LSTM, p=0, d=420, a=0), I(Op.HALT)])
+        await rig.run(0, "LSTM, rows back to back")
+        c_new = rig.iss.scratch[420 + H:420 + 2 * H]
+        assert len(set(c_new.tolist())) == H and np.any(c_new != c)
+
+    simulate(body)
+
 
 def test_each_matvec_reads_its_own_descriptor_ahead():
     """The descriptor index comes from the program word read during the instruction before
@@ -606,7 +637,8 @@ def test_start_and_soft_reset_abort_a_run():
 
 
 def test_verilog_top_is_processor_with_named_units():
-    text = toolchain.generate_verilog(Processor(config=CFG), "processor")
+    cpu = Processor(config=CFG)
+    text = toolchain.generate_verilog(cpu, "processor")
     names = {line[7:].split("(")[0].strip().lstrip("\\") for line in text.splitlines()
              if line.startswith("module ")}
     assert "processor" in names
@@ -616,8 +648,16 @@ def test_verilog_top_is_processor_with_named_units():
     assert {n for n in names if n.endswith(".requantizer")} == {
         "processor.engine.requantizer", "processor.lstm_cell.requantizer"}
     assert all(n == "processor" or n.startswith("processor.") for n in names)
+    # The engine's requantizer has 8 stages, as the ISS's engine latency counts.
+    assert cpu.engine_config.requantizer_stages == 8
+    assert ENGINE_LATENCY == PIPELINE_LATENCY + cpu.engine_config.requantizer_stages - 6
 
 
 def test_cell_tail_matches_the_cycle_model():
     """The ISS's LSTM tail is the cell unit's measured drain."""
     assert CELL_TAIL_CYCLES == LSTM_TAIL_CYCLES
+
+
+def test_alu_latency_matches_the_cycle_model():
+    """The ISS's vector ALU latency is the ALU's (with the engine's 8-stage requantizer)."""
+    assert ALU_LATENCY == VECTOR_ALU_LATENCY

@@ -44,7 +44,8 @@ class AluWithRequantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.alu, m.submodules.requantizer = alu, rq = self.alu, Requantizer()
+        m.submodules.alu = alu = self.alu
+        m.submodules.requantizer = rq = Requantizer(pipelined=True)  # the engine's kind
         assert rq.latency == REQUANTIZER_LATENCY
         for name in ("acc", "bias", "multiplier", "shift", "mode"):
             m.d.comb += getattr(rq, name).eq(getattr(alu.requant, name))
