@@ -35,6 +35,7 @@ __all__ = [
     "MATVEC_SETUP_CYCLES",
     "RESERVED_FIELDS",
     "RUN_START_CYCLES",
+    "STREAM_READ_LATENCY",
     "VECTOR_LATENCY",
     "Descriptor",
     "ErrorCode",
@@ -292,9 +293,14 @@ MATVEC_SETUP_CYCLES = 2
 #: Cell pipeline drain after the engine's last row (LSTM only; ``hw.processor``'s
 #: ``CELL_TAIL_CYCLES``, with the cell's 8-stage requantizer).
 LSTM_TAIL_CYCLES = 15
+#: Cycles from a request to the weight or parameter memory to its data, for every part
+#: (``hw.banked_ram.BankedRam``): the block RAM, its bank's output register and the bank
+#: multiplexer's register (an unbanked memory's data is registered twice to match).
+STREAM_READ_LATENCY = 3
 #: Engine pipeline, CHECK to FINISH beyond n_words: ``sim.perf_model.PIPELINE_LATENCY``
-#: plus the 2 stages of the processor's 8-stage requantizer.
-ENGINE_LATENCY = 23
+#: (a 1-cycle memory) plus the 2 stages of the processor's 8-stage requantizer and the
+#: stream memories' 2 cycles beyond one.
+ENGINE_LATENCY = 21 + 2 + (STREAM_READ_LATENCY - 1)
 #: Latency of the vector ALU (``hw.vector_alu.LATENCY``, the engine's 8-stage requantizer
 #: behind an operand register) and the activation lookup unit (``hw.activation_lut``),
 #: behind one scratch read cycle.
@@ -315,7 +321,7 @@ def instruction_cycles(op: Op, *, vl: int = 0, desc: Descriptor | None = None) -
     """Cycles of one instruction that completes, without memory wait states.
 
     ``MATVEC``: issue + setup + activation load (one entry per cycle, ``cols``) + the
-    engine's ``n_words + 23``; ``LSTM`` adds the cell-pipeline drain. Vector
+    engine's ``n_words + 25``; ``LSTM`` adds the cell-pipeline drain. Vector
     instructions: issue + ``VL`` + their pipeline latency. ``HALT``, ``SYNC``,
     ``SETVL``: issue only.
     """

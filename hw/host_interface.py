@@ -13,13 +13,14 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from compiler.isa import ProcessorConfig
+from compiler.isa import STREAM_READ_LATENCY, ProcessorConfig
 from golden.weights import PARAM_BYTES
 
+from .banked_ram import delayed
 from .processor import HostMem, host_members
 from .register_map import ADDR_WIDTH, REG_SPAN, Access, RegisterMap
 
-__all__ = ["CORE_CONTROL", "CORE_STATUS", "HOST_PORT", "HostInterface"]
+__all__ = ["CORE_CONTROL", "CORE_STATUS", "HOST_PORT", "WINDOW_READ_LATENCY", "HostInterface"]
 
 #: Run parameters and pulses the block drives into ``Processor`` (same member names).
 CORE_CONTROL = ("start", "soft_reset", "start_pc", "prog_len", "desc_count", "const_count",
@@ -30,6 +31,9 @@ CORE_STATUS = ("busy", "done", "error", "fault_pc", "result", "vl", "vn", "sync_
 #: ``Processor``'s host memory port: driven by the block, except ``host_rdata``.
 HOST_PORT = ("host_mem", "host_addr", "host_wdata", "host_we", "host_re")
 
+#: Cycles from a window read's ``re`` to its ``rvalid``: the request register, the weight
+#: and parameter memories' latency, the read word register.
+WINDOW_READ_LATENCY = 1 + STREAM_READ_LATENCY + 1
 #: Windows on the core's memories, through its host port.
 _CORE_WINDOWS = {"program": HostMem.PROGRAM, "descriptors": HostMem.DESCRIPTORS,
                  "constants": HostMem.CONSTANTS, "scratch": HostMem.SCRATCH}
@@ -49,11 +53,13 @@ def _strobe_mask(wstrb):
 class HostInterface(wiring.Component):
     """The register map of ``docs/register-map.md`` for a ``Processor`` of ``config``.
 
-    Registers answer a read in the cycle they take it; windows four cycles later. Everything
-    the block drives into the core and the memories is registered (the memory ports, the
-    ``CTRL`` pulses), so the bus slave's state and this decoder share no combinational
-    path with the sequencer; a window read then takes the request register's cycle, the
-    memory's, one to register the word read and one to choose the read word. A window write merges its strobed bytes
+    Registers answer a read in the cycle they take it; windows ``WINDOW_READ_LATENCY`` (5)
+    cycles later. Everything the block drives into the core and the memories is registered
+    (the memory ports, the ``CTRL`` pulses), so the bus slave's state and this decoder
+    share no combinational path with the sequencer; a window read then takes the request
+    register's cycle, the weight and parameter memories' ``STREAM_READ_LATENCY`` (their
+    words leave from registers) and one to register the read word; the core's memories
+    answer sooner, and their words wait in that register. A window write merges its strobed bytes
     into part ``k`` of the 512-bit staging register; a write to a word's last part also
     commits the staging word to the memory, in the next cycle. The window decode is
     registered: a window access's ``addr`` must be valid from the cycle before
@@ -84,8 +90,8 @@ class HostInterface(wiring.Component):
         To ``Processor``'s host port: program, descriptor, constant and scratch windows
         (registered: an access reaches the port the cycle after the bus takes it).
     weight_addr, weight_wdata, weight_we, weight_re : Out ; weight_rdata : In
-        Weight memory (``word_bits`` bits): write and synchronous read, used only
-        while ``busy`` is low.
+        Weight memory (``word_bits`` bits): write, and read answering
+        ``STREAM_READ_LATENCY`` cycles after ``weight_re``; used only while ``busy`` is low.
     param_addr, param_wdata, param_we, param_re : Out ; param_rdata : In
         Parameter memory (72-bit records), likewise.
     irq : Out(1)
@@ -202,27 +208,25 @@ class HostInterface(wiring.Component):
                          getattr(self, f"{prefix}_we").eq(commit & sel[name]),
                          getattr(self, f"{prefix}_re").eq(read & sel[name])]
 
-        # ---- responses: register reads now, window reads four cycles later: the request
-        # register, the RAM, the word it returns registered, then the read word, of which
-        # part ``part`` answers. The weight and parameter words are caught as they leave
-        # their memories' bank multiplexers and chosen a cycle later, so those multiplexers
-        # (behind a block RAM's slow clock-to-out) and this block's selection do not share a
-        # cycle. The address is held meanwhile and the read was checked when taken, so no
-        # error is raised for it then.
-        rd_issued, rd_arrives, rd_caught, rd_pending = Signal(), Signal(), Signal(), Signal()
+        # ---- responses: register reads now, window reads WINDOW_READ_LATENCY cycles
+        # later, of which the last is the read word's register (part ``part`` answers).
+        # A core memory's word arrives 2 cycles after the read (the request register,
+        # the RAM) and is caught then; a weight or parameter word arrives
+        # STREAM_READ_LATENCY cycles after its request, from the memory's output
+        # register, and is chosen into the same read word. The address is held meanwhile
+        # and the read was checked when taken, so no error is raised for it then.
         rd_part, rd_weight, rd_param = Signal(4), Signal(), Signal()
-        m.d.sync += [rd_issued.eq(read), rd_arrives.eq(rd_issued), rd_caught.eq(rd_arrives),
-                     rd_pending.eq(rd_caught)]
         with m.If(read):
             m.d.sync += [rd_part.eq(part), rd_weight.eq(sel["weights"]),
                          rd_param.eq(sel["params"])]
+        core_arrives = delayed(m, read, 2, name="rd_core")
+        stream_arrives = delayed(m, core_arrives, STREAM_READ_LATENCY - 1, name="rd_stream")
+        rd_pending = delayed(m, stream_arrives, 1, name="rd_pending")
         rd_word = Signal(512)
-        w_word, p_word = Signal.like(self.weight_rdata), Signal.like(self.param_rdata)
-        with m.If(rd_arrives):
-            m.d.sync += [w_word.eq(self.weight_rdata), p_word.eq(self.param_rdata),
-                         rd_word.eq(self.host_rdata)]
-        with m.If(rd_caught & (rd_weight | rd_param)):
-            m.d.sync += rd_word.eq(Mux(rd_weight, w_word, p_word))
+        with m.If(core_arrives):
+            m.d.sync += rd_word.eq(self.host_rdata)
+        with m.If(stream_arrives & (rd_weight | rd_param)):
+            m.d.sync += rd_word.eq(Mux(rd_weight, self.weight_rdata, self.param_rdata))
         decode_err = Mux(is_reg, ~reg_hit | (self.we & reg_ro), ~win_go)
         m.d.comb += [
             self.err.eq(~rd_pending & decode_err),

@@ -11,6 +11,7 @@ from compiler.isa import (
     FIELDS,
     P_RESERVED_MASK,
     RESERVED_FIELDS,
+    STREAM_READ_LATENCY,
     VSHIFT_AMOUNT_MASK,
     VSHIFT_MAX_LEFT,
     VSHIFT_RIGHT,
@@ -125,7 +126,8 @@ class Processor(wiring.Component):
         A testbench may load them directly, except ``const_mem``: a constant's validity
         is recorded as it comes through the host port, which the bus uses for all four.
     engine_config : hw.config.EngineConfig
-        The engine's: ``config``'s sizes and the 8-stage requantizer.
+        The engine's: ``config``'s sizes, the 8-stage requantizer and read FIFOs deep
+        enough for ``STREAM_READ_LATENCY``-cycle memories.
 
     Interface
     ---------
@@ -144,7 +146,9 @@ class Processor(wiring.Component):
         the MAC array waited for weights.
     w_req_addr, w_req_valid, w_req_ready, w_resp_data, w_resp_valid
         Weight memory port (``word_bits(lanes)``-bit words), as the engine's
-        (``hw.memory_reader``), addresses offset by the descriptor's ``stream_base``.
+        (``hw.memory_reader``), addresses offset by the descriptor's ``stream_base``. Any
+        latency works; ``compiler.isa.STREAM_READ_LATENCY`` is the one the cycle model
+        counts and the FIFOs keep one word per cycle at.
     p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
         Parameter memory port (72-bit records), offset by ``param_base``.
     host_mem : In(HostMem) ; host_addr : In(16)
@@ -166,10 +170,13 @@ class Processor(wiring.Component):
         self.config = config
         # The 8-stage requantizer, as the cell's: the 6-stage one's 32 x 32 multiply stage
         # limited the ECP5 clock. 2 cycles more per MATVEC/LSTM and per vector ALU
-        # instruction (which borrows it); one cycle model for every part.
+        # instruction (which borrows it); one cycle model for every part. The readers'
+        # FIFOs keep one word per cycle from the STREAM_READ_LATENCY-cycle memories with
+        # that many credits in flight, plus the FIFO's storage slot and output register.
         self.engine_config = EngineConfig(lanes=config.lanes, max_rows=config.max_rows,
                                           max_cols=config.max_cols,
                                           weight_depth=config.weight_depth,
+                                          fifo_depth=STREAM_READ_LATENCY + 3,
                                           pipelined_requantizer=True)
         wa = max(1, (config.weight_depth - 1).bit_length())
         pa = max(1, (config.param_depth - 1).bit_length())

@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from compiler.isa import ProcessorConfig
 
+from .banked_ram import delayed
 from .config import EngineConfig
 from .matvec_engine import MatVecEngine
 from .nep_top import NepTop
@@ -225,7 +226,8 @@ class EngineSynthTop(wiring.Component):
                                             waddr, wdata[bits], wen, waddr, take)
                 rdata.append(part)
         m.d.comb += eng.w_req_ready.eq(~host_w)
-        self._respond(m, latency - stages, Cat(*rdata), self._delayed(m, take, 1 + stages),
+        self._respond(m, latency - stages, Cat(*rdata),
+                      delayed(m, take, 1 + stages, name="w_valid"),
                       eng.w_resp_data, eng.w_resp_valid)
 
         # Row parameters: host write port, engine read port.
@@ -234,7 +236,8 @@ class EngineSynthTop(wiring.Component):
                                       data[:cfg.param_bits], cmd == Cmd.WRITE_PARAM,
                                       p_addr, p_take)
         m.d.comb += eng.p_req_ready.eq(1)
-        self._respond(m, latency - stages, p_data, self._delayed(m, p_take, 1 + stages),
+        self._respond(m, latency - stages, p_data,
+                      delayed(m, p_take, 1 + stages, name="p_valid"),
                       eng.p_resp_data, eng.p_resp_valid)
 
         # Activations.
@@ -292,17 +295,8 @@ class EngineSynthTop(wiring.Component):
             m.d.sync += q.eq(rp.data)
             outs.append(q)
         # The bank that answers: the read address's upper bits, as old as the bank registers.
-        which = self._delayed(m, raddr[low:], 2)
+        which = delayed(m, raddr[low:], 2, name=f"{name}_bank")
         return Array(outs)[which], 1
-
-    @staticmethod
-    def _delayed(m, value, cycles: int):
-        """``value`` registered ``cycles`` times."""
-        for _ in range(cycles):
-            reg = Signal.like(Value.cast(value))
-            m.d.sync += reg.eq(value)
-            value = reg
-        return value
 
     @staticmethod
     def _request(m, latency: int, *signals):
@@ -542,7 +536,7 @@ def processor_design(part: Part, lanes: int, overrides: dict | None = None) -> D
     sizes = dict(PROCESSOR_CONFIGS[(part.name, lanes)], **(overrides or {}))
     cfg = ProcessorConfig(lanes=lanes, **sizes)
     single_port = part.spram_bits is not None
-    top = SerialPins(NepTop(cfg, sim_rams=single_port))
+    top = SerialPins(NepTop(cfg, sim_rams=single_port, bank_depth=part.bank_depth))
     text = rtlil.convert(top, name="top", emit_src=False)
     d = Design(name="nep_top", config=dict(lanes=lanes, **sizes, word_bits=cfg.word_bits),
                depths=(f"{cfg.weight_depth} x {cfg.word_bits}b weights, {cfg.param_depth} "
@@ -555,10 +549,11 @@ def processor_design(part: Part, lanes: int, overrides: dict | None = None) -> D
     d.notes.append(f"{n_mul} multipliers ($mul) in the RTLIL")
     if single_port:
         d.verilog["nep_single_port_ram.v"] = SINGLE_PORT_RAM_VERILOG
-        # After flattening, the weight memory's low part is "inner.weight_mem.lo". Left to
-        # its cost model, Yosys puts it in block RAM below 16 K words (see engine_design).
-        d.post_flatten += ["select -assert-count 1 top/m:inner.weight_mem.lo",
-                           'setattr -set ram_style "huge" top/m:inner.weight_mem.lo']
+        # After flattening, the weight memory's low part is "inner.weight_mem.ram.lo" (the
+        # nep_sim_ram instance in its BankedRam). Left to its cost model, Yosys puts it in
+        # block RAM below 16 K words (see engine_design).
+        d.post_flatten += ["select -assert-count 1 top/m:inner.weight_mem.ram.lo",
+                           'setattr -set ram_style "huge" top/m:inner.weight_mem.ram.lo']
         d.notes.append(f"weight and param memories single-port; weight words "
                        f"{cfg.word_bits} bits: low {min(cfg.word_bits, part.spram_bits)} "
                        f"in SPRAM")

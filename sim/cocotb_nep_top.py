@@ -173,7 +173,7 @@ async def _setup(dut, pause: float, seed: int) -> Device:
     pause coroutines then)."""
     Clock(dut.clk, 10, unit="ns").start()
     # The weight and param RAMs have no reset; the ISS starts them at zero.
-    for ram in (dut.weight_mem, dut.param_mem):
+    for ram in (dut.weight_mem.ram, dut.param_mem.ram):  # NepTop(sim_rams=True)
         for word in ram.mem:
             word.value = 0
     dut.rst.value = 1

@@ -13,6 +13,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.banked_ram import delayed
 from hw.config import EngineConfig
 from hw.matvec_engine import MatVecEngine
 
@@ -42,24 +43,30 @@ class Lfsr16(wiring.Component):
 #: Seeds of the two wait-state generators are ``wait_seed`` XOR these (``sim.perf_model``).
 WEIGHT_SALT, PARAM_SALT = 0x5A5A, 0x3C3C
 
-def serve_with_wait_states(m, client, prefix, *, addr, en, data, seed, load, wait_level):
+def serve_with_wait_states(m, client, prefix, *, addr, en, data, seed, load, wait_level,
+                           latency: int = 1):
     """Answer ``client``'s ``{prefix}_req``/``{prefix}_resp`` port from a RAM read port
-    (``addr``, ``en``, ``data``: one cycle latency), refusing requests at random: an
-    ``Lfsr16`` loaded with ``seed`` when ``load`` is high gives a wait state on cycles whose
-    byte is below ``wait_level`` (out of 256). ``sim.perf_model`` replays the same LFSR."""
+    (``addr``, ``en``, ``data``: the word ``latency`` cycles after ``en``; 1 for an
+    Amaranth memory's read port, ``compiler.isa.STREAM_READ_LATENCY`` for
+    ``hw.banked_ram.BankedRam``), refusing requests at random: an ``Lfsr16`` loaded with
+    ``seed`` when ``load`` is high gives a wait state on cycles whose byte is below
+    ``wait_level`` (out of 256). ``sim.perf_model`` replays the same LFSR (for
+    ``latency`` 1)."""
+    if isinstance(latency, bool) or not isinstance(latency, int) or latency < 1:
+        raise ValueError(f"latency must be an int >= 1, got {latency!r}")
     lfsr = Lfsr16()
     m.submodules[f"{prefix}_lfsr"] = lfsr
     m.d.comb += [lfsr.seed.eq(seed), lfsr.load.eq(load)]
     ready = lfsr.byte >= wait_level
     take = getattr(client, f"{prefix}_req_valid") & ready
-    resp_valid = Signal(name=f"{prefix}_resp_valid")
-    m.d.sync += resp_valid.eq(take)
+    # The response's valid travels beside the read.
+    valid = delayed(m, take, latency, name=f"{prefix}_resp_valid")
     m.d.comb += [
         getattr(client, f"{prefix}_req_ready").eq(ready),
         addr.eq(getattr(client, f"{prefix}_req_addr")),
         en.eq(take),
         getattr(client, f"{prefix}_resp_data").eq(data),
-        getattr(client, f"{prefix}_resp_valid").eq(resp_valid),
+        getattr(client, f"{prefix}_resp_valid").eq(valid),
     ]
 
 

@@ -206,8 +206,8 @@ class HostBus:
             got = (await self.read_regs((name,)))[name]
             if got != value:
                 raise RtlError(f"device {name} = {got}, the image is compiled for {value}")
-        for ram, words in ((self.dut.weight_mem, image.weights),
-                           (self.dut.param_mem, image.params)):
+        for ram, words in ((self.dut.weight_mem.ram, image.weights),
+                           (self.dut.param_mem.ram, image.params)):
             cells = ram.mem
             for i, word in enumerate(words):
                 cells[i].value = int(word)

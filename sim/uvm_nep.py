@@ -152,7 +152,7 @@ class AxiLiteDriver(uvm_driver):
     async def _reset(self):
         dut = self.dut
         Clock(dut.clk, 10, unit="ns").start()
-        for ram in (dut.weight_mem, dut.param_mem):  # no reset; the ISS starts at zero
+        for ram in (dut.weight_mem.ram, dut.param_mem.ram):  # no reset; the ISS starts at zero
             for word in ram.mem:
                 word.value = 0
         dut.rst.value = 1

@@ -11,10 +11,10 @@ equal ``compiler.iss.Machine``'s.
 import numpy as np
 from amaranth.sim import Simulator
 
-from compiler.isa import ErrorCode
+from compiler.isa import STREAM_READ_LATENCY, ErrorCode
 from compiler.iss import Machine
 from hw.axi4_lite import Response
-from hw.host_interface import HostInterface
+from hw.host_interface import WINDOW_READ_LATENCY, HostInterface
 from hw.nep_top import NepTop
 from hw.register_map import MAP_ID, REG_SPAN, Access
 from sim.cocotb_nep_top import (
@@ -209,17 +209,20 @@ def test_interrupt_set_wins_over_a_clear_in_the_same_cycle():
     simulate(body, dut)
 
 
-def test_window_reads_answer_four_cycles_later_with_the_word_as_it_arrived():
-    """Each window's read: ``rvalid`` exactly 4 cycles after ``re`` (docs/register-map.md),
-    with part ``k`` of the word the memory returned 2 cycles after ``re``, even when the
-    memory's output changes in the cycle after (the weight and parameter words are caught
-    as they arrive and chosen a cycle later)."""
+def test_window_reads_answer_five_cycles_later_with_the_word_as_it_arrived():
+    """Each window's read: ``rvalid`` exactly 5 cycles after ``re`` (docs/register-map.md),
+    with part ``k`` of the word its memory returned: a core memory's 2 cycles after ``re``
+    (the request register, the RAM), a weight or parameter memory's 4 (the request
+    register and ``STREAM_READ_LATENCY``), even when the memory's output changes in the
+    cycles before and after."""
+    assert WINDOW_READ_LATENCY == 5 and STREAM_READ_LATENCY == 3
     dut = HostInterface(config=CFG)
     sources = {"weights": dut.weight_rdata, "params": dut.param_rdata}
 
     async def body(ctx, dut, _):
         for w in MAP.windows:
             rdata = sources.get(w.name, dut.host_rdata)
+            answers = 2 if rdata is dut.host_rdata else 1 + STREAM_READ_LATENCY
             word = int.from_bytes(bytes(range(7, 7 + 64)), "little") & ((1 << len(rdata)) - 1)
             for k in range(w.parts):
                 ctx.set(dut.addr, MAP.address(w.name, 1, k) >> 2)
@@ -228,10 +231,11 @@ def test_window_reads_answer_four_cycles_later_with_the_word_as_it_arrived():
                 assert not ctx.get(dut.rvalid) and not ctx.get(dut.err), (w.name, k)
                 await ctx.tick()
                 ctx.set(dut.re, 0)
-                for cycle in range(1, 5):
-                    # the memory answers in cycle 2 only; before and after it shows noise
-                    ctx.set(rdata, word if cycle == 2 else ~word & ((1 << len(rdata)) - 1))
-                    if cycle < 4:
+                for cycle in range(1, 6):
+                    # the memory answers in one cycle only; before and after it shows noise
+                    noise = ~word & ((1 << len(rdata)) - 1)
+                    ctx.set(rdata, word if cycle == answers else noise)
+                    if cycle < 5:
                         assert not ctx.get(dut.rvalid), (w.name, k, cycle)
                         await ctx.tick()
                 assert ctx.get(dut.rvalid) and not ctx.get(dut.err), (w.name, k)
@@ -328,3 +332,37 @@ def test_image_loaded_and_run_through_the_bus_matches_the_iss():
         assert await bus.ok_read(reg("CTRL")) == 0
 
     simulate(body)
+
+
+def test_banked_memories_loaded_and_run_through_the_bus_match_the_iss():
+    """``NepTop`` with its weight and parameter memories in banks of 32 words (the image's
+    110 stream words and 109 parameter rows span 4 banks each): the image loaded through
+    the bus, every step run; registers, ``CYCLES`` (the cycle model's
+    ``STREAM_READ_LATENCY``) and the scratchpad equal the ISS's, and a word on each side
+    of every bank boundary the image crosses reads back through its window."""
+    image = small_image()
+    bank = 32
+    assert len(image.weights) > 3 * bank and len(image.params) > 3 * bank
+    iss = Machine(CFG)
+    iss.load(image)
+    rng = np.random.default_rng(4)
+
+    async def body(ctx, dut, bus):
+        await bus.writes(image_writes(image))
+        for window, words in (("weights", image.weights), ("params", image.params)):
+            parts = MAP.window(window).parts
+            for i in sorted({i for b in range(bank, len(words), bank) for i in (b - 1, b)}):
+                got = [await bus.ok_read(MAP.address(window, i, k)) for k in range(parts)]
+                assert MAP.window(window).join(got) == words[i], (window, i)
+        await bus.ok_write(reg("IRQ_ENABLE"), 0b01)
+        for step in ("arbitrate", "encoder_fast", "encoder_slow", "predictor", "joint"):
+            for name, values in inputs(rng, image).items():
+                iss.write_scratch(image.region(name).addr, values)
+                await bus.writes(scratch_writes(image.region(name).addr, values))
+            run = iss.run(image.entry(step))
+            await _run(ctx, dut, bus, image.entry(step))
+            assert await bus.ok_read(reg("CYCLES")) == run.cycles, step
+            await _compare(bus, iss, run, step)
+            await bus.ok_write(reg("IRQ_STATUS"), 0b11)
+
+    simulate(body, NepTop(CFG, bank_depth=bank))

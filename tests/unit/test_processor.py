@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from amaranth import Module
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 
@@ -22,6 +21,7 @@ from compiler.isa import (
     ENGINE_LATENCY,
     LSTM_TAIL_CYCLES,
     RUN_START_CYCLES,
+    STREAM_READ_LATENCY,
     Descriptor,
     ErrorCode,
     Instruction,
@@ -37,6 +37,7 @@ from compiler.iss import Machine
 from golden.model import ModelConfig, QuantConfig, random_float_model
 from golden.quantize import quantize_model
 from golden.weights import Encoding
+from hw.banked_ram import BankedRam
 from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, HostMem, Processor
 from hw.vector_alu import LATENCY as VECTOR_ALU_LATENCY
 from sim import toolchain
@@ -47,18 +48,22 @@ from sim.perf_model import PIPELINE_LATENCY
 CFG = ProcessorConfig(lanes=8, program_depth=128, weight_depth=1024, param_depth=256,
                       scratch_depth=512, desc_depth=16, const_depth=8, max_rows=64,
                       max_cols=64)
+#: Words per bank of the bench's memories: 8 weight banks, 2 parameter banks.
+BANK_DEPTH = 128
 STEPS = ("arbitrate", "encoder_fast", "encoder_slow", "predictor", "joint")
 
 
 class Bench(wiring.Component):
-    """``Processor`` with weight and parameter memories answering one cycle after a
-    request, and refusing requests at random (``wait_level``/256 per cycle, LFSRs seeded
-    from ``wait_seed`` at each start, as in ``sim.harness``)."""
+    """``Processor`` with weight and parameter memories answering as ``NepTop``'s,
+    ``STREAM_READ_LATENCY`` cycles after a request (``BankedRam``, here in banks of
+    ``BANK_DEPTH`` words), and refusing requests at random (``wait_level``/256 per cycle,
+    LFSRs seeded from ``wait_seed`` at each start, as in ``sim.harness``)."""
 
     def __init__(self, config: ProcessorConfig):
         self.cpu = Processor(config=config)
-        self.weight_mem = Memory(shape=config.word_bits, depth=config.weight_depth, init=[])
-        self.param_mem = Memory(shape=72, depth=config.param_depth, init=[])
+        self.weight_mem = BankedRam(width=config.word_bits, depth=config.weight_depth,
+                                    bank_depth=BANK_DEPTH)
+        self.param_mem = BankedRam(width=72, depth=config.param_depth, bank_depth=BANK_DEPTH)
         super().__init__({"wait_level": In(8), "wait_seed": In(16)})
 
     def elaborate(self, platform):
@@ -67,10 +72,9 @@ class Bench(wiring.Component):
         m.submodules.weight_mem, m.submodules.param_mem = self.weight_mem, self.param_mem
         for prefix, mem, salt in (("w", self.weight_mem, WEIGHT_SALT),
                                   ("p", self.param_mem, PARAM_SALT)):
-            rd = mem.read_port()
-            serve_with_wait_states(m, cpu, prefix, addr=rd.addr, en=rd.en, data=rd.data,
+            serve_with_wait_states(m, cpu, prefix, addr=mem.raddr, en=mem.ren, data=mem.rdata,
                                    seed=self.wait_seed ^ salt, load=cpu.start,
-                                   wait_level=self.wait_level)
+                                   wait_level=self.wait_level, latency=STREAM_READ_LATENCY)
         return m
 
 
@@ -85,8 +89,9 @@ class Rig:
         self.cycles: list[tuple[str, int, int]] = []
 
     def _mem(self, mem, addr, values):
+        cell = mem.cell if isinstance(mem, BankedRam) else lambda a: mem.data[a]
         for i, v in enumerate(values):
-            self.ctx.set(mem.data[addr + i], int(v))
+            self.ctx.set(cell(addr + i), int(v))
 
     def program(self, addr, instructions):
         words = [encode(i) if isinstance(i, Instruction) else i for i in instructions]
@@ -648,9 +653,13 @@ def test_verilog_top_is_processor_with_named_units():
     assert {n for n in names if n.endswith(".requantizer")} == {
         "processor.engine.requantizer", "processor.lstm_cell.requantizer"}
     assert all(n == "processor" or n.startswith("processor.") for n in names)
-    # The engine's requantizer has 8 stages, as the ISS's engine latency counts.
+    # The engine's requantizer has 8 stages and its memories answer in
+    # STREAM_READ_LATENCY cycles, as the ISS's engine latency counts; its readers' FIFOs
+    # keep one word per cycle at that latency.
     assert cpu.engine_config.requantizer_stages == 8
-    assert ENGINE_LATENCY == PIPELINE_LATENCY + cpu.engine_config.requantizer_stages - 6
+    assert ENGINE_LATENCY == (PIPELINE_LATENCY + cpu.engine_config.requantizer_stages - 6
+                              + STREAM_READ_LATENCY - 1)
+    assert cpu.engine_config.fifo_depth >= STREAM_READ_LATENCY + 3
 
 
 def test_cell_tail_matches_the_cycle_model():

@@ -1,0 +1,146 @@
+"""A RAM whose reads answer a fixed three cycles later, optionally built as banks."""
+
+from __future__ import annotations
+
+from amaranth import Array, ClockSignal, Instance, Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from compiler.isa import STREAM_READ_LATENCY
+
+__all__ = ["BankedRam", "delayed"]
+
+
+def delayed(m, value, cycles: int, *, name: str = "delayed"):
+    """``value`` registered ``cycles`` times in ``m``'s sync domain (``value`` itself for 0)."""
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 0:
+        raise ValueError(f"cycles must be an int >= 0, got {cycles!r}")
+    for k in range(cycles):
+        reg = Signal.like(Value.cast(value), name=f"{name}{k}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class BankedRam(wiring.Component):
+    """One write port and one read port whose data comes ``STREAM_READ_LATENCY`` (3)
+    cycles after the request, however the memory is built.
+
+    With ``bank_depth`` and ``depth`` above it, the memory is ``ceil(depth / bank_depth)``
+    banks of ``bank_depth`` words. Every bank is read every cycle and its data registered
+    next to its block RAMs; the bank that answers is chosen by the read address delayed
+    to match, and the choice registered: on the ECP5 a block RAM's clock-to-out and the
+    routing of a bank multiplexer across the die do not fit in one cycle. Otherwise the
+    memory is one block whose read data is registered twice, so the latency is the same.
+
+    Parameters
+    ----------
+    width : int
+        Bits per word.
+    depth : int
+        Words.
+    bank_depth : int or None
+        Words per bank (a power of two, typically one block RAM column deep), or None for
+        one block.
+    sim_ram : bool
+        Make the storage an instance of the behavioural ``nep_sim_ram``
+        (``sim.harness.SIM_RAM_VERILOG``: Verilator builds, where a large Amaranth
+        memory's initializer is slow to generate) rather than an Amaranth memory; the
+        same two registers follow it. Not with banks.
+
+    Attributes
+    ----------
+    banks : list of amaranth.lib.memory.Memory
+        The Amaranth memories, bank 0 first (one without banks, none with ``sim_ram``).
+        A testbench reaches word ``a`` as ``cell(a)``.
+
+    Interface
+    ---------
+    waddr : In(addr_bits) ; wdata : In(width) ; we : In(1)
+        Write ``wdata`` to word ``waddr`` at the clock edge.
+    raddr : In(addr_bits) ; ren : In(1)
+        Read word ``raddr``.
+    rdata : Out(width)
+        The word read, ``STREAM_READ_LATENCY`` cycles after ``ren`` (a register's output;
+        undefined after cycles without ``ren``). A read and a write of one word in the
+        same cycle return the old word or the new one, depending on the part.
+    """
+
+    def __init__(self, *, width: int, depth: int, bank_depth: int | None = None,
+                 sim_ram: bool = False):
+        for name, value in (("width", width), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BankedRam {name} must be a positive int, got {value!r}")
+        if bank_depth is not None and (isinstance(bank_depth, bool)
+                                       or not isinstance(bank_depth, int) or bank_depth < 2
+                                       or bank_depth & (bank_depth - 1)):
+            raise ValueError(f"BankedRam bank_depth must be a power of two >= 2 or None, "
+                             f"got {bank_depth!r}")
+        if not isinstance(sim_ram, bool):
+            raise ValueError(f"BankedRam sim_ram must be a bool, got {sim_ram!r}")
+        if sim_ram and bank_depth is not None and depth > bank_depth:
+            raise ValueError("BankedRam cannot build banks of nep_sim_ram instances "
+                             "(sim_ram with depth above bank_depth)")
+        self.width, self.depth, self.sim_ram = width, depth, sim_ram
+        self.bank_depth = bank_depth if bank_depth is not None and depth > bank_depth else None
+        if sim_ram:
+            self.banks = []
+        elif self.bank_depth is None:
+            self.banks = [Memory(shape=width, depth=depth, init=[])]
+        else:
+            self.banks = [Memory(shape=width, depth=self.bank_depth, init=[])
+                          for _ in range(-(-depth // self.bank_depth))]
+        self.addr_bits = max(1, (depth - 1).bit_length())
+        super().__init__({
+            "waddr": In(self.addr_bits), "wdata": In(width), "we": In(1),
+            "raddr": In(self.addr_bits), "ren": In(1), "rdata": Out(width),
+        })
+
+    def cell(self, addr: int):
+        """The storage of word ``addr`` (an element of a bank's ``data``), for a
+        testbench's ``ctx.set``/``ctx.get``."""
+        if not self.banks:
+            raise ValueError("a sim_ram BankedRam has no Amaranth storage to reach")
+        if isinstance(addr, bool) or not isinstance(addr, int) or not 0 <= addr < self.depth:
+            raise ValueError(f"addr must be an int in 0..{self.depth - 1}, got {addr!r}")
+        if self.bank_depth is None:
+            return self.banks[0].data[addr]
+        return self.banks[addr // self.bank_depth].data[addr % self.bank_depth]
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.bank_depth is None:
+            m.d.comb += self.rdata.eq(delayed(m, self._block(m), 2, name="rdata_q"))
+            return m
+        low = (self.bank_depth - 1).bit_length()
+        outs = []
+        for i, mem in enumerate(self.banks):
+            m.submodules[f"b{i}"] = mem
+            # Read every cycle (``ren`` is not needed to choose the answer): a read enable
+            # would make Yosys hold the DP16KD's unregistered output in a LUT and a
+            # flip-flop of its own in front of the bank register.
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(self.waddr[:low]), wp.data.eq(self.wdata),
+                         wp.en.eq(self.we & (self.waddr[low:] == i)),
+                         rp.addr.eq(self.raddr[:low])]
+            outs.append(delayed(m, rp.data, 1, name=f"b{i}_q"))
+        # The bank that answers: the read address's upper bits, as old as the bank registers.
+        which = delayed(m, self.raddr[low:], 2, name="bank")
+        m.d.sync += self.rdata.eq(Array(outs)[which])
+        return m
+
+    def _block(self, m):
+        """One memory (or ``nep_sim_ram``) with the ports; returns its read data."""
+        if self.sim_ram:
+            data = Signal(self.width, name="ram_rdata")
+            m.submodules.ram = Instance(
+                "nep_sim_ram", p_WIDTH=self.width, p_DEPTH=self.depth, p_AW=self.addr_bits,
+                i_clk=ClockSignal(), i_raddr=self.raddr, i_ren=self.ren, o_rdata=data,
+                i_waddr=self.waddr, i_we=self.we, i_wdata=self.wdata)
+            return data
+        m.submodules.ram = mem = self.banks[0]
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.addr.eq(self.waddr), wp.data.eq(self.wdata), wp.en.eq(self.we),
+                     rp.addr.eq(self.raddr), rp.en.eq(self.ren)]
+        return rp.data

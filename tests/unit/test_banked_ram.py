@@ -1,0 +1,116 @@
+# amaranth: UnusedElaboratable=no
+"""``hw.banked_ram.BankedRam`` in the Amaranth simulator against a dict model.
+
+Random writes and reads, with and without banks (and with a last bank only partly
+used): every read's word must be on ``rdata`` exactly ``STREAM_READ_LATENCY`` cycles
+after its request. The words are distinct, so an answer a cycle early or late fails.
+"""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
+
+from compiler.isa import STREAM_READ_LATENCY
+from hw.banked_ram import BankedRam, delayed
+from sim import toolchain
+
+
+def _run(ram: BankedRam, seed: int) -> int:
+    """Random traffic, then reads across every bank boundary and of every word; returns
+    the number of reads checked."""
+    rng = np.random.default_rng(seed)
+    model: dict[int, int] = {}
+    checked = []
+
+    def word():
+        return int.from_bytes(rng.bytes((ram.width + 7) // 8), "little") & ((1 << ram.width) - 1)
+
+    bank = ram.bank_depth or ram.depth
+    boundaries = [a for b in range(bank, ram.depth, bank) for a in (b - 1, b, b - 1)]
+
+    async def testbench(ctx):
+        # The read whose word shows after each edge: none for the first LATENCY - 1.
+        expected = [None] * (STREAM_READ_LATENCY - 1)
+        # Fill every word first, so each read has a defined word.
+        plan = [("w", a, word()) for a in rng.permutation(ram.depth).tolist()]
+        for _ in range(4 * ram.depth):
+            plan.append(("wr", int(rng.integers(ram.depth)), word(),
+                         int(rng.integers(ram.depth)), bool(rng.integers(2))))
+        plan += [("r", a) for a in boundaries + list(range(ram.depth))]
+        plan += [("idle",)] * STREAM_READ_LATENCY
+        for item in plan:
+            kind = item[0]
+            we = kind == "w" or (kind == "wr" and item[4])
+            re = kind in ("r", "wr")
+            raddr = item[1] if kind == "r" else item[3] if kind == "wr" else 0
+            if we and re and item[1] == raddr:
+                re = False  # the same word read and written: old or new, by part
+            ctx.set(ram.we, we)
+            ctx.set(ram.ren, re)
+            if we:
+                ctx.set(ram.waddr, item[1])
+                ctx.set(ram.wdata, item[2])
+            if re:
+                ctx.set(ram.raddr, raddr)
+            expected.append(model[raddr] if re else None)
+            if we:
+                model[item[1]] = item[2]
+            await ctx.tick()
+            want = expected.pop(0)
+            if want is not None:
+                assert ctx.get(ram.rdata) == want, f"read {len(checked)}"
+                checked.append(want)
+        for a, v in model.items():
+            assert ctx.get(ram.cell(a)) == v, a
+
+    sim = Simulator(ram)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return len(checked)
+
+
+@pytest.mark.parametrize("width, depth, bank_depth, banks", [
+    (77, 256, 32, 8),  # 8-lane stream words, 8 banks
+    (72, 100, 16, 7),  # parameter records; the last bank only partly used
+    (77, 64, None, 1),  # one block, registered twice
+    (9, 32, 64, 1),  # no deeper than a bank: one block
+])
+def test_reads_answer_exactly_three_cycles_later(width, depth, bank_depth, banks):
+    assert STREAM_READ_LATENCY == 3
+    ram = BankedRam(width=width, depth=depth, bank_depth=bank_depth)
+    assert len(ram.banks) == banks
+    assert all(b.depth == (bank_depth if banks > 1 else depth) for b in ram.banks)
+    n = _run(ram, seed=depth)
+    assert n > 2 * depth  # boundaries, the sweep and the random reads were all checked
+
+
+def test_sim_ram_is_the_behavioural_ram_behind_two_registers():
+    text = toolchain.generate_verilog(BankedRam(width=77, depth=64, sim_ram=True), "ram")
+    assert "nep_sim_ram" in text and " ram (" in text
+    assert BankedRam(width=77, depth=64, sim_ram=True).banks == []
+    with pytest.raises(ValueError, match="no Amaranth storage"):
+        BankedRam(width=8, depth=4, sim_ram=True).cell(0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(width=0, depth=4), "width must be a positive int"),
+    (dict(width=8, depth=True), "depth must be a positive int"),
+    (dict(width=8, depth=64, bank_depth=24), "bank_depth must be a power of two"),
+    (dict(width=8, depth=64, bank_depth=1), "bank_depth must be a power of two"),
+    (dict(width=8, depth=64, sim_ram=1), "sim_ram must be a bool"),
+    (dict(width=8, depth=64, bank_depth=16, sim_ram=True), "cannot build banks"),
+])
+def test_bad_parameters_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BankedRam(**kwargs)
+
+
+def test_cell_and_delayed_refuse_bad_arguments():
+    ram = BankedRam(width=8, depth=100, bank_depth=16)
+    with pytest.raises(ValueError, match="addr must be an int in 0..99"):
+        ram.cell(100)
+    Fragment.get(ram, None)  # its banks are used
+    with pytest.raises(ValueError, match="cycles must be an int >= 0"):
+        delayed(None, 0, -1)
