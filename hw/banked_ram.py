@@ -51,6 +51,10 @@ class BankedRam(wiring.Component):
 
     Attributes
     ----------
+    addr_bits : int
+        Width of ``waddr`` and ``raddr``: ``max(1, ceil(log2(depth)))``.
+    bank_depth : int or None
+        The parameter, or None when ``depth`` fits in one bank (one block then).
     banks : list of amaranth.lib.memory.Memory
         The Amaranth memories, bank 0 first (one without banks, none with ``sim_ram``).
         A testbench reaches word ``a`` as ``cell(a)``.

@@ -69,7 +69,7 @@ class Part:
     dsps: int  # DSP blocks on the part (a budget for multiplier mapping)
     spram_bits: int | None = None  # width of the SPRAM bank (iCE40 UP: 4 x 16 bits)
     read_latency: int = 1  # cycles from a request to its data, weight/param memories (engine top)
-    bank_depth: int | None = None  # words per bank of those memories (one block RAM deep)
+    bank_depth: int | None = None  # words per bank of those memories and NepTop's (one block RAM)
     # Most read ports per memory that Yosys's memory_libmap is known to map here (None: no
     # limit seen). It enumerates every assignment of read ports to RAM ports, exponential
     # in their number (YosysHQ/yosys#5494); on the ECP5 it maps 8 and throws at 16.
@@ -532,7 +532,9 @@ endmodule
 
 
 def processor_design(part: Part, lanes: int, overrides: dict | None = None) -> Design:
-    """``NepTop`` behind ``SerialPins`` with ``PROCESSOR_CONFIGS`` sizes (or ``overrides``)."""
+    """``NepTop`` behind ``SerialPins`` with ``PROCESSOR_CONFIGS`` sizes (or ``overrides``),
+    its weight and parameter memories in banks of ``part.bank_depth`` words (one DP16KD
+    column on the ECP5; one block on the UP5K, whose single-port SPRAM takes no banks)."""
     sizes = dict(PROCESSOR_CONFIGS[(part.name, lanes)], **(overrides or {}))
     cfg = ProcessorConfig(lanes=lanes, **sizes)
     single_port = part.spram_bits is not None
@@ -545,6 +547,9 @@ def processor_design(part: Part, lanes: int, overrides: dict | None = None) -> D
                rtlil=text)
     d.notes.append(f"SerialPins: {top.in_bits} input and {top.out_bits} output bits "
                    f"(AXI4-Lite + irq) through 5 pins")
+    if part.bank_depth is not None:
+        d.notes.append(f"weight and param memories in banks of {part.bank_depth} words, "
+                       f"bank data and bank multiplexer registered")
     n_mul = len(_module_cells(text, "$mul"))
     d.notes.append(f"{n_mul} multipliers ($mul) in the RTLIL")
     if single_port:

@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 
 from compiler.isa import STREAM_READ_LATENCY
 from hw.banked_ram import BankedRam, delayed
+from hw.synth import PARTS, memory_read_ports, processor_design
 from sim import toolchain
 
 
@@ -114,3 +115,17 @@ def test_cell_and_delayed_refuse_bad_arguments():
     Fragment.get(ram, None)  # its banks are used
     with pytest.raises(ValueError, match="cycles must be an int >= 0"):
         delayed(None, 0, -1)
+
+
+def test_processor_flow_banks_the_ecp5_memories_only():
+    """``hw.synth``'s processor flow: on the ECP5 the 8-lane weight memory (16384 words)
+    is 8 banks of 2048 and the parameter memory (4096) 2, one read port each; on the UP5K
+    both stay ``nep_sim_ram`` instances (single-port SPRAM takes no banks)."""
+    banks = {}
+    for part in ("ecp5-85f", "up5k"):
+        ports = memory_read_ports(processor_design(PARTS[part], 8).rtlil)
+        banks[part] = {k.split("/")[-1] + "@" + k.split(".")[-1].split("/")[0]: n
+                       for k, n in ports.items() if "_mem/" in k and ".cpu" not in k}
+    assert banks["ecp5-85f"] == {**{f"b{i}@weight_mem": 1 for i in range(8)},
+                                 "b0@param_mem": 1, "b1@param_mem": 1}
+    assert banks["up5k"] == {}
