@@ -115,7 +115,8 @@ class BankedRam(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self.bank_depth is None:
-            m.d.comb += self.rdata.eq(delayed(m, self._block(m), 2, name="rdata_q"))
+            m.d.comb += self.rdata.eq(delayed(m, self._block(m), STREAM_READ_LATENCY - 1,
+                                              name="rdata_q"))
             return m
         low = (self.bank_depth - 1).bit_length()
         outs = []
@@ -131,7 +132,9 @@ class BankedRam(wiring.Component):
             outs.append(delayed(m, rp.data, 1, name=f"b{i}_q"))
         # The bank that answers: the read address's upper bits, as old as the bank registers.
         which = delayed(m, self.raddr[low:], 2, name="bank")
-        m.d.sync += self.rdata.eq(Array(outs)[which])
+        # The RAM and the bank register take two cycles, the choice's registers the rest.
+        m.d.comb += self.rdata.eq(delayed(m, Array(outs)[which], STREAM_READ_LATENCY - 2,
+                                          name="rdata_q"))
         return m
 
     def _block(self, m):
