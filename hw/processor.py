@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, ResetInserter, Signal, signed
+from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -273,7 +273,7 @@ class Processor(wiring.Component):
         # Descriptor fields. The descriptor is read ahead like the instruction, from FETCH,
         # so that ``df``, the block RAM's output registered, holds it from DESC on: the
         # checks in DESC, the engine, the address adders and the LSTM cell all start from
-        # flip-flops (``desc_reserved``: a reserved bit is set). Its index in FETCH and
+        # flip-flops. Its index in FETCH and
         # DECODE is ``p_ahead``, the p field of the program memory's output registered:
         # that output holds the next instruction's word for the whole of the current one
         # (read at pc + 1), so the register has it by the next FETCH, and the 15 block
@@ -286,9 +286,16 @@ class Processor(wiring.Component):
         dr = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
         df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
-        desc_reserved = Signal()
         m.d.sync += [df[name].eq(dr[name]) for name in df]
-        m.d.sync += desc_reserved.eq((dr["reserved16"] != 0) | (dr["reserved96"] != 0))
+        # A reserved bit set: 112 bits are too wide an OR to follow the block RAM's
+        # clock-to-out in one cycle, so groups of 4 are registered with ``df`` and joined
+        # in DESC; MV_CHECK reads the result (the descriptor read stays on p until then).
+        reserved_bits = Cat(dr["reserved16"], dr["reserved96"])
+        reserved_any = Signal(-(-len(reserved_bits) // 4))
+        m.d.sync += [reserved_any[k].eq(reserved_bits[4 * k:4 * k + 4].any())
+                     for k in range(len(reserved_any))]
+        desc_reserved = Signal()
+        m.d.sync += desc_reserved.eq(reserved_any.any())
         p_lo, p_bits = FIELDS["p"]
         p_ahead = Signal(p_bits)
         m.d.sync += p_ahead.eq(prog_rd.data[p_lo:p_lo + p_bits])
@@ -535,7 +542,7 @@ class Processor(wiring.Component):
                 lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + units != cols)
                             | (cfb < 8) | (cfb > 15) | const_bad)
                 m.d.sync += [
-                    desc_bad.eq((p >= self.desc_count) | desc_reserved
+                    desc_bad.eq((p >= self.desc_count)
                                 | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
                                 | (split > cols)
                                 | (df["stream_base"] + df["n_words"] > cfg.weight_depth)
@@ -548,7 +555,7 @@ class Processor(wiring.Component):
                 ]
 
             with m.Case(_State.MV_CHECK):
-                with m.If(desc_bad):
+                with m.If(desc_bad | desc_reserved):
                     fault(ErrorCode.BAD_DESCRIPTOR)
                 with m.Elif(range_bad):
                     fault(ErrorCode.SCRATCH_RANGE)

@@ -613,6 +613,34 @@ def test_each_matvec_reads_its_own_descriptor_ahead():
     simulate(body)
 
 
+def test_a_reserved_descriptor_bit_in_any_group_is_a_bad_descriptor():
+    """Each of the 112 reserved descriptor bits faults the MATVEC with BAD_DESCRIPTOR (the
+    check joins registered groups of 4 bits a cycle later): one bit of every group, at a
+    different place in its group, written over descriptor 1 in turn; the clean one runs."""
+    rng = np.random.default_rng(12)
+    job = make_job(rng, rows=6, cols=20, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    reserved = [lo + k for name, (lo, w) in DESC_FIELDS.items() if name.startswith("reserved")
+                for k in range(w)]
+    bits = [reserved[g * 4 + g % 4] for g in range(len(reserved) // 4)]
+    assert len(bits) == 28
+
+    async def body(rig):
+        clean = bytes(Descriptor(**layer(rig, job)).pack())
+        rig.scratch(0, job.x)
+        rig.registers(desc_count=2, prog_len=CFG.program_depth)
+        for p, bit in ((0, None), *((1, bit) for bit in bits)):
+            if bit is not None:
+                bad = bytearray(clean)
+                bad[bit // 8] |= 1 << bit % 8
+                rig.descriptor(1, bytes(bad))
+            rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=p, d=300, a=0, b=0),
+                            I(Op.HALT)])
+            iss = await rig.run(0, f"reserved bit {bit}")
+            assert iss.error == (ErrorCode.OK if bit is None else ErrorCode.BAD_DESCRIPTOR), bit
+
+    simulate(body)
+
+
 def test_start_and_soft_reset_abort_a_run():
     rng = np.random.default_rng(8)
     job = make_job(rng, rows=30, cols=60, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
