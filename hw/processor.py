@@ -314,8 +314,16 @@ class Processor(wiring.Component):
         m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], df["const_index"])),
                      const_rd.addr.eq(const_index), cm.eq(const_rd.data[:32]),
                      cs.eq(const_rd.data[32:])]
-        const_bad = ((const_index >= self.const_count)
-                     | ~const_ok.bit_select(const_index[:const_aw], 1))
+        # Both checks from registers, a cycle ahead of their use: the instruction's p from
+        # ``p_ahead`` (it holds this instruction's p in FETCH) for DECODE, the descriptor's
+        # const_index from ``df`` in DESC for MV_CHECK. Not the state-selected
+        # ``const_index``: the state, that mux, the compare's carry chain and the fault
+        # fan-out took a cycle of their own.
+        def const_bad(index):
+            return (index >= self.const_count) | ~const_ok.bit_select(index[:const_aw], 1)
+        p_const_bad, lstm_const_bad = Signal(), Signal()
+        m.d.sync += [p_const_bad.eq(const_bad(p_ahead)),
+                     lstm_const_bad.eq(const_bad(df["const_index"]))]
         k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
         desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
 
@@ -525,7 +533,7 @@ class Processor(wiring.Component):
                         with m.Default():  # element-wise
                             with m.If(vl == 0):
                                 fault(ErrorCode.BAD_OPERAND)
-                            with m.Elif(uses_const & const_bad):
+                            with m.Elif(uses_const & p_const_bad):
                                 fault(ErrorCode.BAD_OPERAND)
                             with m.Elif(beyond(fd, vl) | beyond(fa, vl)
                                         | (binary & beyond(fb, vl))):
@@ -540,7 +548,7 @@ class Processor(wiring.Component):
                 rows, cols, split = df["rows"], df["cols"], df["split"]
                 mode, cfb, units = df["mode"], df["cell_frac_bits"], df["rows"][2:]
                 lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + units != cols)
-                            | (cfb < 8) | (cfb > 15) | const_bad)
+                            | (cfb < 8) | (cfb > 15))
                 m.d.sync += [
                     desc_bad.eq((p >= self.desc_count)
                                 | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
@@ -555,7 +563,7 @@ class Processor(wiring.Component):
                 ]
 
             with m.Case(_State.MV_CHECK):
-                with m.If(desc_bad | desc_reserved):
+                with m.If(desc_bad | desc_reserved | (is_lstm & lstm_const_bad)):
                     fault(ErrorCode.BAD_DESCRIPTOR)
                 with m.Elif(range_bad):
                     fault(ErrorCode.SCRATCH_RANGE)
