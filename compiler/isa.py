@@ -290,9 +290,9 @@ RUN_START_CYCLES = 1
 ISSUE_CYCLES = 2
 #: Descriptor read and range checks before the activation load of MATVEC/LSTM.
 MATVEC_SETUP_CYCLES = 2
-#: Cell pipeline drain after the engine's last row (LSTM only; ``hw.processor``'s
-#: ``CELL_TAIL_CYCLES``, with the cell's 8-stage requantizer).
-LSTM_TAIL_CYCLES = 15
+#: Cell pipeline drain after the engine's ``done`` (LSTM only; ``hw.processor``'s
+#: ``CELL_TAIL_CYCLES``: the 4-cycle lookups and the cell's 8-stage requantizer).
+LSTM_TAIL_CYCLES = 17
 #: Cycles from a request to the weight or parameter memory to its data, for every part
 #: (``hw.banked_ram.BankedRam``): the block RAM, its bank's output register and the bank
 #: multiplexer's register (an unbanked memory's data is registered twice to match).
@@ -302,9 +302,9 @@ STREAM_READ_LATENCY = 3
 #: stream memories' 2 cycles beyond one.
 ENGINE_LATENCY = 21 + 2 + (STREAM_READ_LATENCY - 1)
 #: Latency of the vector ALU (``hw.vector_alu.LATENCY``, the engine's 8-stage requantizer
-#: behind an operand register) and the activation lookup unit (``hw.activation_lut``),
-#: behind one scratch read cycle.
-ALU_LATENCY, LUT_LATENCY, SCRATCH_READ = 9, 3, 1
+#: behind an operand register) and the activation lookup unit (``hw.activation_lut.LATENCY``,
+#: its input registered before the table), behind one scratch read cycle.
+ALU_LATENCY, LUT_LATENCY, SCRATCH_READ = 9, 4, 1
 #: Pipeline latency of the vector instructions, paid once after their VL cycles.
 VECTOR_LATENCY = {
     Op.VCOPY: SCRATCH_READ,

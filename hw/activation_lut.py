@@ -9,20 +9,28 @@ from amaranth.lib.wiring import In, Out
 
 from golden.lstm import SEGMENT_BITS, SIGMOID_TABLE, TABLE_SEGMENTS, TANH_TABLE
 
+__all__ = ["LATENCY", "ActivationLut"]
+
+#: Cycles from an input (``in_valid``) to its result (``out_valid``): input register,
+#: table read, entry register, multiply-add.
+LATENCY = 4
+
 
 class ActivationLut(wiring.Component):
-    """int16 Q3.12 in, int16 Q0.15 out, one element per cycle, 3-cycle latency.
+    """int16 Q3.12 in, int16 Q0.15 out, one element per cycle, ``LATENCY`` (4) cycles.
 
     ``y = T[s] + (((T[s+1] - T[s]) * t + 128) >> 8)`` with ``u = z + 32768``,
     ``s = u >> 8``, ``t = u & 255``: one ROM word per segment holds ``T[s]`` and the slope
     ``T[s+1] - T[s]``, the sigmoid table's segments then the tanh table's (``golden.lstm``),
     so the read goes straight into the multiplier (no subtraction, no address adder).
+    The inputs are registered before the table's address.
 
     Interface
     ---------
     in_valid, z : In ; func : In(1)
         ``func`` 0 is sigmoid, 1 is tanh.
     out_valid, y : Out
+        The result of the input ``LATENCY`` cycles earlier.
     """
 
     def __init__(self):
@@ -37,13 +45,20 @@ class ActivationLut(wiring.Component):
         m.submodules.rom = rom = Memory(shape=entry, depth=2 * TABLE_SEGMENTS, init=init)
         port = rom.read_port()
 
+        # 0: the inputs registered. In the processor z comes from the scratch block RAM
+        # or the engine's output through a multiplexer, and the table is another block
+        # RAM: the two RAMs' clock-to-out and the routing between them in one cycle limited
+        # the ECP5 clock (issue 6).
+        v0, func0 = Signal(), Signal()
+        z0 = Signal(signed(16))
+        m.d.sync += [v0.eq(self.in_valid), z0.eq(self.z), func0.eq(self.func)]
         u = Signal(unsigned(16))
-        m.d.comb += u.eq(self.z.as_unsigned() ^ 0x8000)  # z + 32768 for int16 z
-        m.d.comb += port.addr.eq(Cat(u[SEGMENT_BITS:], self.func))
+        m.d.comb += u.eq(z0.as_unsigned() ^ 0x8000)  # z + 32768 for int16 z
+        m.d.comb += port.addr.eq(Cat(u[SEGMENT_BITS:], func0))
         # 1: table read.
         v1 = Signal()
         t1 = Signal(SEGMENT_BITS)
-        m.d.sync += [v1.eq(self.in_valid), t1.eq(u[:SEGMENT_BITS])]
+        m.d.sync += [v1.eq(v0), t1.eq(u[:SEGMENT_BITS])]
         # 2: the entry registered, so the block RAM's slow clock-to-out and the multiplier
         # do not share a cycle.
         v2 = Signal()

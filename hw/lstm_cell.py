@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.lstm import GATE_FRAC_BITS, OUT_FRAC_BITS
 
+from .activation_lut import LATENCY as LUT_LATENCY
 from .activation_lut import ActivationLut
 from .fixed_point import rounding_divide_by_pot, rounding_parts, saturate
 from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, Requantizer
@@ -19,8 +20,12 @@ _RQ_LATENCY = 8
 #: Pipeline stages of the cell update, from the i*g product to the tanh lookup's input.
 _UPDATE_STAGES = 4
 #: Cycles from ``o``, directly after its ``g``, to its ``h'`` write: the cell update (4),
-#: the tanh lookup (3), the requantizer (8). A later ``o`` is written sooner after it.
-H_LATENCY = _UPDATE_STAGES + 3 + _RQ_LATENCY
+#: the tanh lookup (4), the requantizer (8). A later ``o`` is written sooner after it.
+H_LATENCY = _UPDATE_STAGES + LUT_LATENCY + _RQ_LATENCY
+#: Cycles ``o`` is delayed before it may join its ``t``: a unit's ``t`` comes
+#: ``_UPDATE_STAGES + 1 + LUT_LATENCY`` cycles after its ``g``, the next unit's ``o`` at
+#: least 5 after that ``g``, so a shorter wait could bring the next ``o`` with this ``t``.
+_O_WAIT = LUT_LATENCY + 1
 
 
 class LstmCell(wiring.Component):
@@ -36,11 +41,12 @@ class LstmCell(wiring.Component):
 
     Pipeline: ``f c`` is multiplied when ``f`` arrives, ``i g`` when ``g`` arrives; the
     next four cycles round (quotient and round-up bit), saturate, add and convert ``c'``
-    to Q3.12 into its own tanh lookup (3 cycles); the product ``o t`` enters a
-    ``Requantizer`` as soon as both ``t`` and ``o`` are there. ``c'[j]`` is written the
-    cycle before ``h'[j]``: units are at least 4 cycles apart, so the two writes of one
-    unit never meet another unit's on the single write port. From ``g`` directly followed
-    by ``o``, ``h'`` is written ``H_LATENCY`` cycles after ``o`` (the worst case).
+    to Q3.12 into its own tanh lookup (``hw.activation_lut.LATENCY``, 4 cycles); the
+    product ``o t`` enters a ``Requantizer`` as soon as both ``t`` and ``o`` are there.
+    ``c'[j]`` is written the cycle before ``h'[j]``: units are at least 4 cycles apart, so
+    the two writes of one unit never meet another unit's on the single write port. From
+    ``g`` directly followed by ``o``, ``h'`` is written ``H_LATENCY`` cycles after ``o``
+    (the worst case).
 
     Interface
     ---------
@@ -94,13 +100,12 @@ class LstmCell(wiring.Component):
         fc_p, ig_p = Signal(signed(32)), Signal(signed(32))
         cell_v = Signal()  # the cycle after g: c' is formed
         m.d.sync += cell_v.eq(self.in_valid & (gate == 2))
-        # o waits as long as c' takes in the update stages below, so it meets t as it
-        # did with a one-cycle update: never after the next unit's o.
-        o_valid = [Signal(name=f"o_valid{k}") for k in range(_UPDATE_STAGES)]
-        o_line = [Signal(signed(16), name=f"o_line{k}") for k in range(_UPDATE_STAGES)]
+        # o waits _O_WAIT cycles, so its t is never joined with the next unit's o.
+        o_valid = [Signal(name=f"o_valid{k}") for k in range(_O_WAIT)]
+        o_line = [Signal(signed(16), name=f"o_line{k}") for k in range(_O_WAIT)]
         m.d.sync += [o_valid[0].eq(self.in_valid & (gate == 3)), o_line[0].eq(self.y)]
-        m.d.sync += [o_valid[k].eq(o_valid[k - 1]) for k in range(1, _UPDATE_STAGES)]
-        m.d.sync += [o_line[k].eq(o_line[k - 1]) for k in range(1, _UPDATE_STAGES)]
+        m.d.sync += [o_valid[k].eq(o_valid[k - 1]) for k in range(1, _O_WAIT)]
+        m.d.sync += [o_line[k].eq(o_line[k - 1]) for k in range(1, _O_WAIT)]
         o_now = o_valid[-1]
         with m.If(self.in_valid):
             with m.Switch(gate):
@@ -147,8 +152,12 @@ class LstmCell(wiring.Component):
             narrow, saturate(c_new << left, INT16_MIN, INT16_MAX),
             rounding_divide_by_pot(m, c_new, right, name="cell_q3_12")))]
         m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_in), lut.func.eq(1)]
+        # c' is held for its write from the lookup's input cycle: c_new keeps it for three
+        # cycles (the next unit's f, 3 cycles after this g at the soonest, reaches c_new 4
+        # cycles later), and the next unit's c' comes here only after this unit's t and o
+        # have met, even with the 4-cycle lookup.
         c_held = Signal(signed(16))
-        with m.If(v3):
+        with m.If(v4):
             m.d.sync += c_held.eq(c_new)
 
         # Join t and o (either may come first), then MBQM(o t) to int8.

@@ -24,6 +24,7 @@ from compiler.isa import (
 from golden.numerics import MAX_LEFT_SHIFT, MAX_RIGHT_SHIFT
 from golden.weights import PARAM_BYTES
 
+from .activation_lut import LATENCY as LUT_LATENCY
 from .activation_lut import ActivationLut
 from .config import EngineConfig
 from .lstm_cell import H_LATENCY, LstmCell
@@ -43,11 +44,13 @@ DESC_FIELDS = {
     "reserved96": (416, 96),
 }
 
+#: Cycles from the engine's last output row to its ``done``.
+_LAST_ROW_TO_DONE = 3
 #: ``LSTM`` cycles after the engine's ``done`` (``MATVEC`` completes there). The worst
 #: case, the last unit's ``g`` and ``o`` rows back to back, writes the last ``h'`` then:
-#: o's lookup (3) and the cell's ``H_LATENCY`` from o, less the engine's own 3 cycles
-#: from its last row to ``done``. Faster cases wait for it, so the count is fixed.
-CELL_TAIL_CYCLES = H_LATENCY
+#: o's lookup (4) and the cell's ``H_LATENCY`` from o, less the engine's own cycles from
+#: its last row to ``done``. Faster cases wait for it, so the count is fixed.
+CELL_TAIL_CYCLES = LUT_LATENCY + H_LATENCY - _LAST_ROW_TO_DONE
 
 _ALU_OPS = {Op.VADD: OP_ADD, Op.VMUL: OP_MUL_RSHIFT, Op.VSHIFT: OP_SHIFT,
             Op.VREQ8: OP_MUL_REQUANT, Op.VMULQ8: OP_MUL_REQUANT}

@@ -4,14 +4,15 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from golden.lstm import sigmoid_q15, tanh_q15
-from hw.activation_lut import ActivationLut
-
-LATENCY = 3
+from hw.activation_lut import LATENCY, ActivationLut
 
 
 def run_lut(zs, funcs, gaps):
+    """Feed ``zs`` with ``gaps[k]`` idle cycles before input ``k``; return the results in
+    order, each checked to leave exactly ``LATENCY`` cycles after its input."""
     dut = ActivationLut()
     got = []
+    sent_at = []  # the cycle each input was presented
 
     async def tb(ctx):
         pending = list(zip(zs, funcs, gaps))
@@ -22,6 +23,7 @@ def run_lut(zs, funcs, gaps):
                 ctx.set(dut.in_valid, 1)
                 ctx.set(dut.z, int(z))
                 ctx.set(dut.func, int(f))
+                sent_at.append(cycle)
                 sent += 1
             else:
                 ctx.set(dut.in_valid, 0)
@@ -30,6 +32,9 @@ def run_lut(zs, funcs, gaps):
             await ctx.tick()
             cycle += 1
             if ctx.get(dut.out_valid):
+                assert len(got) < sent, f"result {len(got)} before its input"
+                assert cycle - sent_at[len(got)] == LATENCY, (
+                    f"result {len(got)}: {cycle - sent_at[len(got)]} cycles after its input")
                 got.append(ctx.get(dut.y))
             assert cycle < 4 * len(zs) + 100, "LUT stopped producing results"
 

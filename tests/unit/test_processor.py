@@ -20,6 +20,7 @@ from compiler.isa import (
     ALU_LATENCY,
     ENGINE_LATENCY,
     LSTM_TAIL_CYCLES,
+    LUT_LATENCY,
     RUN_START_CYCLES,
     STREAM_READ_LATENCY,
     Descriptor,
@@ -37,6 +38,7 @@ from compiler.iss import Machine
 from golden.model import ModelConfig, QuantConfig, random_float_model
 from golden.quantize import quantize_model
 from golden.weights import Encoding
+from hw.activation_lut import LATENCY as ACTIVATION_LUT_LATENCY
 from hw.banked_ram import BankedRam
 from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, HostMem, Processor
 from hw.vector_alu import LATENCY as VECTOR_ALU_LATENCY
@@ -698,3 +700,8 @@ def test_cell_tail_matches_the_cycle_model():
 def test_alu_latency_matches_the_cycle_model():
     """The ISS's vector ALU latency is the ALU's (with the engine's 8-stage requantizer)."""
     assert ALU_LATENCY == VECTOR_ALU_LATENCY
+
+
+def test_lut_latency_matches_the_cycle_model():
+    """The ISS's SIGMOID/TANH latency is the lookup unit's (input registered)."""
+    assert LUT_LATENCY == ACTIVATION_LUT_LATENCY == 4
