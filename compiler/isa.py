@@ -305,15 +305,17 @@ ENGINE_LATENCY = 21 + 2 + (STREAM_READ_LATENCY - 1)
 #: behind an operand register) and the activation lookup unit (``hw.activation_lut.LATENCY``,
 #: its input registered before the table), behind one scratch read cycle.
 ALU_LATENCY, LUT_LATENCY, SCRATCH_READ = 9, 4, 1
+#: The copies' read data registered before the scratch write (``hw.processor``).
+COPY_REGISTER = 1
 #: Pipeline latency of the vector instructions, paid once after their VL cycles.
 VECTOR_LATENCY = {
-    Op.VCOPY: SCRATCH_READ,
+    Op.VCOPY: SCRATCH_READ + COPY_REGISTER,
     Op.VADD: SCRATCH_READ + ALU_LATENCY, Op.VMUL: SCRATCH_READ + ALU_LATENCY,
     Op.VSHIFT: SCRATCH_READ + ALU_LATENCY, Op.VREQ8: SCRATCH_READ + ALU_LATENCY,
     Op.VMULQ8: SCRATCH_READ + ALU_LATENCY,
     Op.SIGMOID: SCRATCH_READ + LUT_LATENCY, Op.TANH: SCRATCH_READ + LUT_LATENCY,
     Op.ARGMAX: SCRATCH_READ + 1,  # compare, then the index register
-    Op.LOADROW: SCRATCH_READ + 2,  # index read and row-address multiply
+    Op.LOADROW: SCRATCH_READ + COPY_REGISTER + 2,  # index read and row-address multiply
 }
 
 

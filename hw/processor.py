@@ -370,11 +370,16 @@ class Processor(wiring.Component):
         with m.Else():
             m.d.comb += [lut.in_valid.eq(v1 & is_lut), lut.z.eq(xa),
                          lut.func.eq(op == Op.TANH)]
+        # VCOPY/LOADROW: the read data registered a cycle, so the scratch block RAM's
+        # clock-to-out and the routing between block RAMs are not one path into the
+        # write port's data (issue 6); these take one cycle more.
+        copy_v, copy_y = Signal(), Signal(16)
+        m.d.sync += [copy_v.eq(v1 & is_copy), copy_y.eq(sc_a.data)]
         vec_we = Signal()
         vec_y = Signal(16)
         m.d.comb += [
-            vec_we.eq(Mux(is_alu, alu.out_valid, Mux(is_lut, lut.out_valid, v1 & is_copy))),
-            vec_y.eq(Mux(is_alu, alu.y, Mux(is_lut, lut.y, sc_a.data))),
+            vec_we.eq(Mux(is_alu, alu.out_valid, Mux(is_lut, lut.out_valid, copy_v))),
+            vec_y.eq(Mux(is_alu, alu.y, Mux(is_lut, lut.y, copy_y))),
         ]
         in_vec = (state == _State.VEC_RUN) | (state == _State.VEC_DRAIN)
         with m.If(in_vec & ((vec_we & ~is_argmax) | (v1 & is_argmax))):

@@ -176,6 +176,8 @@ def test_cycle_table():
     assert instruction_cycles(Op.LSTM, desc=d) == 2 + 2 + 30 + 100 + 25 + 17
     assert instruction_cycles(Op.TANH, vl=64) == 2 + 64 + 1 + 4
     assert instruction_cycles(Op.VADD, vl=64) == 2 + 64 + 1 + 9
+    assert instruction_cycles(Op.VCOPY, vl=64) == 2 + 64 + 1 + 1  # read, data register
+    assert instruction_cycles(Op.LOADROW, vl=64) == 2 + 64 + 1 + 1 + 2
     for op in (Op.HALT, Op.SYNC, Op.SETVL):
         assert instruction_cycles(op, vl=50) == 2
     for op in ELEMENTWISE | {Op.ARGMAX, Op.LOADROW}:
