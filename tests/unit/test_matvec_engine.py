@@ -1,8 +1,12 @@
 """MatVecEngine in the Amaranth simulator: bit-exact results, error codes, recovery, cycles."""
 
+import gc
+import warnings
+
 import numpy as np
 import pytest
 from amaranth import Signal
+from amaranth.hdl import UnusedElaboratable
 
 from golden.weights import Encoding, decompress
 from hw.config import EngineConfig
@@ -158,9 +162,15 @@ def test_lent_requantizer_leaves_the_engines_rows_alone(monkeypatch, wait_level)
         assert res.cycles == model
 
 
-@pytest.mark.filterwarnings("ignore:.* created but never used")  # built, not elaborated
 def test_lend_requantizer_must_be_a_bool():
     with pytest.raises(TypeError, match="lend_requantizer must be a bool"):
         MatVecEngine(CFG, lend_requantizer=1)
-    assert "requant" not in MatVecEngine(CFG).signature.members
-    assert "requant" in MatVecEngine(CFG, lend_requantizer=True).signature.members
+    # Built for their signatures only: collected here, so Amaranth's never-elaborated
+    # warning is dropped in this test rather than reported under a later one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        plain, lending = MatVecEngine(CFG), MatVecEngine(CFG, lend_requantizer=True)
+        assert "requant" not in plain.signature.members
+        assert "requant" in lending.signature.members
+        del plain, lending
+        gc.collect()
