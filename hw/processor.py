@@ -329,6 +329,7 @@ class Processor(wiring.Component):
                      lstm_const_bad.eq(const_bad(df["const_index"]))]
         k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
         desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
+        short_load = Signal()  # cols <= 1, found in DESC: MV_CHECK starts the engine
 
         # Element pipeline: read counter, data-valid flag, write/arrival counter.
         rk, wk = Signal(16), Signal(16)
@@ -382,8 +383,14 @@ class Processor(wiring.Component):
             vec_y.eq(Mux(is_alu, alu.y, Mux(is_lut, lut.y, copy_y))),
         ]
         in_vec = (state == _State.VEC_RUN) | (state == _State.VEC_DRAIN)
+        # The end compares (rk or wk == VL - 1, lk == cols - 1) are registered a cycle
+        # ahead, as the counter's next value against the bound: the carry chains end at
+        # a flip-flop, not in the completion's fan-out (pc, instructions, the engine's
+        # start). DECODE sets rk's and wk's for a count of 0 (VL = 1), MV_CHECK's first
+        # load lk's; the cycles are unchanged (issue 6).
+        rk_last, wk_last, lk_last = Signal(), Signal(), Signal()
         with m.If(in_vec & ((vec_we & ~is_argmax) | (v1 & is_argmax))):
-            m.d.sync += wk.eq(wk + 1)
+            m.d.sync += [wk.eq(wk + 1), wk_last.eq(wk + 2 == vl)]
 
         # ARGMAX: signed running maximum, strict compare keeps the lowest index.
         # Each element is compared the cycle after it arrives, from a register: the
@@ -409,7 +416,7 @@ class Processor(wiring.Component):
             eng.act_wdata.eq(sc_a.data[:8].as_signed()),
         ]
         with m.If(load):
-            m.d.sync += lk.eq(lk + 1)
+            m.d.sync += [lk.eq(lk + 1), lk_last.eq(lk + 2 == df["cols"])]
 
         # LSTM: state at d (h, then c at d + H); gate rows through sigmoid (gates 0, 1,
         # 3) or tanh (gate 2) on the shared lookup unit, into the cell unit.
@@ -502,6 +509,7 @@ class Processor(wiring.Component):
             with m.Case(_State.DECODE):
                 m.d.sync += [op.eq(fop), p.eq(fp), d.eq(fd), a.eq(fa), b.eq(fb),
                              rk.eq(0), wk.eq(0), lk.eq(0), src.eq(fa),
+                             rk_last.eq(vl == 1), wk_last.eq(vl == 1),
                              k_mult.eq(cm), k_shift.eq(cs)]
                 with m.If(~legal):
                     fault(ErrorCode.ILLEGAL_OPCODE)
@@ -567,6 +575,7 @@ class Processor(wiring.Component):
                     range_bad.eq(beyond(a, split)
                                  | Mux(is_lstm, beyond(d, 2 * units),
                                        beyond(b, cols - split) | beyond(d, rows))),
+                    short_load.eq(cols <= 1),
                     k_mult.eq(cm), k_shift.eq(cs), state.eq(_State.MV_CHECK),
                 ]
 
@@ -579,7 +588,7 @@ class Processor(wiring.Component):
                     m.d.comb += [load.eq(1), cell_reset.eq(1)]
                     # Start the engine with the last activation read: its last write
                     # lands in the engine's CHECK cycle, before it reads the buffer.
-                    with m.If(df["cols"] <= 1):
+                    with m.If(short_load):
                         m.d.comb += eng.start.eq(1)
                         m.d.sync += state.eq(_State.MV_RUN)
                     with m.Else():
@@ -587,7 +596,7 @@ class Processor(wiring.Component):
 
             with m.Case(_State.MV_LOAD):
                 m.d.comb += load.eq(1)
-                with m.If(lk == df["cols"] - 1):
+                with m.If(lk_last):
                     m.d.comb += eng.start.eq(1)
                     m.d.sync += state.eq(_State.MV_RUN)
 
@@ -624,15 +633,15 @@ class Processor(wiring.Component):
                     m.d.sync += [src.eq(a + row * vl), state.eq(_State.VEC_RUN)]
 
             with m.Case(_State.VEC_RUN):
-                m.d.sync += rk.eq(rk + 1)
-                with m.If(rk == vl - 1):
+                m.d.sync += [rk.eq(rk + 1), rk_last.eq(rk + 2 == vl)]
+                with m.If(rk_last):
                     m.d.sync += state.eq(_State.VEC_DRAIN)
 
             with m.Case(_State.VEC_DRAIN):
                 with m.If(is_argmax):
-                    with m.If(v1 & (wk == vl - 1)):
+                    with m.If(v1 & wk_last):
                         m.d.sync += state.eq(_State.AM_WRITE)
-                with m.Elif(vec_we & (wk == vl - 1)):
+                with m.Elif(vec_we & wk_last):
                     complete()
 
             with m.Case(_State.AM_WRITE):

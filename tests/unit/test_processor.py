@@ -374,6 +374,48 @@ def layer(rig, job, *, index=0, base=0, **fields):
     return desc
 
 
+def test_one_and_two_element_ends_next_to_narrow_matvecs():
+    """The end of a vector (VL = 1, 2, 3) and of a MATVEC's activation load (1, 2 and 3
+    columns) is flagged a cycle ahead: every vector op and MATVEC back to back, so each
+    instruction starts the cycle after the one before finished. All bit-exact with the
+    ISS, cycles exact."""
+    rng = np.random.default_rng(13)
+    widths = (1, 2, 3)
+    jobs = [make_job(rng, rows=5 + c, cols=c, sparsity=0.0, encoding=Encoding.INT8,
+                     lanes=8) for c in widths]
+    vector_ops = [I(Op.VCOPY, d=200, a=0), I(Op.VADD, d=210, a=0, b=64),
+                  I(Op.VMUL, p=3, d=220, a=64, b=200), I(Op.SIGMOID, d=230, a=0),
+                  I(Op.VSHIFT, p=0x40 | 2, d=240, a=64), I(Op.ARGMAX, d=250, a=128),
+                  I(Op.LOADROW, d=260, a=0, b=160)]
+
+    async def body(rig):
+        rig.registers(desc_count=len(jobs), prog_len=CFG.program_depth)
+        for i, job in enumerate(jobs):
+            layer(rig, job, index=i, base=64 * i)
+            rig.scratch(8 * i + 32, job.x)
+        for n in widths:
+            rig.scratch(0, rng.integers(-128, 128, 16))
+            rig.scratch(64, rand16(rng, 16))
+            rig.scratch(128, rng.integers(-2, 3, 4))  # small values: ARGMAX ties
+            rig.scratch(160, [int(rng.integers(0, 2))])  # LOADROW index
+            prog = [I(Op.SETVL, a=n, b=2)]
+            for i, op in enumerate(vector_ops):
+                prog += [op, I(Op.MATVEC, p=i % len(jobs), d=300 + 16 * i,
+                               a=8 * (i % len(jobs)) + 32, b=0)]
+            prog += [I(Op.ARGMAX, d=255, a=130), I(Op.HALT)]
+            rig.program(0, prog)
+            iss = await rig.run(0, f"VL {n} next to 1-3 column MATVECs")
+            assert iss.error == ErrorCode.OK
+            assert [e.instruction.op for e in iss.trace].count(Op.MATVEC) == len(vector_ops)
+        got = rig.read_scratch()
+        for i in range(len(vector_ops)):
+            job = jobs[i % len(jobs)]
+            assert np.array_equal(got[300 + 16 * i:300 + 16 * i + len(job.expected)],
+                                  job.expected), f"MATVEC {i}"
+
+    simulate(body)
+
+
 def test_engine_errors_pass_through_and_the_next_start_recovers():
     rng = np.random.default_rng(4)
     good = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
