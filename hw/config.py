@@ -11,6 +11,8 @@ from golden.weights import (
     word_bits,
 )
 
+from .requantizer import LATENCY, PIPELINED_LATENCY
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -59,7 +61,7 @@ class EngineConfig:
     @property
     def requantizer_stages(self) -> int:
         """Pipeline stages of the engine's requantizer."""
-        return 8 if self.pipelined_requantizer else 6
+        return PIPELINED_LATENCY if self.pipelined_requantizer else LATENCY
 
     @property
     def word_bits(self) -> int:

@@ -11,12 +11,12 @@ from golden.lstm import GATE_FRAC_BITS, OUT_FRAC_BITS
 from .activation_lut import LATENCY as LUT_LATENCY
 from .activation_lut import ActivationLut
 from .fixed_point import rounding_divide_by_pot, rounding_parts, saturate
-from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, Requantizer
+from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, PIPELINED_LATENCY, Requantizer
 
 __all__ = ["H_LATENCY", "LstmCell"]
 
 #: Cycles from the requantizer's input to its output: ``Requantizer(pipelined=True)``.
-_RQ_LATENCY = 8
+_RQ_LATENCY = PIPELINED_LATENCY
 #: Pipeline stages of the cell update, from the i*g product to the tanh lookup's input.
 _UPDATE_STAGES = 4
 #: Cycles from ``o``, directly after its ``g``, to its ``h'`` write: the cell update (4),

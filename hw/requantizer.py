@@ -11,6 +11,9 @@ from .fixed_point import round_away_bit, rounding_divide_by_pot, saturate
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
+#: Cycles from inputs to result: ``Requantizer()`` and ``Requantizer(pipelined=True)``.
+LATENCY, PIPELINED_LATENCY = 6, 8
+
 #: Output modes: the saturation range of the result.
 MODE_INT8, MODE_RELU, MODE_INT16 = 0, 1, 2
 
@@ -73,7 +76,7 @@ class Requantizer(wiring.Component):
             raise TypeError(f"Requantizer: pipelined must be a bool, got {pipelined!r}")
         self.pipelined = pipelined
         #: Cycles from ``in_valid`` to ``out_valid``.
-        self.latency = 8 if pipelined else 6
+        self.latency = PIPELINED_LATENCY if pipelined else LATENCY
         super().__init__({
             "clear": In(1), "in_valid": In(1), "acc": In(signed(32)), "bias": In(signed(32)),
             "multiplier": In(signed(32)), "shift": In(signed(8)), "mode": In(2),

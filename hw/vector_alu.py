@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .fixed_point import rounding_parts, saturate
-from .requantizer import MODE_INT8, MODE_INT16, RequantizerPort
+from .requantizer import MODE_INT8, MODE_INT16, PIPELINED_LATENCY, RequantizerPort
 
 #: Operations.
 OP_MUL_RSHIFT = 0  #: sat(RoundingDivideByPOT(a * b, shift)), shift 0..31: f*c, i*g
@@ -17,7 +17,7 @@ OP_MUL_REQUANT = 3  #: sat(MultiplyByQuantizedMultiplier(a * b, M, s)): h = o * 
 
 #: Latency of the requantizer ``requant`` must be connected to: the 8-stage ``Requantizer``
 #: (``pipelined=True``, the processor's engine's).
-REQUANTIZER_LATENCY = 8
+REQUANTIZER_LATENCY = PIPELINED_LATENCY
 LATENCY = 1 + REQUANTIZER_LATENCY  # the requantizer's stages behind the operand register
 
 
