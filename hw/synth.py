@@ -35,15 +35,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amaranth import Array, Cat, Module, Mux, Signal, Value, signed
+from amaranth import Cat, Module, Mux, Signal, Value, signed
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from compiler.isa import ProcessorConfig
+from compiler.isa import STREAM_READ_LATENCY, ProcessorConfig
 
-from .banked_ram import delayed
+from .banked_ram import BankedRam, delayed
 from .config import EngineConfig
 from .matvec_engine import MatVecEngine
 from .nep_top import NepTop
@@ -146,11 +146,13 @@ class EngineSynthTop(wiring.Component):
     buffer lives in the MAC array.
 
     With ``read_latency`` above 1 the weight and parameter memories register their request
-    and, from 3 on, their read data ``read_latency - 2`` times. With ``bank_depth`` as well,
-    a memory deeper than that is built as banks of ``bank_depth`` words (``weight_lo_b3``),
-    each bank's read data registered on its own and the bank multiplexer given the next
-    cycle: on the ECP5 a DP16KD's clock-to-out is 5.6 ns and the stream memory spans 80 of
-    them, so the multiplexer and its routing cannot share that cycle. The readers keep one
+    and, from 3 on, their read data ``read_latency - 2`` times. With ``bank_depth`` (which
+    needs ``read_latency`` of at least ``1 + STREAM_READ_LATENCY``), a memory deeper than
+    that is the processor's ``BankedRam`` behind the request register: banks of
+    ``bank_depth`` words, each bank's read data registered on its own and the bank
+    multiplexer given the next cycle (on the ECP5 a DP16KD's clock-to-out is 5.6 ns and the
+    stream memory spans 80 of them, so the multiplexer and its routing cannot share that
+    cycle). The readers keep one
     word per cycle when ``cfg.fifo_depth`` is at least ``read_latency + 3`` (credits: the
     words in flight, the FIFO's storage slot and its output register).
 
@@ -163,7 +165,7 @@ class EngineSynthTop(wiring.Component):
         Cycles from a weight or parameter request to its data, 1 or more.
     bank_depth : int or None
         Words per bank of the weight and parameter memories (a power of two; one block
-        RAM's depth), used from ``read_latency`` 3 on.
+        RAM's depth).
     """
 
     def __init__(self, cfg: EngineConfig, *, spram_bits: int | None = None,
@@ -178,8 +180,12 @@ class EngineSynthTop(wiring.Component):
                                        or bank_depth & (bank_depth - 1)):
             raise ValueError(f"bank_depth must be a power of two >= 2 or None, "
                              f"got {bank_depth!r}")
+        if bank_depth is not None and read_latency < 1 + STREAM_READ_LATENCY:
+            raise ValueError(f"banked memories answer in {1 + STREAM_READ_LATENCY} cycles (a "
+                             f"request register and BankedRam's {STREAM_READ_LATENCY}); "
+                             f"read_latency {read_latency} is too short")
         self.read_latency = read_latency
-        self.bank_depth = bank_depth if read_latency >= 3 else None
+        self.bank_depth = bank_depth
         self.spram_bits = spram_bits
         self.cfg = cfg
         self.engine = MatVecEngine(cfg)
@@ -272,31 +278,19 @@ class EngineSynthTop(wiring.Component):
 
     def _memory(self, m, name, width, depth, waddr, wdata, wen, raddr, ren):
         """Memory ``name`` with one write and one read port; returns its read data and
-        how many cycles after the memory's own it is valid (1 when banked: the bank
-        registers, then the bank multiplexer; else 0)."""
-        bank = self.bank_depth
-        if bank is None or depth <= bank:
+        how many cycles after the memory's own it is valid (``BankedRam``'s bank and
+        multiplexer registers when banked, else 0)."""
+        if self.bank_depth is None or depth <= self.bank_depth:
             m.submodules[name] = mem = Memory(shape=width, depth=depth, init=[])
             wp, rp = mem.write_port(), mem.read_port()
             m.d.comb += [wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(wen),
                          rp.addr.eq(raddr), rp.en.eq(ren)]
             return rp.data, 0
-        low = (bank - 1).bit_length()
-        outs = []
-        for i in range(-(-depth // bank)):
-            m.submodules[f"{name}_b{i}"] = mem = Memory(shape=width, depth=bank, init=[])
-            # Read every cycle (``ren`` only travels with the data as its valid): a read
-            # enable would make Yosys hold the DP16KD's unregistered output in a LUT and a
-            # flip-flop of its own in front of the bank register.
-            wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(waddr[:low]), wp.data.eq(wdata),
-                         wp.en.eq(wen & (waddr[low:] == i)), rp.addr.eq(raddr[:low])]
-            q = Signal(width, name=f"{name}_b{i}_q")
-            m.d.sync += q.eq(rp.data)
-            outs.append(q)
-        # The bank that answers: the read address's upper bits, as old as the bank registers.
-        which = delayed(m, raddr[low:], 2, name=f"{name}_bank")
-        return Array(outs)[which], 1
+        m.submodules[name] = ram = BankedRam(width=width, depth=depth,
+                                             bank_depth=self.bank_depth)
+        m.d.comb += [ram.waddr.eq(waddr), ram.wdata.eq(wdata), ram.we.eq(wen),
+                     ram.raddr.eq(raddr), ram.ren.eq(ren)]
+        return ram.rdata, STREAM_READ_LATENCY - 1
 
     @staticmethod
     def _request(m, latency: int, *signals):

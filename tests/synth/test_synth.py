@@ -105,6 +105,8 @@ def test_engine_top_fifo_covers_read_latency():
         EngineSynthTop(EngineConfig(lanes=4, fifo_depth=6), read_latency=4)
     with pytest.raises(ValueError, match="read_latency must be an int >= 1"):
         EngineSynthTop(EngineConfig(lanes=4), read_latency=0)
+    with pytest.raises(ValueError, match="read_latency 3 is too short"):
+        EngineSynthTop(EngineConfig(lanes=4, fifo_depth=7), read_latency=3, bank_depth=32)
 
 
 def _run_engine_top(top, job):
