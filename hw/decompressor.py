@@ -11,8 +11,9 @@ from golden.weights import CODE_BITS, DELTA_BITS, MAX_DELTA, SLOT_BITS, Encoding
 from .config import EngineConfig
 from .errors import EngineError
 
-#: ``ce`` cycles from a word entering to its lanes on the outputs: decode and prefix sums,
-#: row split and positions, running position and checks.
+#: ``ce`` cycles from a word entering to its lanes on the outputs: decode and the first
+#: half of the prefix sums, their second half and the word's checks, running position and
+#: checks.
 LATENCY = 3
 
 
@@ -25,14 +26,32 @@ def popcount(bits):
     return vals[0]
 
 
-def prefix_sums(values):
-    """Inclusive prefix sums in log2(len) adder levels (Sklansky), not a serial chain."""
+def prefix_sum_levels(values, *, start, stop):
+    """Levels ``start`` to ``stop - 1`` of Sklansky's inclusive prefix sum.
+
+    Level ``k`` adds into each entry of every odd block of ``2**k`` entries the last entry
+    of the block before it, so ``log2(len)`` adder levels (not a serial chain) take
+    ``values`` to their prefix sums, and a pipeline may register the sums between levels.
+
+    Parameters
+    ----------
+    values : list of Value
+        The entries after level ``start - 1`` (the raw values for ``start = 0``).
+    start, stop : int
+        The levels to apply, ``0 <= start <= stop``.
+
+    Returns
+    -------
+    list of Value
+        The entries after level ``stop - 1``.
+    """
+    if not 0 <= start <= stop:
+        raise ValueError(f"prefix_sum_levels: need 0 <= start <= stop, got {start}, {stop}")
     sums = list(values)
-    span = 1
-    while span < len(sums):
+    for level in range(start, stop):
+        span = 1 << level
         sums = [s if (j // span) % 2 == 0 else s + sums[(j // span) * span - 1]
                 for j, s in enumerate(sums)]
-        span *= 2
     return sums
 
 
@@ -41,11 +60,20 @@ class Decompressor(wiring.Component):
 
     A three-stage pipeline taking one word per cycle when ``ce`` is high (``LATENCY``):
 
-    1. slot decode, delta prefix sums, nonzero and first-row flags;
-    2. the row split: positions of the lanes that start the next row, the word's own
-       checks (split field, repeated columns within the word, int8 low-nibble deltas);
+    1. slot decode, nonzero and first-row flags, and the first half of the adder levels
+       of two delta prefix sums: over all lanes, and over the lanes that start the next
+       row only (their deltas masked);
+    2. the second half of those levels, which gives every lane its offset (first-row
+       lanes: from the row's running position; the others: their column in the next
+       row) with no search for where the next row starts; the word's own checks (split
+       field, repeated columns within the word, int8 low-nibble deltas);
     3. the running column position and row count (the only loop-carried state), the
        column and length checks against them, the output registers.
+
+    No stage holds more than half the prefix sums' adder levels (two at 16 lanes) behind
+    a few LUT levels. The mode bits that depend only on the header (INT8, INT4, which
+    codes are nonzero weights) are registered every cycle, not behind ``ce`` or the
+    reset, so the decode sees registers, not the header's fan-out.
 
     The output data registers load every ``ce`` cycle; a word breaking a rule only clears
     ``out_valid``, so the checks stay off the data registers' enables. Each output lane
@@ -61,7 +89,8 @@ class Decompressor(wiring.Component):
     in_word, in_valid, in_last : In ; in_ready : Out(1)
         Stream words; ``in_last`` marks the image's final word.
     encoding, codebook, cols, rows : In
-        The layer's header fields, stable while the block runs.
+        The layer's header fields, stable while the block runs; ``encoding`` and
+        ``codebook`` from the cycle before the first word at the latest.
     out_valid, out_end, out_col, out_weight, out_nz, out_first : Out
     error : Out(4)
         An ``EngineError`` code, 0 while all is well.
@@ -93,50 +122,68 @@ class Decompressor(wiring.Component):
         cfg, L, ce = self.cfg, self.cfg.lanes, self.ce
         sb = cfg.split_bits
         pb = (MAX_DELTA * L).bit_length()  # a word's prefix sums
-        is8 = self.encoding == Encoding.INT8
-        is4 = self.encoding == Encoding.INT4
+        # The header's mode bits, registered: ``encoding`` and ``codebook`` hold for the
+        # whole run, so this costs no cycle, and not resetting them lets the first word
+        # follow a reset directly.
+        is8, is4 = Signal(reset_less=True), Signal(reset_less=True)
+        code_nz = Signal(16, reset_less=True)  # code c is a nonzero weight (not INT8)
+        cb_nz = Cat(*[self.codebook[i] != 0 for i in range(16)])
+        m.d.sync += [
+            is8.eq(self.encoding == Encoding.INT8), is4.eq(self.encoding == Encoding.INT4),
+            code_nz.eq(Mux(self.encoding == Encoding.CODEBOOK, cb_nz, 0xFFFE)),
+        ]
         per_word = Mux(is8, L // 2, L)
         active = [Mux(is8, j < L // 2, 1) for j in range(L)]
         error = Signal(4)
         stop = error != 0
         m.d.comb += self.in_ready.eq(ce & ~stop)
+        levels = (L - 1).bit_length()  # Sklansky levels of a word's prefix sums
+        levels1 = levels // 2  # stage 1 also decodes, so it takes the smaller half
 
-        # ---- Stage 1: slot decode, prefix sums of the deltas, per-slot flags.
+        # ---- Stage 1: slot decode, per-slot flags, the first prefix-sum levels.
         w = self.in_word
         end = w[0]
         split = w[1:1 + sb]
         slots = [w[1 + sb + SLOT_BITS * i:1 + sb + SLOT_BITS * (i + 1)] for i in range(L)]
         d = [s[:DELTA_BITS] for s in slots]
         c = [s[DELTA_BITS:DELTA_BITS + CODE_BITS] for s in slots]
-        cb_nz = Cat(*[self.codebook[i] != 0 for i in range(16)])
+        first = [~end | (split > j) for j in range(L)]
         delta, nz = [], []
         for j in range(L):
             # int8 weights take slot pairs: delta and high nibble, low nibble.
             d8 = d[2 * j] if j < L // 2 else 0
             nz8 = (c[2 * j] != 0) | (c[2 * j + 1] != 0) if j < L // 2 else 0
             delta.append(Mux(is8, d8, d[j]))
-            nz.append(Mux(is8, nz8, Mux(is4, c[j] != 0, cb_nz.bit_select(c[j], 1))))
+            nz.append(Mux(is8, nz8, code_nz.bit_select(c[j], 1)))
+        next_delta = [Mux(first[j], 0, delta[j]) for j in range(L)]
         v1, e1, last1 = Signal(), Signal(), Signal()
-        split1 = Signal(sb)
         codes1 = Signal(CODE_BITS * L)
-        prefix1 = [Signal(pb, name=f"prefix1_{j}") for j in range(L)]
+        half_bits = (MAX_DELTA << levels1).bit_length()
+        # all lanes' sums, and those of the lanes that start the next row
+        all1 = [Signal(half_bits, name=f"all1_{j}") for j in range(L)]
+        next1 = [Signal(half_bits, name=f"next1_{j}") for j in range(L)]
         nz1, dz1, first1 = Signal(L), Signal(L), Signal(L)
         split_err1, low_delta1 = Signal(), Signal()
         with m.If(ce):
             m.d.sync += [
                 v1.eq(self.in_valid & ~stop), e1.eq(end), last1.eq(self.in_last),
-                split1.eq(split), codes1.eq(Cat(*c)),
+                codes1.eq(Cat(*c)),
                 nz1.eq(Cat(*[active[j] & nz[j] for j in range(L)])),
                 dz1.eq(Cat(*[dj == 0 for dj in delta])),
-                first1.eq(Cat(*[~end | (split > j) for j in range(L)])),
+                first1.eq(Cat(*first)),
                 split_err1.eq((split > per_word) | (~end & (split != per_word))),
                 low_delta1.eq(is8 & Cat(*[d[2 * j + 1] for j in range(L // 2)]).any()),
             ]
-            m.d.sync += [p.eq(s) for p, s in zip(prefix1, prefix_sums(delta))]
+            for regs, vals in ((all1, delta), (next1, next_delta)):
+                m.d.sync += [r.eq(v) for r, v in
+                             zip(regs, prefix_sum_levels(vals, start=0, stop=levels1))]
 
-        # ---- Stage 2: where the next row starts, its lanes' positions, word-local checks.
-        q = Signal(pb)  # offset where the next row starts inside this word
-        m.d.comb += q.eq(Array([0] + prefix1)[split1])
+        # ---- Stage 2: the last prefix-sum levels give the lanes' offsets; word-local checks.
+        # First-row lanes are a prefix of the word, so a first-row lane's sum over all
+        # lanes is its offset from the row's running position, and a next-row lane's sum
+        # over the next row's lanes is its column.
+        all_sums = prefix_sum_levels(all1, start=levels1, stop=levels)
+        next_sums = prefix_sum_levels(next1, start=levels1, stop=levels)
         # A weight with delta 0 after another weight of its row would land on the same
         # column twice. Within the word that is decided here; against the row's earlier
         # words (only for first-row lanes) in stage 3.
@@ -162,13 +209,13 @@ class Decompressor(wiring.Component):
             m.d.sync += [
                 v2.eq(v1 & ~stop), e2.eq(e1), last2.eq(last1), split_err2.eq(split_err1),
                 codes2.eq(codes1), nz2.eq(nz1), first2.eq(first1),
-                total2.eq(prefix1[-1]), tail2.eq(prefix1[-1] - q),
+                total2.eq(all_sums[-1]), tail2.eq(next_sums[-1]),
                 local_bad2.eq(Cat(*repeat_in_word).any() | low_delta1),
                 zero_delta_first2.eq(Cat(*zero_delta_first).any()),
                 nz_first2.eq((nz1 & first1).any()), nz_next2.eq((nz1 & ~first1).any()),
                 pop2.eq(popcount(nz1)),
             ]
-            m.d.sync += [o.eq(Mux(first1[j], prefix1[j], prefix1[j] - q))
+            m.d.sync += [o.eq(Mux(first1[j], all_sums[j], next_sums[j]))
                          for j, o in enumerate(offset2)]
 
         # ---- Stage 3: running position and row count; checks; outputs.

@@ -5,7 +5,8 @@ Random images from ``golden.weights.compress`` (every encoding, 4/8/16 lanes) ar
 after it went in; the weight matrix rebuilt from the lane outputs must equal
 ``golden.weights.decompress``. Malformed streams built with ``pack_word`` must latch the
 ``EngineError`` code of ``docs/weight-format.md`` section 5, and the golden reader must
-reject the same streams.
+reject the same streams. Streams written word by word with deltas up to 31 take the
+prefix sums (split over two stages) to their full range at every lane count.
 """
 
 import collections
@@ -29,6 +30,7 @@ from golden.weights import (
     pack_params,
     pack_word,
     stream_words,
+    unpack_word,
     word_bytes,
 )
 from hw.config import EngineConfig
@@ -36,11 +38,10 @@ from hw.decompressor import LATENCY, Decompressor
 from hw.errors import EngineError
 
 MAX_COLS = 128
-ADDR_BITS = (MAX_COLS - 1).bit_length()
 
 
-def make_cfg(lanes):
-    return EngineConfig(lanes=lanes, max_rows=64, max_cols=MAX_COLS, weight_depth=512)
+def make_cfg(lanes, max_cols=MAX_COLS):
+    return EngineConfig(lanes=lanes, max_rows=64, max_cols=max_cols, weight_depth=512)
 
 
 def signed8(v):
@@ -83,9 +84,10 @@ def make_image(rng, encoding, lanes, rows, cols, density, empty_rows=()):
 class Bench:
     """A Decompressor behind a synchronous reset, so one simulation can run many streams."""
 
-    def __init__(self, lanes):
-        self.cfg = make_cfg(lanes)
+    def __init__(self, lanes, max_cols=MAX_COLS):
+        self.cfg = make_cfg(lanes, max_cols)
         self.L = lanes
+        self.addr_bits = (max_cols - 1).bit_length()
         self.dut = Decompressor(self.cfg)
         self.rst = Signal()
         self.top = ResetInserter(self.rst)(self.dut)
@@ -117,8 +119,8 @@ class Bench:
     def lanes_of(self, snap):
         """(col, weight, nz, first) per lane from a snapshot."""
         _, _, cols, weights, nz, first = snap[:6]
-        amask = (1 << ADDR_BITS) - 1
-        return [((cols >> (ADDR_BITS * j)) & amask, signed8((weights >> (8 * j)) & 0xFF),
+        amask = (1 << self.addr_bits) - 1
+        return [((cols >> (self.addr_bits * j)) & amask, signed8((weights >> (8 * j)) & 0xFF),
                  (nz >> j) & 1, (first >> j) & 1) for j in range(self.L)]
 
 
@@ -392,6 +394,63 @@ def test_golden_accepts_the_valid_streams(case):
 # ---------------------------------------------------------------------------- fuzz
 
 
+async def stream_one_per_cycle(bench, ctx, words):
+    """Feed ``words`` one per cycle with ``ce`` high; return (index of the first word
+    flagged, its code, the output snapshots of the words before it, the final snapshot).
+    Checks that every accepted word leaves exactly ``LATENCY`` cycles after it entered."""
+    d = bench.dut
+    outputs, first_err, code = [], None, 0
+    for k in range(len(words) + LATENCY - 1):
+        ctx.set(d.ce, 1)
+        ctx.set(d.in_valid, int(k < len(words)))
+        if k < len(words):
+            ctx.set(d.in_word, words[k])
+            ctx.set(d.in_last, int(k == len(words) - 1))
+        await ctx.tick()
+        snap = bench.snapshot(ctx)
+        if k < LATENCY - 1:
+            continue
+        if snap[6]:  # the word that left the pipeline with this edge broke a rule
+            first_err, code = k - (LATENCY - 1), snap[6]
+            break
+        assert snap[0] == 1, f"word {k - (LATENCY - 1)} not out {LATENCY} cycles after it went in"
+        outputs.append(snap)
+    ctx.set(d.ce, 0)
+    await ctx.tick()  # nnz counts a word one cycle after its outputs
+    return first_err, code, outputs, bench.snapshot(ctx)
+
+
+def run_against_golden(bench, cases):
+    """Run each ``(encoding, codebook, rows, cols, words)`` stream and compare with the
+    golden reader: the same word flagged with a compatible code, or, for streams golden
+    accepts, the same matrix, nnz and row count. Returns the RTL's code per case."""
+    results = []
+
+    async def tb(ctx):
+        for enc, cb, rows, cols, words in cases:
+            await bench.reset(ctx, enc, cb, rows, cols)
+            results.append(await stream_one_per_cycle(bench, ctx, words))
+
+    bench.run(tb)
+    lanes = bench.L
+    for (enc, cb, rows, cols, words), (first_err, code, outputs, final) in zip(cases, results):
+        verdict = golden_verdict(words, rows, cols, enc, lanes, cb)
+        what = f"{enc.name} {rows}x{cols} words={[hex(w) for w in words]}"
+        if verdict is None:
+            assert code == 0, f"{what}: golden accepts, RTL flags {EngineError(code).name} at word {first_err}"
+            got = rebuild(bench, outputs, rows, cols)
+            ref = golden_weights(words, rows, cols, enc, lanes, cb)
+            assert np.array_equal(got, ref), f"{what}: decoded weights differ from golden"
+            assert final[7:] == (np.count_nonzero(ref), rows), f"{what}: nnz/rows_done"
+        else:
+            k, allowed = verdict
+            assert code != 0, f"{what}: golden rejects word {k}, RTL accepts"
+            assert first_err == k and code in allowed, \
+                f"{what}: golden flags word {k} ({sorted(c.name for c in allowed)}), " \
+                f"RTL flags word {first_err} with code {code}"
+    return [code for _, code, _, _ in results]
+
+
 def golden_verdict(words, rows, cols, enc, lanes, cb):
     """(word index, allowed RTL codes) of the golden reader's first complaint, or None.
 
@@ -452,48 +511,86 @@ def test_fuzz_corrupted_streams_against_golden(lanes):
             for _ in range(rng.choice([1, 1, 2])):
                 words[k] ^= 1 << rng.randrange(wbits)
         cases.append((enc, m.codebook, rows, cols, words))
-    results = []
-
-    async def tb(ctx):
-        d = bench.dut
-        for enc, cb, rows, cols, words in cases:
-            await bench.reset(ctx, enc, cb, rows, cols)
-            outputs, first_err, code = [], None, 0
-            for k in range(len(words) + LATENCY - 1):
-                ctx.set(d.ce, 1)
-                ctx.set(d.in_valid, int(k < len(words)))
-                if k < len(words):
-                    ctx.set(d.in_word, words[k])
-                    ctx.set(d.in_last, int(k == len(words) - 1))
-                await ctx.tick()
-                snap = bench.snapshot(ctx)
-                if k < LATENCY - 1:
-                    continue
-                if snap[6]:  # the word that left the pipeline with this edge broke a rule
-                    first_err, code = k - (LATENCY - 1), snap[6]
-                    break
-                outputs.append(snap)
-            ctx.set(d.ce, 0)
-            await ctx.tick()  # nnz counts a word one cycle after its outputs
-            results.append((first_err, code, outputs, bench.snapshot(ctx)))
-
-    bench.run(tb)
-    flagged = collections.Counter()
-    for (enc, cb, rows, cols, words), (first_err, code, outputs, final) in zip(cases, results):
-        verdict = golden_verdict(words, rows, cols, enc, lanes, cb)
-        what = f"{enc.name} {rows}x{cols} words={[hex(w) for w in words]}"
-        if verdict is None:
-            assert code == 0, f"{what}: golden accepts, RTL flags {EngineError(code).name} at word {first_err}"
-            got = rebuild(bench, outputs, rows, cols)
-            ref = golden_weights(words, rows, cols, enc, lanes, cb)
-            assert np.array_equal(got, ref), f"{what}: decoded weights differ from golden"
-            assert final[7:] == (np.count_nonzero(ref), rows), f"{what}: nnz/rows_done"
-        else:
-            k, allowed = verdict
-            assert code != 0, f"{what}: golden rejects word {k}, RTL accepts"
-            assert first_err == k and code in allowed, \
-                f"{what}: golden flags word {k} ({sorted(c.name for c in allowed)}), " \
-                f"RTL flags word {first_err} with code {code}"
-            flagged[EngineError(code).name] += 1
+    flagged = collections.Counter(
+        EngineError(code).name for code in run_against_golden(bench, cases) if code)
     # the fuzz really produced malformed streams of several kinds
     assert sum(flagged.values()) >= 30 and len(flagged) >= 3, flagged
+
+
+# ---------------------------------------------------------------------------- wide deltas
+
+
+def random_entry_codes(rng, enc):
+    """The slot codes of one random nonzero weight: (hi, lo) for INT8, (code,) otherwise."""
+    if enc == Encoding.INT8:
+        v = rng.randrange(1, 256)
+        return (v >> 4, v & 0xF)
+    return (rng.randrange(1, 16),)
+
+
+def wide_delta_stream(rng, enc, lanes, rows, cols):
+    """A valid stream built word by word (not by ``compress``): deltas up to 31 wherever
+    the row has room, so a word's prefix sums reach their maximum (31 per entry); rows
+    ending at any split, escape-only words with no nonzero, padding after the last row."""
+    per_word = lanes // 2 if enc == Encoding.INT8 else lanes
+    pad = (0, 0) if enc == Encoding.INT8 else (0,)
+    words, row, pos, has_weight = [], 0, 0, False
+    while row < rows:
+        ends = rng.random() < 0.5 or (row == rows - 1 and len(words) > 2 * rows)
+        split = rng.randint(0, per_word) if ends else per_word
+        escapes_only = rng.random() < 0.15
+        entries = []
+        for i in range(per_word):
+            if ends and i == split:  # the next row starts at position 0
+                row, pos, has_weight = row + 1, 0, False
+            room = cols - 1 - pos
+            if row == rows:
+                entries.append((0, pad))  # after the last row: padding only
+            elif escapes_only or rng.random() < 0.25:
+                delta = min(room, 31 if escapes_only else rng.randint(0, 31))
+                entries.append((delta, pad))  # an escape (or padding: delta 0)
+                pos += delta
+            elif room >= int(has_weight):
+                delta = min(room, rng.randint(int(has_weight), 31))
+                entries.append((delta, random_entry_codes(rng, enc)))
+                pos, has_weight = pos + delta, True
+            else:
+                entries.append((0, pad))
+        if ends and split == per_word:
+            row, pos, has_weight = row + 1, 0, False
+        slots = [(delta, codes[0]) for delta, codes in entries]
+        if enc == Encoding.INT8:  # the low nibble's slot carries no delta
+            slots = [s for (delta, (hi, lo)) in entries for s in ((delta, hi), (0, lo))]
+        words.append(pack_word(ends, split, slots, lanes))
+    return words
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_wide_delta_streams_against_golden(lanes):
+    # The prefix sums at their full range, split over two stages: every entry a delta of
+    # up to 31, rows ending at every split, and words holding no weight at all.
+    rng = random.Random(900 + lanes)
+    max_cols = 2048
+    bench = Bench(lanes, max_cols=max_cols)
+    cases = []
+    for k in range(60):
+        enc = list(Encoding)[k % 3]
+        cb = random_codebook(rng) if enc == Encoding.CODEBOOK else (0,) * 16
+        rows, cols = rng.randint(1, 6), rng.randint(32 * lanes, max_cols)
+        cases.append((enc, cb, rows, cols, wide_delta_stream(rng, enc, lanes, rows, cols)))
+    for enc, cb, rows, cols, words in cases:  # the generator writes valid streams only
+        assert golden_verdict(words, rows, cols, enc, lanes, cb) is None
+    assert run_against_golden(bench, cases) == [0] * len(cases)
+    # the streams reach the full range: a word's sum of 31 per entry, splits at both ends
+    full_sums, row_ends, empty = 0, set(), 0
+    for enc, _, _, _, words in cases:
+        for word in words:
+            end, split, slots = unpack_word(word, lanes)
+            entries = slots[::2] if enc == Encoding.INT8 else slots
+            full_sums += sum(delta for delta, _ in entries) == 31 * len(entries)
+            if end:
+                row_ends.add("before" if split == 0 else "last" if split == len(entries)
+                             else "inside")
+            empty += all(code == 0 for _, code in slots)
+    assert full_sums >= 5 and row_ends == {"before", "inside", "last"} and empty >= 10, \
+        (full_sums, row_ends, empty)
