@@ -45,6 +45,7 @@ from compiler.isa import STREAM_READ_LATENCY, ProcessorConfig
 
 from .banked_ram import BankedRam, delayed
 from .config import EngineConfig
+from .endpoint_slack import by_signal, endpoint_slacks, parse_sdf
 from .matvec_engine import MatVecEngine
 from .nep_top import NepTop
 
@@ -773,8 +774,23 @@ def synthesize(design: Design, part: Part, workdir: Path, *,
     rec["fmax_mhz"] = fmax[best]
     rec["timing_met"] = bool(fmax[best] and fmax[best] >= part.target_mhz)
     rec["critical_path"] = _critical_path(report, _design_clock(report.get("fmax", {})))
+    rec["endpoints"] = endpoint_summary(workdir / _seed_file("timing.sdf", best, seeds),
+                                        1000.0 / part.target_mhz)
     rec["fits"] = rec["ok"] = all(v["used"] <= v["available"] for v in util.values())
     return rec
+
+
+#: Signal groups kept in a record's ``endpoints`` (worst first).
+ENDPOINT_GROUPS = 25
+
+
+def endpoint_summary(sdf: Path, period_ns: float) -> dict:
+    """How many register inputs miss ``period_ns`` in a routed design's SDF, and the worst
+    ``ENDPOINT_GROUPS`` signals with each one's worst path (``hw.endpoint_slack``)."""
+    ends = endpoint_slacks(parse_sdf(sdf.read_text()), period_ns)
+    return {"period_ns": round(period_ns, 3), "total": len(ends),
+            "failing": sum(e.slack_ns < 0 for e in ends),
+            "worst": by_signal(ends, _signal_of)[:ENDPOINT_GROUPS]}
 
 
 def _seed_file(name: str, seed: int, seeds: Sequence[int]) -> str:
@@ -788,14 +804,17 @@ def _seed_file(name: str, seed: int, seeds: Sequence[int]) -> str:
 def _place_and_route(part: Part, workdir: Path, seed: int, seeds: Sequence[int]) -> dict:
     """One nextpnr run of ``workdir/top.json``: its seed, time, exit code, report or reason."""
     log, report = _seed_file("nextpnr.log", seed, seeds), _seed_file("report.json", seed, seeds)
-    (workdir / report).unlink(missing_ok=True)  # a stale report must not pass for this run
+    sdf = _seed_file("timing.sdf", seed, seeds)
+    for stale in (report, sdf):  # a stale report must not pass for this run
+        (workdir / stale).unlink(missing_ok=True)
     t = time.monotonic()
     cmd = [tool(part.nextpnr_tool), *part.nextpnr, "--json", "top.json",
-           "--freq", str(part.target_mhz), "--report", report, "--seed", str(seed),
-           "--timing-allow-fail", "-q", "-l", log]
+           "--freq", str(part.target_mhz), "--report", report, "--sdf", sdf,
+           "--seed", str(seed), "--timing-allow-fail", "-q", "-l", log]
     n = _run(cmd, workdir, _seed_file("nextpnr.out", seed, seeds))
     run = dict(seed=seed, seconds=time.monotonic() - t, exit=n.returncode,
-               failed=bool(n.returncode) or not (workdir / report).exists())
+               failed=bool(n.returncode) or not (workdir / report).exists()
+               or not (workdir / sdf).exists())
     if run["failed"]:
         run["reason"] = _last_error(workdir / log, n)
     else:
@@ -980,6 +999,22 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def endpoint_table(rec: dict, rows: int = ENDPOINT_GROUPS) -> str:
+    """Markdown table of a record's worst register groups (``endpoints``): the to-do list
+    for the next pipelining step."""
+    ends = rec.get("endpoints")
+    if not ends:
+        return "(no routed design: no end point timing)"
+    lines = [f"{ends['failing']} of {ends['total']} register inputs miss "
+             f"{ends['period_ns']} ns ({rec['target_mhz']:g} MHz), seed {rec.get('seed')}.",
+             "", "| register (end) | worst path from | slack ns | path ns | routing ns "
+             "| cells | failing / inputs |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| `{g['end']}` | `{g['start']}` | {g['slack_ns']:.2f} | {g['delay_ns']:.2f} "
+              f"| {g['routing_ns']:.2f} | {g['cells']} | {g['failing']} / {g['endpoints']} |"
+              for g in ends["worst"][:rows]]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="make synth", description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=[*PARTS, "all"], default="all")
@@ -1022,6 +1057,9 @@ def main(argv=None) -> int:
                  if rec.get("ok")
                  else f"FAILED ({rec.get('stage', 'fit')}): {rec.get('reason')}"),
               flush=True)
+        if rec.get("endpoints"):
+            print("\n".join("  " + x for x in endpoint_table(rec, rows=5).splitlines()),
+                  flush=True)
     out = {"records": records}
     if a.update and a.out.exists():  # keep other runs of an earlier report
         key = lambda r: (r["design"], r["part"], r["lanes"])  # noqa: E731

@@ -57,6 +57,13 @@ def test_engine_l4_up5k(tmp_path):
     assert rec["fmax_mhz"] and rec["fmax_mhz"] > 0
     assert rec["critical_path"] and rec["critical_path"]["start"]
     assert rec["fmax_by_seed"] == {"1": rec["fmax_mhz"]} and rec["seed"] == 1
+    # Every register input's worst path, from nextpnr's SDF (``hw.endpoint_slack``): the
+    # worst of them is nextpnr's critical path, and none fails when timing is met.
+    ends = rec["endpoints"]
+    assert ends["total"] > 1000 and ends["worst"][0]["endpoints"] >= 1
+    assert ends["worst"][0]["delay_ns"] == pytest.approx(rec["critical_path"]["delay_ns"],
+                                                         abs=0.002)
+    assert (ends["failing"] == 0) == rec["timing_met"]
 
 
 class _Counter(wiring.Component):
@@ -79,9 +86,13 @@ def test_one_place_and_route_per_seed_the_best_reported(tmp_path):
     by_seed = rec["fmax_by_seed"]
     assert set(by_seed) == {"1", "2", "3"} and all(f and f > 0 for f in by_seed.values())
     assert rec["fmax_mhz"] == max(by_seed.values()) == by_seed[str(rec["seed"])]
-    for seed in (1, 2, 3):  # each seed's own report and log
-        assert (tmp_path / f"report.seed{seed}.json").exists()
-        assert (tmp_path / f"nextpnr.seed{seed}.log").exists()
+    for seed in (1, 2, 3):  # each seed's own report, delays and log
+        for name in ("report.seed{}.json", "timing.seed{}.sdf", "nextpnr.seed{}.log"):
+            assert (tmp_path / name.format(seed)).exists()
+    # The best seed's delays: its worst register input is nextpnr's critical path.
+    worst = rec["endpoints"]["worst"][0]
+    assert (worst["end"], worst["start"]) == ("q", "q")
+    assert worst["delay_ns"] == pytest.approx(rec["critical_path"]["delay_ns"], abs=0.002)
 
 
 @pytest.mark.parametrize("seeds", [(), (0,), (1, True), ("1",)])
