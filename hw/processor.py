@@ -8,6 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from compiler.isa import (
+    ELEMENTWISE,
     FIELDS,
     P_RESERVED_MASK,
     RESERVED_FIELDS,
@@ -241,22 +242,25 @@ class Processor(wiring.Component):
         ]
         m.d.sync += cycles.eq(cycles + busy)
 
-        # The instruction register. The ISA has no branches, so the next instruction is
+        # The instruction word. The ISA has no branches, so the next instruction is
         # always at pc + 1 (or start_pc at a start): the program memory reads it ahead,
-        # FETCH latches the word, and DECODE checks a register rather than the block
-        # RAM's output (5.6 ns clock-to-out on the ECP5). The cycles are unchanged.
-        # START reads start_pc again (the start cycle read it first) so that FETCH finds
-        # the word on the port.
-        ir = Signal(64)
+        # its output holding the next instruction's word for the whole of the current
+        # one, and ``word`` registers that output every cycle, so it holds the current
+        # instruction in FETCH and in DECODE. FETCH finds DECODE's checks from it and
+        # DECODE acts on their registered outcome, never on the block RAM's output (5.6
+        # ns clock-to-out on the ECP5) nor on a carry chain (issue 6). The cycles are
+        # unchanged. Only a run's first word has no instruction before it: START reads
+        # start_pc again (the start cycle read it first), one cycle per run
+        # (``compiler.isa.RUN_START_CYCLES``), so that ``word`` has it in FETCH.
+        word = Signal(64)
         m.d.comb += prog_rd.addr.eq(pc + 1)
         with m.If(state == _State.START):
             m.d.comb += prog_rd.addr.eq(pc)
-        with m.If(state == _State.FETCH):
-            m.d.sync += ir.eq(prog_rd.data)
+        m.d.sync += word.eq(prog_rd.data)
         # The current instruction, latched at decode.
         op, p = Signal(8), Signal(8)
         d, a, b = Signal(16), Signal(16), Signal(16)
-        f = {name: ir[lo:lo + w] for name, (lo, w) in FIELDS.items()}
+        f = {name: word[lo:lo + w] for name, (lo, w) in FIELDS.items()}
 
         def fault(code):
             m.d.sync += [error.eq(code), fault_pc.eq(pc), busy.eq(0), done.eq(1),
@@ -276,15 +280,10 @@ class Processor(wiring.Component):
         # Descriptor fields. The descriptor is read ahead like the instruction, from FETCH,
         # so that ``df``, the block RAM's output registered, holds it from DESC on: the
         # checks in DESC, the engine, the address adders and the LSTM cell all start from
-        # flip-flops. Its index in FETCH and
-        # DECODE is ``p_ahead``, the p field of the program memory's output registered:
-        # that output holds the next instruction's word for the whole of the current one
-        # (read at pc + 1), so the register has it by the next FETCH, and the 15 block
-        # RAMs' address no longer hangs off the program block RAM's output (issue 6,
-        # item 6). Only a run's first word has no instruction before it: START reads it,
-        # one cycle per run (``compiler.isa.RUN_START_CYCLES``) where registering the
-        # index after FETCH would cost one per MATVEC and LSTM. From DESC on the index is
-        # the latched p.
+        # flip-flops. Its index in FETCH and DECODE is ``word``'s p field, so the 15
+        # block RAMs' address does not hang off the program block RAM's output (issue 6,
+        # item 6); reading the index after FETCH instead would cost a cycle per MATVEC
+        # and LSTM. From DESC on the index is the latched p.
         desc = desc_rd.data
         dr = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
         df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
@@ -299,11 +298,8 @@ class Processor(wiring.Component):
                      for k in range(len(reserved_any))]
         desc_reserved = Signal()
         m.d.sync += desc_reserved.eq(reserved_any.any())
-        p_lo, p_bits = FIELDS["p"]
-        p_ahead = Signal(p_bits)
-        m.d.sync += p_ahead.eq(prog_rd.data[p_lo:p_lo + p_bits])
         ahead = (state == _State.FETCH) | (state == _State.DECODE)
-        m.d.comb += desc_rd.addr.eq(Mux(ahead, p_ahead, p))
+        m.d.comb += desc_rd.addr.eq(Mux(ahead, f["p"], p))
 
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
         # the instruction's p at decode, the descriptor's const_index for LSTM after.
@@ -317,16 +313,14 @@ class Processor(wiring.Component):
         m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], df["const_index"])),
                      const_rd.addr.eq(const_index), cm.eq(const_rd.data[:32]),
                      cs.eq(const_rd.data[32:])]
-        # Both checks from registers, a cycle ahead of their use: the instruction's p from
-        # ``p_ahead`` (it holds this instruction's p in FETCH) for DECODE, the descriptor's
-        # const_index from ``df`` in DESC for MV_CHECK. Not the state-selected
-        # ``const_index``: the state, that mux, the compare's carry chain and the fault
-        # fan-out took a cycle of their own.
+        # Both checks a cycle ahead of their use: the instruction's p from ``word`` in
+        # FETCH, with DECODE's other checks, the descriptor's const_index from ``df`` in
+        # DESC for MV_CHECK. Not the state-selected ``const_index``: the state, that
+        # mux, the compare's carry chain and the fault fan-out took a cycle of their own.
         def const_bad(index):
             return (index >= self.const_count) | ~const_ok.bit_select(index[:const_aw], 1)
-        p_const_bad, lstm_const_bad = Signal(), Signal()
-        m.d.sync += [p_const_bad.eq(const_bad(p_ahead)),
-                     lstm_const_bad.eq(const_bad(df["const_index"]))]
+        lstm_const_bad = Signal()
+        m.d.sync += lstm_const_bad.eq(const_bad(df["const_index"]))
         k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
         desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
         short_load = Signal()  # cols <= 1, found in DESC: MV_CHECK starts the engine
@@ -473,7 +467,11 @@ class Processor(wiring.Component):
                 m.d.comb += [sc_w.en.eq(vec_we & ~is_argmax), sc_w.addr.eq(d + wk),
                              sc_w.data.eq(vec_y)]
 
-        # Word checks of section 4.2: opcode, reserved fields and p bits, VSHIFT amount.
+        # DECODE's checks, found in FETCH from ``word`` (this instruction's) and ``vl``,
+        # ``vn``, ``table`` (SETVL changes them in its DECODE, so FETCH sees the values
+        # DECODE would) and registered as the error code, if any: DECODE faults on
+        # flip-flops, not through the compares' carry chains (issue 6). The word checks
+        # of section 4.2 first: opcode, reserved fields and p bits, VSHIFT amount.
         legal, reserved = Signal(), Signal()
         with m.Switch(f["opcode"]):
             for o in Op:
@@ -489,10 +487,43 @@ class Processor(wiring.Component):
         fop, fd, fa, fb, fp = f["opcode"], f["d"], f["a"], f["b"], f["p"]
         binary = fop.matches(Op.VADD, Op.VMUL, Op.VMULQ8)
         uses_const = fop.matches(Op.VREQ8, Op.VMULQ8)
-        # LOADROW's table size, registered: VL and VN change only in SETVL's DECODE, and
-        # the next DECODE is at least two cycles later, so the product is ready by then.
+        # LOADROW's table size VN * VL, set with them (by SETVL from its register fields,
+        # 0 at a start) so that the next FETCH's checks see the new product.
         table = Signal(32)
-        m.d.sync += table.eq(vn * vl)
+        decode_error = Signal(8)  # this word's error code (ErrorCode.OK if none)
+        with m.If(~legal):
+            m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_OPCODE)
+        with m.Elif(reserved):
+            m.d.comb += decode_error.eq(ErrorCode.RESERVED_FIELD)
+        with m.Elif(bad_left):
+            m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
+        with m.Else():
+            with m.Switch(fop):  # MATVEC/LSTM's operands are checked in DESC
+                with m.Case(Op.ARGMAX):
+                    with m.If(vl == 0):
+                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
+                    with m.Elif(beyond(fa, vl) | beyond(fd, 1)):
+                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
+                with m.Case(Op.LOADROW):
+                    with m.If((vl == 0) | (vn == 0)):
+                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
+                    with m.Elif(beyond(fa, table) | beyond(fb, 1) | beyond(fd, vl)
+                                | ((fd < fa + table) & (fa < fd + vl))):
+                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
+                with m.Case(*ELEMENTWISE):
+                    with m.If(vl == 0):
+                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
+                    with m.Elif(uses_const & const_bad(fp)):
+                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
+                    with m.Elif(beyond(fd, vl) | beyond(fa, vl)
+                                | (binary & beyond(fb, vl))):
+                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
+                    with m.Elif(partial_overlap(fd, fa, vl)
+                                | (binary & partial_overlap(fd, fb, vl))):
+                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
+        decode_bad, decode_code = Signal(), Signal(8)  # the outcome, in DECODE
+        m.d.sync += [decode_bad.eq(decode_error != ErrorCode.OK),
+                     decode_code.eq(decode_error)]
 
         with m.Switch(state):
             with m.Case(_State.START):
@@ -511,12 +542,8 @@ class Processor(wiring.Component):
                              rk.eq(0), wk.eq(0), lk.eq(0), src.eq(fa),
                              rk_last.eq(vl == 1), wk_last.eq(vl == 1),
                              k_mult.eq(cm), k_shift.eq(cs)]
-                with m.If(~legal):
-                    fault(ErrorCode.ILLEGAL_OPCODE)
-                with m.Elif(reserved):
-                    fault(ErrorCode.RESERVED_FIELD)
-                with m.Elif(bad_left):
-                    fault(ErrorCode.BAD_OPERAND)
+                with m.If(decode_bad):
+                    fault(decode_code)
                 with m.Else():
                     with m.Switch(fop):
                         with m.Case(Op.HALT):
@@ -527,38 +554,14 @@ class Processor(wiring.Component):
                             m.d.sync += sync_count.eq(sync_count + 1)  # units idle here
                             complete()
                         with m.Case(Op.SETVL):
-                            m.d.sync += [vl.eq(fa), vn.eq(fb)]
+                            m.d.sync += [vl.eq(fa), vn.eq(fb), table.eq(fa * fb)]
                             complete()
                         with m.Case(Op.MATVEC, Op.LSTM):
                             m.d.sync += state.eq(_State.DESC)
-                        with m.Case(Op.ARGMAX):
-                            with m.If(vl == 0):
-                                fault(ErrorCode.BAD_OPERAND)
-                            with m.Elif(beyond(fa, vl) | beyond(fd, 1)):
-                                fault(ErrorCode.SCRATCH_RANGE)
-                            with m.Else():
-                                m.d.sync += state.eq(_State.VEC_RUN)
                         with m.Case(Op.LOADROW):
-                            with m.If((vl == 0) | (vn == 0)):
-                                fault(ErrorCode.BAD_OPERAND)
-                            with m.Elif(beyond(fa, table) | beyond(fb, 1) | beyond(fd, vl)
-                                        | ((fd < fa + table) & (fa < fd + vl))):
-                                fault(ErrorCode.SCRATCH_RANGE)
-                            with m.Else():
-                                m.d.sync += state.eq(_State.LR_INDEX)
-                        with m.Default():  # element-wise
-                            with m.If(vl == 0):
-                                fault(ErrorCode.BAD_OPERAND)
-                            with m.Elif(uses_const & p_const_bad):
-                                fault(ErrorCode.BAD_OPERAND)
-                            with m.Elif(beyond(fd, vl) | beyond(fa, vl)
-                                        | (binary & beyond(fb, vl))):
-                                fault(ErrorCode.SCRATCH_RANGE)
-                            with m.Elif(partial_overlap(fd, fa, vl)
-                                        | (binary & partial_overlap(fd, fb, vl))):
-                                fault(ErrorCode.SCRATCH_RANGE)
-                            with m.Else():
-                                m.d.sync += state.eq(_State.VEC_RUN)
+                            m.d.sync += state.eq(_State.LR_INDEX)
+                        with m.Default():  # element-wise and ARGMAX
+                            m.d.sync += state.eq(_State.VEC_RUN)
 
             with m.Case(_State.DESC):
                 rows, cols, split = df["rows"], df["cols"], df["split"]
@@ -682,7 +685,7 @@ class Processor(wiring.Component):
 
         # Host control last: it overrides whatever the sequencer was doing. A start reads
         # the first instruction ahead, as the sequencer does every next one; START reads
-        # it again while ``p_ahead`` takes its p field.
+        # it again while ``word`` takes it.
         with m.If(self.start & ~self.soft_reset):
             m.d.comb += prog_rd.addr.eq(self.start_pc)
         with m.If(self.soft_reset):
@@ -690,7 +693,7 @@ class Processor(wiring.Component):
         with m.Elif(self.start):
             m.d.sync += [
                 state.eq(_State.START), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
-                error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), cycles.eq(0),
+                error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), table.eq(0), cycles.eq(0),
                 instructions.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
             ]
         return m

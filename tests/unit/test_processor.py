@@ -19,6 +19,7 @@ from compiler.compile import compile_model
 from compiler.isa import (
     ALU_LATENCY,
     ENGINE_LATENCY,
+    ISSUE_CYCLES,
     LSTM_TAIL_CYCLES,
     LUT_LATENCY,
     RUN_START_CYCLES,
@@ -539,6 +540,87 @@ def test_every_sequencer_error_halts_cleanly_with_its_pc_and_start_recovers():
 
     simulate(body)
     assert seen == {ErrorCode(c) for c in range(0x10, 0x17)}
+
+
+#: DECODE's checks (``docs/isa.md`` 4.2, 4.3), one word each: (name, error, instruction,
+#: the SETVL (VL, VN) that makes it fail, one that makes it pass or None when none does).
+_E = ErrorCode
+DECODE_ERRORS = [
+    ("illegal opcode", _E.ILLEGAL_OPCODE, I(0x7E), (4, 4), None),
+    ("zero word", _E.ILLEGAL_OPCODE, 0, (4, 4), None),
+    ("reserved HALT p", _E.RESERVED_FIELD, I(Op.HALT, p=1), (4, 4), None),
+    ("reserved SETVL d", _E.RESERVED_FIELD, I(Op.SETVL, d=1, a=4, b=4), (4, 4), None),
+    ("reserved VMUL p bit", _E.RESERVED_FIELD, I(Op.VMUL, p=0x20, d=200, a=0, b=8),
+     (4, 4), None),
+    ("reserved LOADROW p", _E.RESERVED_FIELD, I(Op.LOADROW, p=1, d=200, a=0, b=160),
+     (4, 4), None),
+    ("VSHIFT left 16", _E.BAD_OPERAND, I(Op.VSHIFT, p=16, d=200, a=0), (4, 4), None),
+    ("VL 0", _E.BAD_OPERAND, I(Op.VADD, d=200, a=0, b=8), (0, 4), (4, 4)),
+    ("ARGMAX VL 0", _E.BAD_OPERAND, I(Op.ARGMAX, d=250, a=0), (0, 4), (4, 4)),
+    ("LOADROW VL 0", _E.BAD_OPERAND, I(Op.LOADROW, d=200, a=0, b=160), (0, 4), (4, 4)),
+    ("LOADROW VN 0", _E.BAD_OPERAND, I(Op.LOADROW, d=200, a=0, b=160), (4, 0), (4, 4)),
+    ("constant index", _E.BAD_OPERAND, I(Op.VREQ8, p=3, d=200, a=0), (4, 4), None),
+    ("constant value", _E.BAD_OPERAND, I(Op.VREQ8, p=1, d=200, a=0), (4, 4), None),
+    ("VMULQ8 constant", _E.BAD_OPERAND, I(Op.VMULQ8, p=2, d=200, a=0, b=8), (4, 4), None),
+    ("d range", _E.SCRATCH_RANGE, I(Op.VADD, d=506, a=0, b=8), (8, 1), (4, 1)),
+    ("a range", _E.SCRATCH_RANGE, I(Op.VCOPY, d=200, a=506), (8, 1), (4, 1)),
+    ("b range", _E.SCRATCH_RANGE, I(Op.VMULQ8, d=200, a=0, b=506), (8, 1), (4, 1)),
+    ("d overlaps a", _E.SCRATCH_RANGE, I(Op.SIGMOID, d=104, a=100), (8, 1), (4, 1)),
+    ("d overlaps b", _E.SCRATCH_RANGE, I(Op.VMUL, d=104, a=200, b=100), (8, 1), (4, 1)),
+    ("ARGMAX a range", _E.SCRATCH_RANGE, I(Op.ARGMAX, d=250, a=506), (8, 1), (4, 1)),
+    ("ARGMAX d range", _E.SCRATCH_RANGE, I(Op.ARGMAX, d=512, a=0), (4, 4), None),
+    ("LOADROW table range", _E.SCRATCH_RANGE, I(Op.LOADROW, d=100, a=400, b=160),
+     (4, 30), (4, 4)),
+    ("LOADROW b range", _E.SCRATCH_RANGE, I(Op.LOADROW, d=200, a=0, b=512), (4, 4), None),
+    ("LOADROW d range", _E.SCRATCH_RANGE, I(Op.LOADROW, d=510, a=0, b=160), (4, 4), (2, 4)),
+    ("LOADROW d overlaps the table", _E.SCRATCH_RANGE, I(Op.LOADROW, d=10, a=0, b=160),
+     (4, 4), (2, 4)),
+]
+
+
+def test_decode_errors_in_every_placement_match_the_iss():
+    """DECODE's checks are found in FETCH from the read-ahead word and VL, VN, VL * VN:
+    each one placed as a run's first word, right after a SETVL that makes it fail (a
+    SETVL that made it pass before), right after one that makes it pass (one that made
+    it fail before) and after a MATVEC, which leaves the program port on it for long.
+    Error, FAULT_PC and cycles equal the ISS's; a faulting run's busy cycles are the
+    ISS's plus the faulting instruction's fetch and decode."""
+    rng = np.random.default_rng(9)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    consts = [pack_constant(1 << 30, -3), pack_constant(5, 0), pack_constant(1 << 30, 8)]
+
+    def setvl(lengths):
+        return I(Op.SETVL, a=lengths[0], b=lengths[1])
+
+    async def body(rig):
+        for i, k in enumerate(consts):
+            await rig.constant(i, k)
+        rig.registers(prog_len=CFG.program_depth, desc_count=16, const_count=len(consts),
+                      watchdog=CFG.program_depth)
+        rig.scratch(0, rng.integers(-128, 128, 512))
+        rig.scratch(160, [1])  # LOADROW's index, below every VN here
+        layer(rig, job, index=8, base=0, split=30)
+        matvec = I(Op.MATVEC, p=8, d=300, a=0, b=100)
+        for name, code, ins, fails, passes in DECODE_ERRORS:
+            # (placement, instructions before, the error they give it; None: the ISS's)
+            placements = [("first", [], None),
+                          ("after SETVL failing", [setvl(passes or (0, 0)), setvl(fails)],
+                           code),
+                          ("after MATVEC failing", [setvl(fails), matvec], code)]
+            if passes:
+                placements += [("after SETVL passing", [setvl(fails), setvl(passes)],
+                                _E.OK),
+                               ("after MATVEC passing", [setvl(passes), matvec], _E.OK)]
+            for where, prefix, want in placements:
+                label = f"{name} {where}"
+                rig.program(0, [*prefix, ins, I(Op.HALT)])
+                run = await rig.run(0, label)  # error, FAULT_PC, registers, scratch
+                assert want is None or run.error == want, label
+                if run.error:
+                    assert run.fault_pc == len(prefix), label
+                    assert rig.ctx.get(rig.cpu.cycles) == run.cycles + ISSUE_CYCLES, label
+
+    simulate(body)
 
 
 def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
