@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -57,6 +57,46 @@ _ALU_OPS = {Op.VADD: OP_ADD, Op.VMUL: OP_MUL_RSHIFT, Op.VSHIFT: OP_SHIFT,
             Op.VREQ8: OP_MUL_REQUANT, Op.VMULQ8: OP_MUL_REQUANT}
 _LUT_OPS = (Op.SIGMOID, Op.TANH)
 _COPY_OPS = (Op.VCOPY, Op.LOADROW)  # the read data is the result
+
+
+def _carry_save_difference(x, y, z):
+    """``x + y + ~z``, that is ``x + y - z + 2**n - 1``, in carry-save form: bitwise
+    logic, no carry chain. ``x``, ``y`` and ``z`` are unsigned values (or ``z`` a
+    non-negative int); ``n`` bits hold each and ``x + y``.
+
+    Returns
+    -------
+    n : int
+    total_sum, carry : amaranth.hdl.Value
+        ``n``-bit vectors: the total is ``total_sum + (carry << 1)``.
+    """
+    if isinstance(z, int):
+        if z < 0:
+            raise ValueError(f"the subtrahend must be non-negative, got {z}")
+        z = Const(z)
+    values = [Value.cast(v) for v in (x, y, z)]
+    if any(v.shape().signed for v in values):
+        raise TypeError(f"operands must be unsigned, got {[v.shape() for v in values]}")
+    n = max(len(v) for v in values) + 1
+    x, y, z = (Cat(v, Const(0, n - len(v))) for v in values)
+    z = ~z
+    return n, x ^ y ^ z, (x & y) | (x & z) | (y & z)
+
+
+def _sum_exceeds(x, y, limit):
+    """``x + y > limit``, exact for all unsigned values (``limit`` may be an int), through
+    one carry chain rather than an add and then a compare: exactly when ``x + y + ~limit``
+    reaches ``2**n``, its bits from ``n`` up after one add of the carry-save vectors."""
+    n, total_sum, carry = _carry_save_difference(x, y, limit)
+    return (total_sum + Cat(Const(0, 1), carry))[n:].any()
+
+
+def _sum_equals(x, y, z):
+    """``x + y == z``, exact for all unsigned values, with no carry chain: exactly when
+    ``x + y + ~z`` is all ones, and two vectors add to all ones only if each bit of one
+    is the other's complement (no carry arises)."""
+    n, total_sum, carry = _carry_save_difference(x, y, z)
+    return (total_sum ^ Cat(Const(0, 1), carry)[:n]).all()
 
 
 class HostMem(enum.Enum, shape=2):
@@ -323,6 +363,21 @@ class Processor(wiring.Component):
         m.d.sync += lstm_const_bad.eq(const_bad(df["const_index"]))
         k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
         desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
+        # The scratch room after each operand, from the instruction word, registered
+        # every cycle (``word`` holds this instruction in DECODE, so these hold its room
+        # in DESC, their only reader): DESC's range checks are then one compare each
+        # against the descriptor's fields (issue 6), where ``beyond`` is an add and a
+        # compare and b's ``cols - split`` a subtract more. Instruction-side rather than ``cols -
+        # split`` registered with ``df``: that subtract would follow the descriptor
+        # block RAM's 5.8 ns clock-to-out. a's and d's room is signed: an address past
+        # the end has negative room, which every count exceeds. b's is biased by
+        # 0xFFFF so that ``b + cols - split > depth`` is ``cols + ~split > b_room``,
+        # unsigned, for every 16-bit value.
+        room_a = Signal(range(depth - 0xFFFF, depth + 1))
+        room_d = Signal(range(depth - 0xFFFF, depth + 1))
+        b_room = Signal(range(depth, depth + 0x10000))
+        m.d.sync += [room_a.eq(depth - f["a"]), room_d.eq(depth - f["d"]),
+                     b_room.eq(depth + 0xFFFF - f["b"])]
         short_load = Signal()  # cols <= 1, found in DESC: MV_CHECK starts the engine
 
         # Element pipeline: read counter, data-valid flag, write/arrival counter.
@@ -566,18 +621,23 @@ class Processor(wiring.Component):
             with m.Case(_State.DESC):
                 rows, cols, split = df["rows"], df["cols"], df["split"]
                 mode, cfb, units = df["mode"], df["cell_frac_bits"], df["rows"][2:]
-                lstm_bad = ((rows[:2] != 0) | (split == 0) | (split + units != cols)
+                # Each check one carry chain from flip-flops at most (issue 6): the
+                # descriptor's sums through ``_sum_exceeds``/``_sum_equals``, the scratch
+                # ranges as compares against the instruction's room.
+                lstm_bad = ((rows[:2] != 0) | (split == 0) | ~_sum_equals(split, units, cols)
                             | (cfb < 8) | (cfb > 15))
                 m.d.sync += [
                     desc_bad.eq((p >= self.desc_count)
                                 | (mode > Mode.LSTM) | ((mode == Mode.LSTM) != is_lstm)
                                 | (split > cols)
-                                | (df["stream_base"] + df["n_words"] > cfg.weight_depth)
-                                | (df["param_base"] + rows > cfg.param_depth)
+                                | _sum_exceeds(df["stream_base"], df["n_words"],
+                                               cfg.weight_depth)
+                                | _sum_exceeds(df["param_base"], rows, cfg.param_depth)
                                 | (is_lstm & lstm_bad)),
-                    range_bad.eq(beyond(a, split)
-                                 | Mux(is_lstm, beyond(d, 2 * units),
-                                       beyond(b, cols - split) | beyond(d, rows))),
+                    range_bad.eq((split > room_a)
+                                 | Mux(is_lstm, (units << 1) > room_d,
+                                       _sum_exceeds(cols, ~split, b_room)
+                                       | (rows > room_d))),
                     short_load.eq(cols <= 1),
                     k_mult.eq(cm), k_shift.eq(cs), state.eq(_State.MV_CHECK),
                 ]

@@ -623,6 +623,82 @@ def test_decode_errors_in_every_placement_match_the_iss():
     simulate(body)
 
 
+def test_matvec_and_lstm_bounds_fault_one_past_the_edge_not_at_it():
+    """Each descriptor sum and scratch range DESC checks, for MATVEC and LSTM, exactly at
+    its bound (runs) and one past it (faults), and with 16- and 32-bit field values whose
+    sums wrap a narrow adder: the code and FAULT_PC as the ISS's, BAD_DESCRIPTOR before
+    SCRATCH_RANGE."""
+    rng = np.random.default_rng(21)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    f = job.fields()
+    n_words, rows, depth = f["n_words"], f["rows"], CFG.scratch_depth
+    top_w, top_p = CFG.weight_depth - n_words, CFG.param_depth - rows  # streams at the top
+    E = ErrorCode
+    OK, BAD, RANGE = E.OK, E.BAD_DESCRIPTOR, E.SCRATCH_RANGE
+    wrap32 = 1 << 32
+    # (descriptor fields, instruction fields, expected code) for both ops.
+    common = [
+        ({"stream_base": top_w}, {}, OK), ({"stream_base": top_w + 1}, {}, BAD),
+        ({"stream_base": wrap32 - n_words}, {}, BAD),  # the 32-bit sum wraps to 0
+        ({"stream_base": 1, "n_words": wrap32 - 1}, {}, BAD),
+        ({"param_base": top_p}, {}, OK), ({"param_base": top_p + 1}, {}, BAD),
+        ({"param_base": wrap32 - rows}, {}, BAD),
+        ({"rows": 0xFFFF}, {}, BAD),
+        ({"split": 41}, {}, BAD), ({"split": 0xFFFF}, {}, BAD),
+        ({"split": 0xFFFF}, {"a": 0xFFFF}, BAD),  # the descriptor's check first
+        ({"param_base": top_p + 1}, {"a": 0xFFFF, "d": 0xFFFF}, BAD),
+    ]
+    # MATVEC: split 30 from a, 10 from b, 12 rows to d.
+    matvec = [
+        ({}, {"a": depth - 30}, OK), ({}, {"a": depth - 29}, RANGE),
+        ({}, {"a": 0xFFFF}, RANGE), ({"split": 1}, {"a": 0xFFFF, "b": 0}, RANGE),
+        ({"split": 0}, {"a": depth, "b": 0}, OK), ({"split": 0}, {"a": depth + 1}, RANGE),
+        ({}, {"b": depth - 10}, OK), ({}, {"b": depth - 9}, RANGE),
+        ({"split": 39}, {"b": 0xFFFF}, RANGE),  # b + 1 wraps 16 bits
+        ({"split": 40}, {"b": depth}, OK), ({"split": 40}, {"b": depth + 1}, RANGE),
+        ({"split": 40}, {"b": 0xFFFF}, RANGE),
+        ({}, {"d": depth - 12}, OK), ({}, {"d": depth - 11}, RANGE),
+        ({}, {"d": 0x10000 - 11}, RANGE), ({}, {"d": 0xFFFF}, RANGE),
+    ]
+    # LSTM: 12 gate rows (H = 3) over [x (37) from a; h (3)], h and c (6) at d.
+    lstm = [
+        ({}, {"a": depth - 37}, OK), ({}, {"a": depth - 36}, RANGE),
+        ({}, {"a": 0xFFFF}, RANGE),
+        ({}, {"d": depth - 6}, OK), ({}, {"d": depth - 5}, RANGE),
+        ({}, {"d": 0x10000 - 5}, RANGE), ({}, {"d": 0xFFFF}, RANGE),
+        ({"split": 36}, {}, BAD), ({"split": 38}, {}, BAD),
+        ({"split": 0xFFFD, "cols": 0}, {}, BAD),  # split + H wraps 16 bits to cols
+        ({"split": 0xFFFC, "cols": 0xFFFF}, {}, RANGE),  # split + H == cols: a's range
+        ({"split": 0xFFFD, "cols": 0xFFFF}, {}, BAD),
+        ({"rows": 0xFFFC}, {}, BAD),
+    ]
+    ops = {Op.MATVEC: (dict(split=30), dict(d=300, a=0, b=100), matvec),
+           Op.LSTM: (dict(mode=Mode.LSTM, split=37, const_index=0, cell_frac_bits=9),
+                     dict(d=300, a=0), lstm)}
+    seen = set()
+
+    async def body(rig):
+        await rig.constant(0, pack_constant(1 << 30, -3))
+        rig.registers(prog_len=CFG.program_depth, desc_count=1, const_count=1)
+        rig.scratch(0, rng.integers(-128, 128, depth))
+        for base in (0, top_w):
+            rig.weights(base, job.words)
+        for base in (0, top_p):
+            rig.params(base, job.params)
+        for op, (fields, operands, cases) in ops.items():
+            for n, (desc, ins, code) in enumerate(common + cases):
+                layer(rig, job, **{**fields, **desc})
+                rig.program(0, [I(op, p=0, **{**operands, **ins}), I(Op.HALT)])
+                label = f"{op.name} {desc} {ins}"
+                run = await rig.run(0, label)  # the code and FAULT_PC as the ISS's
+                assert run.error == code, label
+                assert run.fault_pc == (None if code == OK else 0), label
+                seen.add((op, code))
+
+    simulate(body)
+    assert seen == {(op, code) for op in ops for code in (OK, BAD, RANGE)}
+
+
 def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
     """The vector ALU borrows the engine's requantizer. Each element-wise op directly
     before and after a ``MATVEC`` and an ``LSTM``, each time to its own destination (the
