@@ -68,7 +68,10 @@ class Decompressor(wiring.Component):
        row) with no search for where the next row starts; the word's own checks (split
        field, repeated columns within the word, int8 low-nibble deltas);
     3. the running column position and row count (the only loop-carried state), the
-       column and length checks against them, the output registers.
+       column and length checks against them, the output registers. Each check is at
+       most one carry chain from registers: offsets compare with registered bounds
+       saturated where no offset reaches (the room left in the row for first-row
+       lanes, ``cols`` for the others), and the row-count checks read registered flags.
 
     No stage holds more than half the prefix sums' adder levels (two at 16 lanes) behind
     a few LUT levels. The mode bits that depend only on the header (INT8, INT4, which
@@ -76,7 +79,9 @@ class Decompressor(wiring.Component):
     reset, so the decode sees registers, not the header's fan-out.
 
     The output data registers load every ``ce`` cycle; a word breaking a rule only clears
-    ``out_valid``, so the checks stay off the data registers' enables. Each output lane
+    ``out_valid``, so the checks stay off the data registers' enables. The row count
+    takes every row end, the rejected word's too: the error it latches stops the words
+    behind it, so the checks stay off the counters' enables as well. Each output lane
     carries a column, an int8 weight and a nonzero flag; ``out_first`` marks lanes that
     belong to the row ending in this word (all lanes when the row goes on). The first rule
     a word breaks sets ``error``, which stays set until the engine resets the block; words
@@ -90,14 +95,15 @@ class Decompressor(wiring.Component):
         Stream words; ``in_last`` marks the image's final word.
     encoding, codebook, cols, rows : In
         The layer's header fields, stable while the block runs; ``encoding`` and
-        ``codebook`` from the cycle before the first word at the latest.
+        ``codebook`` from the cycle before the first word at the latest, ``cols`` and
+        ``rows`` from the cycle after it.
     out_valid, out_end, out_col, out_weight, out_nz, out_first : Out
     error : Out(4)
         An ``EngineError`` code, 0 while all is well.
     nnz : Out(32)
         Nonzero weights decoded so far (one cycle after their word's ``out_valid``).
     rows_done : Out(16)
-        Rows whose end has been decoded.
+        Rows whose end has been decoded (after an error, counting the rejected word's).
     """
 
     def __init__(self, cfg: EngineConfig):
@@ -219,16 +225,23 @@ class Decompressor(wiring.Component):
                          for j, o in enumerate(offset2)]
 
         # ---- Stage 3: running position and row count; checks; outputs.
+        # The bounds saturate at ``2**pb``, which no offset reaches, so the column checks
+        # are pb + 1 bit compares between registers.
+        sat = 1 << pb
+        cols_sat = Signal(pb + 1, reset_less=True)  # min(cols, 2**pb), a header constant
+        rows_less2 = Signal(16, reset_less=True)  # rows_done while the second-to-last row runs
+        m.d.sync += [cols_sat.eq(Mux(self.cols[pb:].any(), sat, self.cols)),
+                     rows_less2.eq(self.rows - 2)]
         base = Signal(cfg.col_bits)  # column of the row's last slot so far
-        room = Signal(16)  # cols - base: first-row lanes fit while prefix < room
+        room = Signal(16)  # cols - base: first-row lanes fit while their offset < room
+        room_sat = Signal(pb + 1)  # min(room, 2**pb)
         row_has_weight = Signal()
         rows_done = Signal(16)
-        rows_next = Signal(16, init=1)  # rows_done + 1
-        fresh = Signal(init=1)  # no word accepted yet: room follows cols
-        col_bad = [active[j] & (offset2[j] >= Mux(first2[j], room, self.cols))
+        all_rows = Signal()  # rows_done == rows
+        last_row = Signal()  # rows_done + 1 == rows
+        fresh = Signal(init=1)  # no word accepted yet: room and the row flags follow the header
+        col_bad = [active[j] & Mux(first2[j], offset2[j] >= room_sat, offset2[j] >= cols_sat)
                    for j in range(L)]
-        all_rows = rows_done == self.rows
-        last_row = rows_next == self.rows
         split_err = split_err2
         length_err = all_rows | (e2 & last_row & nz_next2)
         col_err = (Cat(*col_bad).any() | local_bad2
@@ -259,17 +272,26 @@ class Decompressor(wiring.Component):
                     self.out_col[j].eq(Mux(first2[j], base + offset2[j], offset2[j])),
                     self.out_weight[j].eq(Mux(is8, v8, v4)),
                 ]
+        room_next = Signal(16)
+        m.d.comb += room_next.eq(Mux(~fire, self.cols,
+                                     Mux(e2, self.cols - tail2, room - total2)))
+        with m.If(fire | fresh):
+            m.d.sync += [room.eq(room_next),
+                         room_sat.eq(Mux(room_next[pb:].any(), sat, room_next))]
         with m.If(fire):
             m.d.sync += [
                 error.eq(code), fresh.eq(0),
                 base.eq(Mux(e2, tail2, base + total2)),
-                room.eq(Mux(e2, self.cols - tail2, room - total2)),
                 row_has_weight.eq(Mux(e2, nz_next2, row_has_weight | nz_first2)),
             ]
-            with m.If(e2 & (code == 0)):
-                m.d.sync += [rows_done.eq(rows_next), rows_next.eq(rows_next + 1)]
+            # A row end counts whatever the checks say: a word breaking a rule sets
+            # ``error``, which stops every later word, so the counters' enables stay
+            # free of the checks.
+            with m.If(e2):
+                m.d.sync += [rows_done.eq(rows_done + 1), all_rows.eq(last_row),
+                             last_row.eq(rows_done == rows_less2)]
         with m.Elif(fresh):
-            m.d.sync += room.eq(self.cols)
+            m.d.sync += [all_rows.eq(self.rows == 0), last_row.eq(self.rows == 1)]
         m.d.comb += [
             self.error.eq(error),
             self.nnz.eq(nnz),

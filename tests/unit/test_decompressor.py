@@ -423,7 +423,8 @@ async def stream_one_per_cycle(bench, ctx, words):
 def run_against_golden(bench, cases):
     """Run each ``(encoding, codebook, rows, cols, words)`` stream and compare with the
     golden reader: the same word flagged with a compatible code, or, for streams golden
-    accepts, the same matrix, nnz and row count. Returns the RTL's code per case."""
+    accepts, the same matrix, nnz and row count. Returns the RTL's (index of the word
+    flagged, or None, and its code) per case."""
     results = []
 
     async def tb(ctx):
@@ -448,7 +449,7 @@ def run_against_golden(bench, cases):
             assert first_err == k and code in allowed, \
                 f"{what}: golden flags word {k} ({sorted(c.name for c in allowed)}), " \
                 f"RTL flags word {first_err} with code {code}"
-    return [code for _, code, _, _ in results]
+    return [(first_err, code) for first_err, code, _, _ in results]
 
 
 def golden_verdict(words, rows, cols, enc, lanes, cb):
@@ -512,7 +513,7 @@ def test_fuzz_corrupted_streams_against_golden(lanes):
                 words[k] ^= 1 << rng.randrange(wbits)
         cases.append((enc, m.codebook, rows, cols, words))
     flagged = collections.Counter(
-        EngineError(code).name for code in run_against_golden(bench, cases) if code)
+        EngineError(code).name for _, code in run_against_golden(bench, cases) if code)
     # the fuzz really produced malformed streams of several kinds
     assert sum(flagged.values()) >= 30 and len(flagged) >= 3, flagged
 
@@ -580,7 +581,7 @@ def test_wide_delta_streams_against_golden(lanes):
         cases.append((enc, cb, rows, cols, wide_delta_stream(rng, enc, lanes, rows, cols)))
     for enc, cb, rows, cols, words in cases:  # the generator writes valid streams only
         assert golden_verdict(words, rows, cols, enc, lanes, cb) is None
-    assert run_against_golden(bench, cases) == [0] * len(cases)
+    assert run_against_golden(bench, cases) == [(None, 0)] * len(cases)
     # the streams reach the full range: a word's sum of 31 per entry, splits at both ends
     full_sums, row_ends, empty = 0, set(), 0
     for enc, _, _, _, words in cases:
@@ -594,3 +595,89 @@ def test_wide_delta_streams_against_golden(lanes):
             empty += all(code == 0 for _, code in slots)
     assert full_sums >= 5 and row_ends == {"before", "inside", "last"} and empty >= 10, \
         (full_sums, row_ends, empty)
+
+
+# ---------------------------------------------------------------------------- boundaries
+
+
+def boundary_word(enc, end, split, entries, lanes):
+    """A word from ``(delta, nonzero)`` entries: a weight of 1, or an escape or padding."""
+    if enc == Encoding.INT8:  # the weight's low nibble in the second slot of its pair
+        slots = [s for delta, nz in entries for s in ((delta, 0), (0, int(nz)))]
+    else:
+        slots = [(delta, int(nz)) for delta, nz in entries]
+    return pack_word(end, split, slots, lanes)
+
+
+def boundary_cases(enc, lanes):
+    """``(name, rows, cols, words, expected)`` streams with a weight on the last column or
+    one past it, and with the row ends one short of, exactly at or one past ``rows``;
+    ``expected`` is None for a valid stream, else (index of the bad word, code)."""
+    per = lanes // 2 if enc == Encoding.INT8 else lanes
+    word = lambda end, split, entries: boundary_word(enc, end, split, entries, lanes)  # noqa: E731
+    pad = [(0, False)] * per
+    far = [(31, False)] * per  # escapes taking a row 31 columns per entry
+    cases = []
+    # First-row lanes: a weight at 31 * (its lane + 1) past the escapes of `pre` words,
+    # so the room left in the row falls through 2**pb over the words.
+    for pre in (0, 1, 2):
+        for end, split in ((True, 1), (True, per), (False, per)):
+            entries = [(31, j == split - 1) for j in range(split)] + pad[split:]
+            words = [word(False, per, far)] * pre + [word(end, split, entries)]
+            if not end:
+                words.append(word(True, 0, pad))
+            col = 31 * (per * pre + split)
+            for cols, expected in ((col + 1, None), (col, (pre, EngineError.COLUMN))):
+                cases.append((f"first-row weight at {col}, {pre} words in, end={end} "
+                              f"split={split}, cols={cols}", 1, cols, words, expected))
+    # Next-row lanes: a weight at 31 * (lanes after the split) in the second row.
+    for pre in (0, 1):
+        for split in (0, 1, per - 1):
+            entries = [(0, False)] * split + [(31, j == per - 1) for j in range(split, per)]
+            words = [word(False, per, pad)] * pre + [word(True, split, entries),
+                                                     word(True, 0, pad)]
+            col = 31 * (per - split)
+            for cols, expected in ((col + 1, None), (col, (pre, EngineError.COLUMN))):
+                cases.append((f"next-row weight at {col}, {pre} words in, split={split}, "
+                              f"cols={cols}", 2, cols, words, expected))
+    # Row ends: each word ends a row holding a weight at column 1 and starts the next one
+    # with a weight at column 0, the last row's end word with padding after the split.
+    ending = word(True, 1, [(1, True), (0, True)] + pad[2:])
+    last_end = word(True, 1, [(1, True)] + pad[1:])
+    for rows in (1, 2, 3, 5):
+        exact = [ending] * (rows - 1) + [last_end]
+        cases += [
+            (f"{rows} rows end at rows", rows, 2, exact, None),
+            (f"{rows} rows, a word after the last end", rows, 2,
+             exact + [word(False, per, pad)], (rows, EngineError.LENGTH)),
+            (f"{rows} rows, one end past rows", rows, 2,
+             exact + [word(True, 0, pad)], (rows, EngineError.LENGTH)),
+            (f"{rows} rows, a weight after the last end", rows, 2,
+             [ending] * rows, (rows - 1, EngineError.LENGTH)),
+            (f"{rows} rows, the last word without an end", rows, 2,
+             [ending] * (rows - 1) + [word(False, per, pad)],
+             (rows - 1, EngineError.TRUNCATED)),
+        ]
+        if rows > 1:
+            cases.append((f"{rows} rows, the stream ends one row short", rows, 2,
+                          [ending] * (rows - 2) + [last_end],
+                          (rows - 2, EngineError.TRUNCATED)))
+    return cases
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_column_and_row_count_boundaries(lanes):
+    # A weight on the last column is accepted and one column further is a COLUMN error,
+    # for first-row lanes (against the room left in the row, above and below 2**pb) and
+    # next-row lanes (against cols); the row ends reaching rows exactly are accepted, one
+    # past is LENGTH and one short TRUNCATED. The error must come out exactly with the
+    # bad word, LATENCY cycles after it went in (words fed one per cycle), as golden says.
+    cases = [(enc, *case) for enc in (Encoding.INT4, Encoding.INT8)
+             for case in boundary_cases(enc, lanes)]
+    bench = Bench(lanes, max_cols=2048)
+    got = run_against_golden(bench, [(enc, (0,) * 16, rows, cols, words)
+                                     for enc, _, rows, cols, words, _ in cases])
+    for (enc, name, *_, expected), (first_err, code) in zip(cases, got):
+        want = (None, 0) if expected is None else expected
+        assert (first_err, code) == want, f"{enc.name} {name}: RTL flags word {first_err} " \
+            f"with {EngineError(code).name}, expected {want}"
