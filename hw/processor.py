@@ -251,7 +251,8 @@ class Processor(wiring.Component):
         # One requantizer for the engine and the vector ALU: the sequencer is blocking, so
         # a vector instruction never runs with a MATVEC/LSTM (its 8 stages are the ALU's).
         wiring.connect(m, alu.requant, eng.requant)
-        # The cell unit also restarts with each LSTM: its gate and unit counters at 0.
+        # The cell unit also restarts with each MATVEC/LSTM (``cell_reset``, a register):
+        # its gate and unit counters at 0.
         cell, cell_reset = LstmCell(), Signal()
         m.submodules.lstm_cell = ResetInserter(unit_reset | cell_reset)(cell)
 
@@ -297,8 +298,9 @@ class Processor(wiring.Component):
         with m.If(state == _State.START):
             m.d.comb += prog_rd.addr.eq(pc)
         m.d.sync += word.eq(prog_rd.data)
-        # The current instruction, latched at decode.
-        op, p = Signal(8), Signal(8)
+        # The current instruction, latched at decode. The opcode is kept only as the
+        # flags below; p is the descriptor index from DESC on.
+        p = Signal(8)
         d, a, b = Signal(16), Signal(16), Signal(16)
         f = {name: word[lo:lo + w] for name, (lo, w) in FIELDS.items()}
 
@@ -386,40 +388,33 @@ class Processor(wiring.Component):
         row = Signal(16)
         v1 = Signal()
         m.d.sync += v1.eq(state == _State.VEC_RUN)
-        is_alu = Signal()
-        is_lut = Signal()
-        is_copy = Signal()
-        is_argmax = Signal()
-        m.d.comb += [
-            is_alu.eq(op.matches(*_ALU_OPS)), is_lut.eq(op.matches(*_LUT_OPS)),
-            is_copy.eq(op.matches(*_COPY_OPS)), is_argmax.eq(op == Op.ARGMAX),
-        ]
+        # The opcode's decodes, registered in DECODE from the word's fields (``decode_flags``)
+        # where the opcode was latched: the units' control and the scratch address and
+        # write muxes start at flip-flops, not at a latched opcode through its compares
+        # (issue 6). Each holds the current instruction's value from DESC / VEC_RUN /
+        # LR_INDEX until the next DECODE, as the opcode did; no cycle is added.
+        is_alu, is_lut, is_copy, is_argmax = Signal(), Signal(), Signal(), Signal()
         is_lstm = Signal()  # LSTM: H = rows / 4, gate rows to the lookup unit
+        alu_op = Signal(2)
+        alu_b_one = Signal()  # VREQ8 is MBQM(a * 1)
+        alu_shift = Signal(signed(8))  # VMUL/VSHIFT: from p; VREQ8/VMULQ8: the constant's
+        alu_sat8 = Signal()
+        lut_tanh = Signal()  # the lookup unit's function outside LSTM
         hidden = Signal(16)
-        m.d.comb += [is_lstm.eq(op == Op.LSTM), hidden.eq(df["rows"][2:])]
+        m.d.comb += hidden.eq(df["rows"][2:])
         gate_rows = (state == _State.MV_RUN) & is_lstm
         xa, xb = sc_a.data.as_signed(), sc_b.data.as_signed()
-        alu_op = Signal(2)
-        with m.Switch(op):
-            for o, code in _ALU_OPS.items():
-                with m.Case(o):
-                    m.d.comb += alu_op.eq(code)
-        amount = p & VSHIFT_AMOUNT_MASK
-        right, sat8 = (p & VSHIFT_RIGHT).any(), (p & VSHIFT_SAT8).any()
         m.d.comb += [
             alu.in_valid.eq(v1 & is_alu), alu.op.eq(alu_op), alu.a.eq(xa),
-            alu.b.eq(Mux(op == Op.VREQ8, 1, xb)),  # VREQ8 is MBQM(a * 1)
-            alu.shift.eq(Mux(op == Op.VMUL, amount,
-                         Mux(op == Op.VSHIFT, Mux(right, -amount, amount), k_shift))),
-            alu.multiplier.eq(k_mult),
-            alu.sat8.eq(Mux(op == Op.VSHIFT, sat8, op.matches(Op.VREQ8, Op.VMULQ8))),
+            alu.b.eq(Mux(alu_b_one, 1, xb)), alu.shift.eq(alu_shift),
+            alu.multiplier.eq(k_mult), alu.sat8.eq(alu_sat8),
         ]
         with m.If(gate_rows):
             m.d.comb += [lut.in_valid.eq(eng.out_we), lut.z.eq(eng.out_data),
                          lut.func.eq(eng.out_addr[:2] == 2)]
         with m.Else():
             m.d.comb += [lut.in_valid.eq(v1 & is_lut), lut.z.eq(xa),
-                         lut.func.eq(op == Op.TANH)]
+                         lut.func.eq(lut_tanh)]
         # VCOPY/LOADROW: the read data registered a cycle, so the scratch block RAM's
         # clock-to-out and the routing between block RAMs are not one path into the
         # write port's data (issue 6); these take one cycle more.
@@ -475,6 +470,14 @@ class Processor(wiring.Component):
             cell.multiplier.eq(k_mult), cell.shift.eq(k_shift),
             cell.c_data.eq(sc_b.data.as_signed()),
         ]
+        # The cell is reset in every MV_CHECK, from a register set in DESC, not only when
+        # MV_CHECK's checks pass: that condition (the checks' results, ``is_lstm``, the
+        # state) reached the reset of every cell register through ``ResetInserter``
+        # (issue 6). Nothing tells the two apart: the cell is idle in MV_CHECK (the last
+        # instruction's tail waited for its last write), and after a fault the run is
+        # over, the cell's outputs are read only in MV_RUN / LSTM_TAIL of an LSTM, and
+        # the next one's MV_CHECK resets it again.
+        m.d.sync += cell_reset.eq(state == _State.DESC)
         tail_k = Signal(range(CELL_TAIL_CYCLES))
         h_written = Signal(16)  # h' entries written by the end of this cycle
         m.d.comb += h_written.eq(wk + (cell.w_en & ~cell.w_cell))
@@ -540,6 +543,23 @@ class Processor(wiring.Component):
                     & ((f["p"] & VSHIFT_AMOUNT_MASK) > VSHIFT_MAX_LEFT))
 
         fop, fd, fa, fb, fp = f["opcode"], f["d"], f["a"], f["b"], f["p"]
+
+        def decode_flags():
+            """The flags' values for this word, the ALU's shift from its p or constant."""
+            amount = fp & VSHIFT_AMOUNT_MASK
+            right, sat8 = (fp & VSHIFT_RIGHT).any(), (fp & VSHIFT_SAT8).any()
+            code = 0
+            for o, c in _ALU_OPS.items():
+                code = Mux(fop == o, c, code)
+            return [
+                is_alu.eq(fop.matches(*_ALU_OPS)), is_lut.eq(fop.matches(*_LUT_OPS)),
+                is_copy.eq(fop.matches(*_COPY_OPS)), is_argmax.eq(fop == Op.ARGMAX),
+                is_lstm.eq(fop == Op.LSTM), alu_op.eq(code), alu_b_one.eq(fop == Op.VREQ8),
+                alu_shift.eq(Mux(fop == Op.VMUL, amount,
+                                 Mux(fop == Op.VSHIFT, Mux(right, -amount, amount), cs))),
+                alu_sat8.eq(Mux(fop == Op.VSHIFT, sat8, fop.matches(Op.VREQ8, Op.VMULQ8))),
+                lut_tanh.eq(fop == Op.TANH),
+            ]
         binary = fop.matches(Op.VADD, Op.VMUL, Op.VMULQ8)
         uses_const = fop.matches(Op.VREQ8, Op.VMULQ8)
         # LOADROW's table size VN * VL, set with them (by SETVL from its register fields,
@@ -593,7 +613,7 @@ class Processor(wiring.Component):
                     m.d.sync += state.eq(_State.DECODE)
 
             with m.Case(_State.DECODE):
-                m.d.sync += [op.eq(fop), p.eq(fp), d.eq(fd), a.eq(fa), b.eq(fb),
+                m.d.sync += [*decode_flags(), p.eq(fp), d.eq(fd), a.eq(fa), b.eq(fb),
                              rk.eq(0), wk.eq(0), lk.eq(0), src.eq(fa),
                              rk_last.eq(vl == 1), wk_last.eq(vl == 1),
                              k_mult.eq(cm), k_shift.eq(cs)]
@@ -648,7 +668,7 @@ class Processor(wiring.Component):
                 with m.Elif(range_bad):
                     fault(ErrorCode.SCRATCH_RANGE)
                 with m.Else():
-                    m.d.comb += [load.eq(1), cell_reset.eq(1)]
+                    m.d.comb += load.eq(1)
                     # Start the engine with the last activation read: its last write
                     # lands in the engine's CHECK cycle, before it reads the buffer.
                     with m.If(short_load):

@@ -736,6 +736,57 @@ def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
     simulate(body)
 
 
+def test_every_vector_op_right_after_every_kind_of_instruction():
+    """The opcode's decodes are registers set in DECODE (``hw.processor``): each vector
+    instruction directly after a ``MATVEC``, an ``LSTM`` and each vector instruction
+    (every ALU op and shift form, ``VCOPY``, ``SIGMOID``/``TANH``, ``ARGMAX``,
+    ``LOADROW``) must see its own flags, not its predecessor's: every pair, each
+    follower to its own destination, bit-exact with the ISS and cycle-exact."""
+    rng = np.random.default_rng(21)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    consts = [pack_constant(int(rng.integers(1 << 30, 1 << 31)), s) for s in (-4, 0, 3)]
+    # Sources a = 100.., b = 104.. (predecessors) or 104.., 108.. (followers); the
+    # LOADROW table is 100..111 (VN 3 x VL 4), its index at 116.
+    vector_ops = [I(Op.VCOPY), I(Op.VADD), I(Op.VMUL, p=5), I(Op.VSHIFT, p=0x20 | 3),
+                  I(Op.VSHIFT, p=0x40 | 2), I(Op.VSHIFT, p=0x60 | 5), I(Op.VREQ8, p=0),
+                  I(Op.VMULQ8, p=1), I(Op.SIGMOID), I(Op.TANH), I(Op.ARGMAX),
+                  I(Op.LOADROW)]
+
+    def placed(op, *, d, a):
+        if op.op == Op.LOADROW:
+            return dataclasses.replace(op, d=d, a=100, b=116)
+        binary = op.op in (Op.VADD, Op.VMUL, Op.VMULQ8)
+        return dataclasses.replace(op, d=d, a=a, b=a + 4 if binary else 0)
+
+    before = [I(Op.MATVEC, p=0, d=300, a=0, b=0), I(Op.LSTM, p=1, d=420, a=0),
+              *(placed(op, d=120, a=100) for op in vector_ops)]
+
+    async def body(rig):
+        for i, k in enumerate(consts):
+            await rig.constant(i, k)
+        rig.registers(desc_count=2, const_count=len(consts), prog_len=CFG.program_depth)
+        layer(rig, job, index=0, base=0, mode=Mode.Q3_12)
+        layer(rig, job, index=1, base=0, mode=Mode.LSTM, split=37, const_index=2,
+              cell_frac_bits=11)
+        for op in vector_ops:
+            rig.scratch(0, rng.integers(-128, 128, 40))
+            rig.scratch(100, rand16(rng, 16))
+            rig.scratch(116, [int(rng.integers(0, 3))])
+            rig.scratch(420, rng.integers(-300, 300, 6))  # LSTM state: h (3), c (3)
+            prog = [I(Op.SETVL, a=4, b=3)]
+            for i, first in enumerate(before):
+                prog += [first, placed(op, d=128 + 4 * i, a=104)]
+            rig.program(0, prog + [I(Op.HALT)])
+            label = f"{op.op.name} p={op.p:#x} after each kind"
+            await rig.run(0, label)
+            if op.op != Op.ARGMAX:  # an index, may be 0
+                for i in range(len(before)):
+                    d = 128 + 4 * i
+                    assert np.any(rig.iss.scratch[d:d + 4] != 0), f"{label}: {i} all zero"
+
+    simulate(body)
+
+
 def test_lstm_units_take_their_own_c_with_rows_back_to_back():
     """The cell reads ``c`` a unit ahead of the gates. One-word rows (int4, 8 columns at 8
     lanes) reach it one per cycle, the fastest the engine runs, and every unit's ``c``
