@@ -81,10 +81,15 @@ class Part:
         return f"nextpnr-{self.family}"
 
 
+#: ``synth_ice40`` maps for the HX family's delays unless told ``-device u``; flip-flops
+#: whose clock enable is shared by fewer than 4 stay plain (``-dffe_min_ce_use 4``): an
+#: iCE40 logic block's 8 cells share one enable, so rare enables strand cells. Together
+#: they took the 4-lane engine from 5282 to 5250 logic cells (docs/synthesis.md).
 PARTS = {
     "up5k": Part(
         name="up5k", device="iCE40UP5K-SG48", board="iCEBreaker", family="ice40",
-        target_mhz=48.0, synth="synth_ice40 -dsp -spram -no-rw-check",
+        target_mhz=48.0,
+        synth="synth_ice40 -device u -dffe_min_ce_use 4 -dsp -spram -no-rw-check",
         nextpnr=("--up5k", "--package", "sg48"), dsps=8, spram_bits=64),
     "ecp5-85f": Part(
         name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
