@@ -28,6 +28,9 @@ class EngineConfig:
         Depth of the activation buffer: the largest layer width.
     weight_depth : int
         Stream words the weight memory holds.
+    param_depth : int or None
+        Row parameter records the parameter memory holds (the width of ``p_base`` and
+        ``p_req_addr``); None for ``max_rows`` (one record per row, base 0).
     fifo_depth : int
         Depth of the memory read FIFOs; 4 covers a 1-cycle memory at full rate.
     pipelined_requantizer : bool
@@ -40,6 +43,7 @@ class EngineConfig:
     max_rows: int = 1024
     max_cols: int = 1024
     weight_depth: int = 4096
+    param_depth: int | None = None
     fifo_depth: int = 4
     pipelined_requantizer: bool = False
 
@@ -50,6 +54,11 @@ class EngineConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1 or v > 1 << 20:
                 raise ValueError(f"{name} must be an int in 1..2**20, got {v!r}")
+        if self.param_depth is not None and (
+                isinstance(self.param_depth, bool) or not isinstance(self.param_depth, int)
+                or self.param_depth < 1 or self.param_depth > 1 << 20):
+            raise ValueError(f"param_depth must be an int in 1..2**20 or None, "
+                             f"got {self.param_depth!r}")
         if self.max_rows > 0xFFFF or self.max_cols > 0xFFFF:
             raise ValueError("max_rows and max_cols are limited to 65535 by the image format")
         if self.fifo_depth < 2:
@@ -82,8 +91,15 @@ class EngineConfig:
 
     @property
     def row_bits(self) -> int:
+        """Bits of a row count up to ``max_rows``."""
         return self.max_rows.bit_length()
 
     @property
     def waddr_bits(self) -> int:
         return max(1, (self.weight_depth - 1).bit_length())
+
+    @property
+    def paddr_bits(self) -> int:
+        """Bits of a parameter memory address."""
+        depth = self.max_rows if self.param_depth is None else self.param_depth
+        return max(1, (depth - 1).bit_length())

@@ -36,10 +36,18 @@ class MatVecEngine(wiring.Component):
     out_mode : In(2)
         Result range (``hw.requantizer``): int8, int8 with ReLU, or int16 (LSTM gates),
         held like the header.
+    w_base : In(cfg.waddr_bits) ; p_base : In(cfg.paddr_bits)
+        Addresses of the stream's first word and of row 0's parameters, held like the
+        header (the readers take them in the cycle after ``start``); 0 for a memory
+        holding one layer. The caller checks that the layer fits behind them (the
+        processor's descriptor check); the engine checks ``n_words`` against
+        ``cfg.weight_depth`` only.
     w_req_addr, w_req_valid, w_req_ready, w_resp_data, w_resp_valid
-        Weight stream memory port (see ``MemoryReader``).
+        Weight stream memory port (see ``MemoryReader``): ``w_req_addr`` counts up from
+        ``w_base`` in a register.
     p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
-        Row parameter memory port (72-bit records: bias, multiplier, shift).
+        Row parameter memory port (72-bit records: bias, multiplier, shift), from
+        ``p_base`` up.
     act_waddr, act_wdata, act_we : In
         Activation buffer write port.
     out_addr, out_data, out_we : Out
@@ -80,9 +88,10 @@ class MatVecEngine(wiring.Component):
             "rows": In(16), "cols": In(16), "n_words": In(32), "nnz": In(32),
             "encoding": In(8), "codebook": In(data.ArrayLayout(signed(8), 16)),
             "crc_stream": In(32), "crc_params": In(32), "out_mode": In(2),
+            "w_base": In(cfg.waddr_bits), "p_base": In(cfg.paddr_bits),
             "w_req_addr": Out(cfg.waddr_bits), "w_req_valid": Out(1), "w_req_ready": In(1),
             "w_resp_data": In(cfg.word_bits), "w_resp_valid": In(1),
-            "p_req_addr": Out(addr_rows), "p_req_valid": Out(1), "p_req_ready": In(1),
+            "p_req_addr": Out(cfg.paddr_bits), "p_req_valid": Out(1), "p_req_ready": In(1),
             "p_resp_data": In(cfg.param_bits), "p_resp_valid": In(1),
             "act_waddr": In(addr_cols), "act_wdata": In(signed(8)), "act_we": In(1),
             "out_addr": Out(addr_rows), "out_data": Out(signed(16)), "out_we": Out(1),
@@ -106,7 +115,8 @@ class MatVecEngine(wiring.Component):
 
         wr = MemoryReader(width=cfg.word_bits, addr_bits=cfg.waddr_bits,
                           depth=cfg.fifo_depth, pad_to=8 * word_bytes(cfg.lanes))
-        pr = MemoryReader(width=cfg.param_bits, addr_bits=max(1, (cfg.max_rows - 1).bit_length()),
+        pr = MemoryReader(width=cfg.param_bits, addr_bits=cfg.paddr_bits,
+                          count_bits=cfg.row_bits,
                           depth=cfg.fifo_depth)
         dec = Decompressor(cfg)
         mac = self.mac_array
@@ -129,6 +139,9 @@ class MatVecEngine(wiring.Component):
 
         m.d.comb += [
             ce.eq(running & acc_q.w_rdy),
+            # the readers' address registers take the bases with the restart
+            wr.base.eq(self.w_base), wr.load.eq(restart), pr.base.eq(self.p_base),
+            pr.load.eq(restart),
             # weight stream -> decompressor
             wr.enable.eq(running), wr.count.eq(n_words),
             self.w_req_addr.eq(wr.req_addr), self.w_req_valid.eq(wr.req_valid),

@@ -1,4 +1,4 @@
-"""Sequential reader: words 0..count-1 of a memory with wait states, as a stream."""
+"""Sequential reader: words base..base+count-1 of a memory with wait states, as a stream."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from .crc32 import Crc32
 
 
 class MemoryReader(wiring.Component):
-    """Fetch ``count`` words from address 0 up, keeping one request in flight per free FIFO slot.
+    """Fetch ``count`` words from address ``base`` up, keeping one request in flight per free
+    FIFO slot.
 
     The memory side is a request/response pair: a request is taken when ``req_valid`` and
     ``req_ready`` are both high (``req_ready`` low is a wait state); responses come back in
@@ -20,15 +21,30 @@ class MemoryReader(wiring.Component):
     words leave from a register), so a response reaches ``out`` two cycles after it
     arrives; with a one-cycle memory, ``depth`` 4 still keeps up with one word per cycle.
 
+    The address the memory sees is a register of its own, loaded with ``base`` and counted
+    up with each request taken: no adder sits between a register and the memory's address
+    pins (on the ECP5 the weight memory spans 80 block RAMs, and the routing to them fills
+    the cycle).
+
     Interface
     ---------
-    The engine restarts it with a synchronous reset (``ResetInserter``) before each run.
+    The engine restarts it with a synchronous reset (``ResetInserter``) before each run,
+    pulsing ``load`` in the same cycle.
 
+    base : In(addr_bits)
+        Address of word 0, taken when ``load`` is high.
+    load : In(1)
+        Set the address register to ``base``. The register is reset-less, so the
+        restart's reset does not undo the load; pulse it with that reset, before
+        ``enable`` rises (a load while requests are being issued would restart the
+        addresses, not the count).
     enable : In(1)
         Issue requests while high.
-    count : In(addr_bits + 1)
+    count : In(count_bits)
         Words to read.
     req_addr, req_valid : Out ; req_ready : In
+        ``req_addr`` is ``base + k`` (modulo ``2**addr_bits``) for the next word ``k`` to
+        request, whether or not a request is issued that cycle.
     resp_data, resp_valid : In
     out_data : Out(width) ; out_last : Out(1) ; out_valid : Out(1) ; out_ready : In(1)
         The words in order; ``out_last`` marks word ``count - 1``.
@@ -39,13 +55,32 @@ class MemoryReader(wiring.Component):
         a response is registered before it is folded, so the CRC logic starts from
         flip-flops, not from the memory's output multiplexer. It is complete by the time
         ``done`` rises (the FIFO takes at least three cycles to pass the last word out).
+
+    Parameters
+    ----------
+    width : int
+        Bits per word.
+    addr_bits : int
+        Bits of a memory address (``base``, ``req_addr``).
+    count_bits : int or None
+        Bits of ``count``; None for ``addr_bits + 1`` (a base-0 read of the whole memory).
+    depth : int
+        Requests in flight at most (the FIFO's credits).
+    pad_to : int or None
+        Width each word is padded to for the CRC (``Crc32``).
     """
 
-    def __init__(self, *, width: int, addr_bits: int, depth: int = 4, pad_to: int | None = None):
+    def __init__(self, *, width: int, addr_bits: int, count_bits: int | None = None,
+                 depth: int = 4, pad_to: int | None = None):
+        count_bits = addr_bits + 1 if count_bits is None else count_bits
+        for name, value in (("addr_bits", addr_bits), ("count_bits", count_bits)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MemoryReader: {name} must be an int >= 1, got {value!r}")
         self._width, self._addr_bits, self._depth = width, addr_bits, depth
-        self._pad_to = pad_to
+        self._count_bits, self._pad_to = count_bits, pad_to
         super().__init__({
-            "enable": In(1), "count": In(addr_bits + 1),
+            "base": In(addr_bits), "load": In(1),
+            "enable": In(1), "count": In(count_bits),
             "req_addr": Out(addr_bits), "req_valid": Out(1), "req_ready": In(1),
             "resp_data": In(width), "resp_valid": In(1),
             "out_data": Out(width), "out_last": Out(1), "out_valid": Out(1), "out_ready": In(1),
@@ -54,13 +89,15 @@ class MemoryReader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = self._addr_bits + 1
+        n = self._count_bits
         # One slot more than the credits: SyncFIFOBuffered refuses a write while its storage
         # is full even when the word there is moving to the output register that cycle.
         m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=self._width, depth=self._depth + 1)
         m.submodules.crc = crc = Crc32(width=self._width, pad_to=self._pad_to)
 
         issued = Signal(n)
+        # Reset-less: ``load`` comes with the restart's reset, which must not clear it.
+        addr = Signal(self._addr_bits, reset_less=True)
         popped = Signal(n)
         inflight = Signal(range(self._depth + 1))
         crc_en = Signal()
@@ -69,7 +106,7 @@ class MemoryReader(wiring.Component):
         can_issue = self.enable & (issued < self.count) & (inflight + q.level < self._depth)
         take = can_issue & self.req_ready
         m.d.comb += [
-            self.req_addr.eq(issued),
+            self.req_addr.eq(addr),
             self.req_valid.eq(can_issue),
             q.w_data.eq(self.resp_data),
             q.w_en.eq(self.resp_valid),
@@ -88,6 +125,10 @@ class MemoryReader(wiring.Component):
         ]
         with m.If(take):
             m.d.sync += issued.eq(issued + 1)
+        with m.If(self.load):
+            m.d.sync += addr.eq(self.base)
+        with m.Elif(take):
+            m.d.sync += addr.eq(addr + 1)
         with m.If(q.r_rdy & self.out_ready):
             m.d.sync += popped.eq(popped + 1)
         return m

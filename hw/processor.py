@@ -220,6 +220,7 @@ class Processor(wiring.Component):
         self.engine_config = EngineConfig(lanes=config.lanes, max_rows=config.max_rows,
                                           max_cols=config.max_cols,
                                           weight_depth=config.weight_depth,
+                                          param_depth=config.param_depth,
                                           fifo_depth=STREAM_READ_LATENCY + 3,
                                           pipelined_requantizer=True)
         wa = max(1, (config.weight_depth - 1).bit_length())
@@ -484,17 +485,17 @@ class Processor(wiring.Component):
         with m.If(is_lstm & ((state == _State.MV_RUN) | (state == _State.LSTM_TAIL))):
             m.d.sync += wk.eq(h_written)
 
-        # Engine: header fields straight from the descriptor, addresses offset.
+        # Engine: header fields and the memories' bases straight from the descriptor.
         for name in ("rows", "cols", "n_words", "nnz", "encoding", "crc_stream",
                      "crc_params"):
             m.d.comb += getattr(eng, name).eq(df[name])
         m.d.comb += [
             eng.codebook.as_value().eq(df["codebook"]),
             eng.out_mode.eq(Mux(df["mode"] == Mode.LSTM, MODE_INT16, df["mode"][:2])),
-            self.w_req_addr.eq(df["stream_base"] + eng.w_req_addr),
+            eng.w_base.eq(df["stream_base"]), self.w_req_addr.eq(eng.w_req_addr),
             self.w_req_valid.eq(eng.w_req_valid), eng.w_req_ready.eq(self.w_req_ready),
             eng.w_resp_data.eq(self.w_resp_data), eng.w_resp_valid.eq(self.w_resp_valid),
-            self.p_req_addr.eq(df["param_base"] + eng.p_req_addr),
+            eng.p_base.eq(df["param_base"]), self.p_req_addr.eq(eng.p_req_addr),
             self.p_req_valid.eq(eng.p_req_valid), eng.p_req_ready.eq(self.p_req_ready),
             eng.p_resp_data.eq(self.p_resp_data), eng.p_resp_valid.eq(self.p_resp_valid),
         ]

@@ -222,7 +222,8 @@ class EngineSynthTop(wiring.Component):
         for name, width in HEADER_FIELDS:
             m.d.comb += getattr(eng, name).eq(sr[pos:pos + width])
             pos += width
-        m.d.comb += eng.start.eq(cmd == Cmd.START)
+        m.d.comb += [eng.start.eq(cmd == Cmd.START),
+                     eng.w_base.eq(0), eng.p_base.eq(0)]  # one layer per memory
 
         # Weight stream memory: one address, read and write never together (single port).
         host_w = cmd == Cmd.WRITE_WEIGHT
@@ -883,8 +884,8 @@ def engine_blocks(cfg: EngineConfig) -> dict:
         "  of which crc32 (stream word)": Crc32(width=cfg.word_bits,
                                                  pad_to=8 * word_bytes(cfg.lanes)),
         "preader (FIFO + CRC-32 of 72-bit params)": MemoryReader(
-            width=cfg.param_bits, addr_bits=max(1, (cfg.max_rows - 1).bit_length()),
-            depth=cfg.fifo_depth),
+            width=cfg.param_bits, addr_bits=cfg.paddr_bits,
+            count_bits=cfg.row_bits, depth=cfg.fifo_depth),
         "decompressor": Decompressor(cfg),
         "mac_array (incl. activation BRAMs)": MacArray(cfg),
         "requantizer": Requantizer(),

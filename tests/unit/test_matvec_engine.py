@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from amaranth import Signal
 from amaranth.hdl import UnusedElaboratable
+from amaranth.sim import Simulator
 
 from golden.weights import Encoding, decompress
 from hw.config import EngineConfig
@@ -14,7 +15,7 @@ from hw.errors import EngineError
 from hw.matvec_engine import MatVecEngine
 from sim import pysim
 from sim.harness import MatVecHarness
-from sim.job import CORRUPTIONS, corrupt, image_of, make_job
+from sim.job import CORRUPTIONS, SENTINEL, RunResult, corrupt, image_of, make_job
 from sim.perf_model import PIPELINE_LATENCY, predict_cycles
 from sim.pysim import run_jobs
 
@@ -160,6 +161,90 @@ def test_lent_requantizer_leaves_the_engines_rows_alone(monkeypatch, wait_level)
         model = predict_cycles(list(job.words), CFG.lanes, job.header.rows,
                                wait_level=wait_level, seed=5)
         assert res.cycles == model
+
+
+def test_runs_read_from_the_bases_given_with_start():
+    """``w_base`` and ``p_base`` change in the cycle of each ``start`` (garbage before):
+    every run requests word k at exactly ``w_base + k`` and row r's parameters at
+    ``p_base + r``, under wait states, and computes its layer bit-exactly."""
+    rng = np.random.default_rng(41)
+    jobs = [make_job(rng, rows=rows, cols=cols, sparsity=0.5, encoding=Encoding.CODEBOOK,
+                     lanes=CFG.lanes) for rows, cols in ((12, 40), (9, 70), (12, 40))]
+    # (w_base, p_base): the top of both memories, then low, then one below the top.
+    bases = [(CFG.weight_depth - len(jobs[0].words), CFG.max_rows - 12), (1, 1),
+             (CFG.weight_depth - len(jobs[2].words) - 1, CFG.max_rows - 13)]
+    dut = MatVecHarness(CFG)
+    eng = dut.engine
+    taken = {"w": [], "p": []}
+    results = []
+
+    async def watch(ctx):
+        ports = [getattr(eng, f"{c}_req_{n}") for c in "wp" for n in ("valid", "ready", "addr")]
+        async for _, _, wv, wr, wa, pv, pr, pa in ctx.tick().sample(*ports):
+            if wv and wr:
+                taken["w"].append(wa)
+            if pv and pr:
+                taken["p"].append(pa)
+
+    async def testbench(ctx):
+        for job, (wb, pb) in zip(jobs, bases):
+            for i, w in enumerate(job.words):
+                ctx.set(dut.weight_mem.data[wb + i], w)
+            for i, p in enumerate(job.params):
+                ctx.set(dut.param_mem.data[pb + i], p)
+            for copy in eng.mac_array.acts:
+                for i, v in enumerate(job.x):
+                    ctx.set(copy.data[i], int(v))
+            for i in range(CFG.max_rows):
+                ctx.set(dut.out_mem.data[i], SENTINEL)
+            for name, value in job.fields().items():
+                port = getattr(dut, name)
+                ctx.set(port.as_value() if name == "codebook" else port, value)
+            ctx.set(dut.wait_level, 96)
+            ctx.set(eng.w_base, wb ^ 0x155)
+            ctx.set(eng.p_base, pb ^ 0x15)
+            await ctx.tick()
+            ctx.set(eng.w_base, wb)
+            ctx.set(eng.p_base, pb)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            limit = 64 * (job.header.n_words + job.header.rows) + 1000
+            for _ in range(limit):
+                await ctx.tick()
+                if ctx.get(dut.done):
+                    break
+            else:
+                raise AssertionError(f"engine hung: not done within {limit} cycles")
+            results.append(RunResult(
+                outputs=np.array([ctx.get(dut.out_mem.data[i]) for i in range(CFG.max_rows)]),
+                **{n: ctx.get(getattr(dut, n)) for n in ("error", "cycles", "macs",
+                                                        "zero_acts", "stalls", "nnz_seen")}))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    _check_all(jobs, results)
+    assert taken["w"] == [wb + k for job, (wb, _) in zip(jobs, bases)
+                          for k in range(len(job.words))]
+    assert taken["p"] == [pb + r for job, (_, pb) in zip(jobs, bases)
+                          for r in range(job.header.rows)]
+
+
+def test_param_depth_sets_the_parameter_address_width():
+    with pytest.raises(ValueError, match="param_depth must be an int in 1..2\\*\\*20 or None, "
+                                         "got 0"):
+        EngineConfig(param_depth=0)
+    assert EngineConfig(max_rows=48).paddr_bits == 6  # None: one record per row
+    assert EngineConfig(max_rows=48, param_depth=300).paddr_bits == 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        members = MatVecEngine(EngineConfig(max_rows=48, param_depth=300)).signature.members
+        assert members["p_base"].shape == members["p_req_addr"].shape == 9
+        del members
+        gc.collect()
 
 
 def test_lend_requantizer_must_be_a_bool():

@@ -1,9 +1,12 @@
+# amaranth: UnusedElaboratable=no
 """MemoryReader (``hw/memory_reader.py``) in the Amaranth simulator, driven by a Python
 memory model with wait states, in-order responses after 1-3 cycles and output back-pressure."""
 
 import random
 import zlib
 
+import pytest
+from amaranth import ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from hw.memory_reader import MemoryReader
@@ -11,14 +14,45 @@ from hw.memory_reader import MemoryReader
 
 def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
                p_req_ready=1.0, p_out_ready=1.0, latency=(1, 3), enable=lambda t: 1,
-               max_cycles=2000, tail=12, expect_done=True):
-    """Run one read of ``count`` words from ``mem``; check per-cycle invariants and return
-    a record of what happened."""
+               max_cycles=2000, tail=12, expect_done=True, base=0, prior=None):
+    """Run one read of ``count`` words of ``mem`` placed at address ``base`` (modulo the
+    address space); check per-cycle invariants and return a record of what happened.
+
+    As in the engine, the read starts with a one-cycle synchronous reset (``ResetInserter``)
+    with ``load`` high, after which ``base`` is garbage. ``prior`` (a base and a count)
+    is a read done the same way first, at full rate, so the checked one starts from the
+    address registers that read left."""
     rng = random.Random(seed)
     dut = MemoryReader(width=width, addr_bits=addr_bits, depth=depth, pad_to=pad_to)
+    restart = Signal()
+    space = 1 << addr_bits
     res = {"addrs": [], "outs": [], "cycles_to_done": None, "crc": None}
 
+    async def start(ctx, at):
+        ctx.set(dut.enable, 0)
+        ctx.set(dut.resp_valid, 0)
+        ctx.set(dut.base, at)
+        ctx.set(restart, 1)
+        ctx.set(dut.load, 1)
+        await ctx.tick()
+        ctx.set(restart, 0)
+        ctx.set(dut.load, 0)
+        ctx.set(dut.base, rng.getrandbits(addr_bits))  # taken at the load only
+
     async def tb(ctx):
+        if prior is not None:
+            prior_base, prior_count = prior
+            await start(ctx, prior_base)
+            ctx.set(dut.count, prior_count)
+            ctx.set(dut.req_ready, 1)
+            ctx.set(dut.out_ready, 1)
+            ctx.set(dut.enable, 1)
+            while not ctx.get(dut.done):
+                take = ctx.get(dut.req_valid)  # answered the next cycle
+                await ctx.tick()
+                ctx.set(dut.resp_valid, take)
+            assert ctx.get(dut.req_addr) == (prior_base + prior_count) % space
+        await start(ctx, base)
         ctx.set(dut.count, count)
         pending = []  # (cycle the response is driven, address), in order
         last_resp = -1
@@ -41,9 +75,10 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
                 f"cycle {t}: crc is not that of the words received two cycles ago"
             if pending and pending[0][0] == t:
                 _, addr = pending.pop(0)
+                word = mem[(addr - base) % space]
                 ctx.set(dut.resp_valid, 1)
-                ctx.set(dut.resp_data, mem[addr])
-                crc_after.append((t, zlib.crc32(mem[addr].to_bytes(nbytes, "little"),
+                ctx.set(dut.resp_data, word)
+                crc_after.append((t, zlib.crc32(word.to_bytes(nbytes, "little"),
                                                 crc_after[-1][1])))
             else:
                 ctx.set(dut.resp_valid, 0)
@@ -59,10 +94,12 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
                 assert ctx.get(dut.crc) == crc_after[-1][1], f"cycle {t}: done before the crc"
             if not en:
                 assert not req_valid, f"cycle {t}: request issued with enable low"
+            # The next word's address, whether requested this cycle or not.
+            n = len(res["addrs"])
+            assert req_addr == (base + n) % space, \
+                f"cycle {t}: address {req_addr}, expected word {n} at {(base + n) % space}"
             if req_valid and req_ready:
-                n = len(res["addrs"])
                 assert n < count, f"cycle {t}: request {n} beyond count={count}"
-                assert req_addr == n % (1 << addr_bits), f"cycle {t}: address {req_addr}, expected {n}"
                 res["addrs"].append(req_addr)
                 last_resp = max(t + rng.randint(*latency), last_resp + 1)
                 pending.append((last_resp, req_addr))
@@ -85,16 +122,17 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
             assert not ctx.get(dut.out_valid), "words left in the FIFO after done"
         res["crc"] = ctx.get(dut.crc)
 
-    sim = Simulator(dut)
+    sim = Simulator(ResetInserter(restart)(dut))
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
     return res
 
 
-def check_result(res, mem, count, width, pad_to=None):
+def check_result(res, mem, count, width, pad_to=None, *, base=0, addr_bits=None):
     pad_to = width if pad_to is None else pad_to
-    assert res["addrs"] == [a % len(mem) for a in range(count)]
+    space = len(mem) if addr_bits is None else 1 << addr_bits
+    assert res["addrs"] == [(base + a) % space for a in range(count)]
     datas = [d for d, _ in res["outs"]]
     assert datas == mem[:count], "every word exactly once, in order"
     lasts = [last for _, last in res["outs"]]
@@ -182,3 +220,30 @@ def test_count_one_and_zero():
     res = run_reader(mem, 0, width=77, addr_bits=2, pad_to=80, seed=10)
     assert res["addrs"] == [] and res["outs"] == []
     assert res["crc"] == 0  # zlib.crc32(b"")
+
+
+def test_base_offsets_every_address_and_wraps_like_the_old_adder():
+    # Word k at base + k, modulo the address space (as base + count was truncated), with
+    # wait states, a 1-3 cycle memory and back-pressure.
+    mem = words(12, 40, 77)
+    for seed, base in enumerate((1, 37, 63)):
+        res = run_reader(mem, 40, width=77, addr_bits=6, pad_to=80, seed=20 + seed,
+                         p_req_ready=0.7, p_out_ready=0.7, base=base)
+        check_result(res, mem, 40, 77, 80, base=base, addr_bits=6)
+
+
+@pytest.mark.parametrize("prior", [(0, 5), (50, 14), (9, 0)])
+def test_each_run_starts_at_its_own_base(prior):
+    # The address register outlives the restart's reset, and a load in that reset cycle
+    # replaces what the run before left (its base + count), whatever it was.
+    mem = words(13, 12, 72)
+    res = run_reader(mem, 12, width=72, addr_bits=6, seed=30, p_req_ready=0.8,
+                     base=21, prior=prior)
+    check_result(res, mem, 12, 72, base=21, addr_bits=6)
+
+
+def test_bad_widths_are_refused():
+    with pytest.raises(ValueError, match="addr_bits must be an int >= 1, got 0"):
+        MemoryReader(width=8, addr_bits=0)
+    with pytest.raises(ValueError, match="count_bits must be an int >= 1, got True"):
+        MemoryReader(width=8, addr_bits=4, count_bits=True)

@@ -201,8 +201,9 @@ class Rig:
         return iss
 
 
-def simulate(body, config=CFG, *, wait_level=0, seed=1):
-    """Run ``await body(rig)`` in a fresh simulation; return the rig."""
+def simulate(body, config=CFG, *, wait_level=0, seed=1, watch=None):
+    """Run ``await body(rig)`` in a fresh simulation; return the rig. ``watch(ctx, bench)``,
+    if given, runs beside it as a background testbench."""
     bench = Bench(config)
     out = {}
 
@@ -216,6 +217,11 @@ def simulate(body, config=CFG, *, wait_level=0, seed=1):
     sim = Simulator(bench)
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
+    if watch is not None:
+        async def watcher(ctx):
+            await watch(ctx, bench)
+
+        sim.add_testbench(watcher, background=True)
     sim.run()
     return out["rig"]
 
@@ -361,12 +367,14 @@ def test_vector_instructions_match_the_iss():
     simulate(body)
 
 
-def layer(rig, job, *, index=0, base=0, **fields):
-    """Write ``job``'s stream and records at ``base`` and descriptor ``index`` for it."""
+def layer(rig, job, *, index=0, base=0, params_at=None, **fields):
+    """Write ``job``'s stream at ``base``, its records at ``params_at`` (default ``base``)
+    and descriptor ``index`` for it (``fields`` override the descriptor's)."""
+    params_at = base if params_at is None else params_at
     rig.weights(base, job.words)
-    rig.params(base, job.params)
+    rig.params(params_at, job.params)
     f = job.fields()
-    desc = dict(stream_base=base, n_words=f["n_words"], param_base=base, nnz=f["nnz"],
+    desc = dict(stream_base=base, n_words=f["n_words"], param_base=params_at, nnz=f["nnz"],
                 crc_stream=f["crc_stream"], crc_params=f["crc_params"], rows=f["rows"],
                 cols=f["cols"], split=f["cols"], encoding=f["encoding"], mode=Mode.INT8,
                 codebook=job.header.codebook)
@@ -864,6 +872,52 @@ def test_each_matvec_reads_its_own_descriptor_ahead():
             assert np.array_equal(got[d:d + len(job.expected)], job.expected), f"layer {i}"
 
     simulate(body)
+
+
+@pytest.mark.parametrize("wait_level", [0, 128])
+def test_back_to_back_matvecs_request_from_their_own_bases(wait_level):
+    """The memories' addresses come from the engine's readers, which take the descriptor's
+    ``stream_base`` and ``param_base`` with the engine's restart: three MATVECs back to back
+    with different bases, the first at the very top of both memories (the last addresses
+    the descriptor check lets through), request exactly ``base + k`` for word k, from their
+    own base on (not the instruction before's, not one off)."""
+    rng = np.random.default_rng(17)
+    jobs = [make_job(rng, rows=rows, cols=cols, sparsity=0.5, encoding=Encoding.INT4,
+                     lanes=8) for rows, cols in ((12, 40), (9, 33))]
+    # (job, stream_base, param_base), apart: at the top of both memories, low, in between.
+    layout = [(0, CFG.weight_depth - len(jobs[0].words), CFG.param_depth - 12), (1, 1, 1),
+              (0, 512, 128)]
+    prog = [I(Op.SETVL, a=2)] + [I(Op.MATVEC, p=i, d=300 + 20 * i, a=50 * j, b=0)
+                                 for i, (j, _, _) in enumerate(layout)] + [I(Op.HALT)]
+    taken = {"w": [], "p": []}
+
+    async def watch(ctx, bench):
+        cpu = bench.cpu
+        ports = [getattr(cpu, f"{c}_req_{n}") for c in "wp" for n in ("valid", "ready", "addr")]
+        async for _, _, wv, wr, wa, pv, pr, pa in ctx.tick().sample(*ports):
+            if wv and wr:
+                taken["w"].append(wa)
+            if pv and pr:
+                taken["p"].append(pa)
+
+    async def body(rig):
+        rig.registers(desc_count=len(layout), prog_len=len(prog))
+        for i, (j, sb, pb) in enumerate(layout):
+            layer(rig, jobs[j], index=i, base=sb, params_at=pb)
+        for j, job in enumerate(jobs):
+            rig.scratch(50 * j, job.x)
+        rig.program(0, prog)
+        iss = await rig.run(0, "MATVECs at their own bases", exact_cycles=not wait_level)
+        assert iss.error == ErrorCode.OK
+        got = rig.read_scratch()
+        for i, (j, _, _) in enumerate(layout):
+            expected = jobs[j].expected
+            assert np.array_equal(got[300 + 20 * i:300 + 20 * i + len(expected)], expected)
+
+    simulate(body, wait_level=wait_level, seed=5, watch=watch)
+    assert taken["w"] == [a for j, sb, _ in layout for a in range(sb, sb + len(jobs[j].words))]
+    assert taken["p"] == [a for j, _, pb in layout
+                          for a in range(pb, pb + len(jobs[j].expected))]
 
 
 def test_a_reserved_descriptor_bit_in_any_group_is_a_bad_descriptor():
