@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import C, Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -61,12 +61,18 @@ class ActivationLut(wiring.Component):
         m.d.sync += [v1.eq(v0), t1.eq(u[:SEGMENT_BITS])]
         # 2: the entry registered, so the block RAM's slow clock-to-out and the multiplier
         # do not share a cycle.
+        # The value is kept scaled, with the rounding half below it: ``T[s] * 256 + 128``
+        # is a concatenation (its low 8 bits are free), so stage 3 is one multiply and
+        # one add, and ``(slope * t + T[s] * 256 + 128) >> 8`` equals ``T[s] + ((slope *
+        # t + 128) >> 8)`` exactly (an arithmetic shift floors, and T[s] * 256 is a
+        # multiple of 256).
         v2 = Signal()
         t2 = Signal(SEGMENT_BITS)
-        lo2, slope2 = Signal(signed(16)), Signal(signed(17))
-        m.d.sync += [v2.eq(v1), t2.eq(t1), lo2.eq(port.data.value), slope2.eq(port.data.slope)]
-        # 3: slope times position, round half up and add.
+        lo2, slope2 = Signal(signed(16 + SEGMENT_BITS)), Signal(signed(17))
         half = 1 << (SEGMENT_BITS - 1)
+        m.d.sync += [v2.eq(v1), t2.eq(t1), slope2.eq(port.data.slope),
+                     lo2.eq(Cat(C(half, SEGMENT_BITS), port.data.value).as_signed())]
+        # 3: slope times position, plus the scaled value, rounded.
         m.d.sync += [self.out_valid.eq(v2),
-                     self.y.eq(lo2 + ((slope2 * t2 + half) >> SEGMENT_BITS))]
+                     self.y.eq((slope2 * t2 + lo2) >> SEGMENT_BITS)]
         return m
