@@ -20,7 +20,8 @@ from .banked_ram import delayed
 from .processor import HostMem, host_members
 from .register_map import ADDR_WIDTH, REG_SPAN, Access, RegisterMap
 
-__all__ = ["CORE_CONTROL", "CORE_STATUS", "HOST_PORT", "WINDOW_READ_LATENCY", "HostInterface"]
+__all__ = ["CORE_CONTROL", "CORE_READ_LATENCY", "CORE_STATUS", "HOST_PORT",
+           "WINDOW_READ_LATENCY", "HostInterface"]
 
 #: Run parameters and pulses the block drives into ``Processor`` (same member names).
 CORE_CONTROL = ("start", "soft_reset", "start_pc", "prog_len", "desc_count", "const_count",
@@ -30,6 +31,9 @@ CORE_STATUS = ("busy", "done", "error", "fault_pc", "result", "vl", "vn", "sync_
                "cycles", "instructions", "macs", "zero_acts", "stalls")
 #: ``Processor``'s host memory port: driven by the block, except ``host_rdata``.
 HOST_PORT = ("host_mem", "host_addr", "host_wdata", "host_we", "host_re")
+#: Cycles from ``Processor``'s ``host_re`` to its ``host_rdata``: the block RAM, then the
+#: register beside it.
+CORE_READ_LATENCY = 2
 
 #: Cycles from a window read's ``re`` to its ``rvalid``: the request register, the weight
 #: and parameter memories' latency, the read word register.
@@ -59,7 +63,8 @@ class HostInterface(wiring.Component):
     share no combinational path with the sequencer; a window read then takes the request
     register's cycle, the weight and parameter memories' ``STREAM_READ_LATENCY`` (their
     words leave from registers) and one to register the read word; the core's memories
-    answer sooner, and their words wait in that register. A window write merges its strobed bytes
+    answer sooner (``CORE_READ_LATENCY``, their words also from registers), and their
+    words wait in that register. A window write merges its strobed bytes
     into part ``k`` of the 512-bit staging register; a write to a word's last part also
     commits the staging word to the memory, in the next cycle. The window decode is
     registered: a window access's ``addr`` must be valid from the cycle before
@@ -210,17 +215,20 @@ class HostInterface(wiring.Component):
 
         # ---- responses: register reads now, window reads WINDOW_READ_LATENCY cycles
         # later, of which the last is the read word's register (part ``part`` answers).
-        # A core memory's word arrives 2 cycles after the read (the request register,
-        # the RAM) and is caught then; a weight or parameter word arrives
-        # STREAM_READ_LATENCY cycles after its request, from the memory's output
-        # register, and is chosen into the same read word. The address is held meanwhile
-        # and the read was checked when taken, so no error is raised for it then.
+        # A core memory's word arrives 1 + CORE_READ_LATENCY cycles after the read (the
+        # request register, the RAM, its register) and is caught then; a weight or
+        # parameter word arrives STREAM_READ_LATENCY cycles after its request, from the
+        # memory's output register, and is chosen into the same read word. Both come
+        # from flip-flops: no block RAM output reaches across the die to the read word.
+        # The address is held meanwhile and the read was checked when taken, so no error
+        # is raised for it then.
         rd_part, rd_weight, rd_param = Signal(4), Signal(), Signal()
         with m.If(read):
             m.d.sync += [rd_part.eq(part), rd_weight.eq(sel["weights"]),
                          rd_param.eq(sel["params"])]
-        core_arrives = delayed(m, read, 2, name="rd_core")
-        stream_arrives = delayed(m, core_arrives, STREAM_READ_LATENCY - 1, name="rd_stream")
+        core_arrives = delayed(m, read, 1 + CORE_READ_LATENCY, name="rd_core")
+        stream_arrives = delayed(m, core_arrives, STREAM_READ_LATENCY - CORE_READ_LATENCY,
+                                 name="rd_stream")
         rd_pending = delayed(m, stream_arrives, 1, name="rd_pending")
         rd_word = Signal(512)
         with m.If(core_arrives):

@@ -200,7 +200,9 @@ class Processor(wiring.Component):
     host_wdata : In(512) ; host_we : In(1)
         Write the low bits of ``host_wdata`` (the memory's width) to the word.
     host_re : In(1) ; host_rdata : Out(512)
-        Read the word: ``host_rdata`` holds it, zero-extended, from the next cycle.
+        Read the word: ``host_rdata`` shows it, zero-extended, 2 cycles later (the
+        block RAM, then a register beside it), and keeps it while ``host_addr`` holds
+        and no other read is made.
         Accesses are honoured only while ``busy`` is low (they share the sequencer's
         memory ports; the host block refuses them during a run).
     """
@@ -757,10 +759,22 @@ class Processor(wiring.Component):
                          sc_w.en.eq(host_we[HostMem.SCRATCH])]
             with m.If(self.host_re):
                 m.d.sync += [host_const.eq(const_rd.data), host_mem_q.eq(self.host_mem)]
+        # Each block RAM's word is registered beside it and the memory chosen after the
+        # registers, so the RAMs' 5.8 ns clock-to-out meets a flip-flop, not the mux and
+        # the route across the die to the host block's read word (issue 6); the word
+        # shows 2 cycles after ``host_re``. One 512-bit register after the mux would take
+        # 80 flip-flops fewer (64 + 512 + 16 here) but keep the routes from the three
+        # RAMs to the mux on their clock-to-out. The constants' one register is
+        # ``host_const``, loaded with the read.
+        host_prog = Signal(64)
+        host_desc = Signal(512)
+        host_scratch = Signal(16)
+        m.d.sync += [host_prog.eq(prog_rd.data), host_desc.eq(desc_rd.data),
+                     host_scratch.eq(sc_a.data)]
         with m.Switch(host_mem_q):
-            for mem, data in ((HostMem.PROGRAM, prog_rd.data), (HostMem.DESCRIPTORS, desc),
+            for mem, data in ((HostMem.PROGRAM, host_prog), (HostMem.DESCRIPTORS, host_desc),
                               (HostMem.CONSTANTS, host_const),
-                              (HostMem.SCRATCH, sc_a.data)):
+                              (HostMem.SCRATCH, host_scratch)):
                 with m.Case(mem):
                     m.d.comb += self.host_rdata.eq(data)
 

@@ -14,8 +14,9 @@ from amaranth.sim import Simulator
 from compiler.isa import STREAM_READ_LATENCY, ErrorCode
 from compiler.iss import Machine
 from hw.axi4_lite import Response
-from hw.host_interface import WINDOW_READ_LATENCY, HostInterface
+from hw.host_interface import CORE_READ_LATENCY, WINDOW_READ_LATENCY, HostInterface
 from hw.nep_top import NepTop
+from hw.processor import HostMem
 from hw.register_map import MAP_ID, REG_SPAN, Access
 from sim.cocotb_nep_top import (
     CFG,
@@ -100,8 +101,9 @@ class Manager:
             await self.ok_write(addr, data)
 
 
-def simulate(body, dut=None):
-    """Run ``await body(ctx, dut, bus)`` against ``dut`` (default: a ``NepTop(CFG)``)."""
+def simulate(body, dut=None, *, watch=None):
+    """Run ``await body(ctx, dut, bus)`` against ``dut`` (default: a ``NepTop(CFG)``),
+    with ``await watch(ctx)`` beside it in the background if given."""
     dut = NepTop(CFG) if dut is None else dut
 
     async def testbench(ctx):
@@ -110,6 +112,8 @@ def simulate(body, dut=None):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
+    if watch is not None:
+        sim.add_testbench(watch, background=True)
     sim.run()
 
 
@@ -211,18 +215,19 @@ def test_interrupt_set_wins_over_a_clear_in_the_same_cycle():
 
 def test_window_reads_answer_five_cycles_later_with_the_word_as_it_arrived():
     """Each window's read: ``rvalid`` exactly 5 cycles after ``re`` (docs/register-map.md),
-    with part ``k`` of the word its memory returned: a core memory's 2 cycles after ``re``
-    (the request register, the RAM), a weight or parameter memory's 4 (the request
-    register and ``STREAM_READ_LATENCY``), even when the memory's output changes in the
-    cycles before and after."""
-    assert WINDOW_READ_LATENCY == 5 and STREAM_READ_LATENCY == 3
+    with part ``k`` of the word its memory returned: a core memory's 3 cycles after ``re``
+    (the request register, the RAM and its register: ``CORE_READ_LATENCY``), a weight or
+    parameter memory's 4 (the request register and ``STREAM_READ_LATENCY``), even when
+    the memory's output changes in the cycles before and after."""
+    assert WINDOW_READ_LATENCY == 5 and STREAM_READ_LATENCY == 3 and CORE_READ_LATENCY == 2
     dut = HostInterface(config=CFG)
     sources = {"weights": dut.weight_rdata, "params": dut.param_rdata}
 
     async def body(ctx, dut, _):
         for w in MAP.windows:
             rdata = sources.get(w.name, dut.host_rdata)
-            answers = 2 if rdata is dut.host_rdata else 1 + STREAM_READ_LATENCY
+            core = rdata is dut.host_rdata
+            answers = 1 + (CORE_READ_LATENCY if core else STREAM_READ_LATENCY)
             word = int.from_bytes(bytes(range(7, 7 + 64)), "little") & ((1 << len(rdata)) - 1)
             for k in range(w.parts):
                 ctx.set(dut.addr, MAP.address(w.name, 1, k) >> 2)
@@ -243,6 +248,77 @@ def test_window_reads_answer_five_cycles_later_with_the_word_as_it_arrived():
                 await ctx.tick()
 
     simulate(body, dut)
+
+
+def test_core_window_reads_among_other_accesses_take_each_word_in_its_cycle():
+    """Every core window (program, descriptors, constants, scratch) read part by part
+    through the bus, each read back to back with a read of another window (weights,
+    params or another core window) and with word writes in between: every part is the
+    word as its memory held it when the read reached the RAM, and every window read's
+    ``rvalid`` comes exactly ``WINDOW_READ_LATENCY`` cycles after its ``re``. In the cycle
+    after the processor's RAMs take a read's address, the watcher overwrites that word
+    with its complement (the RAM's register takes the old word then); the accesses
+    around a read use other indices. So a word caught a cycle late (the new contents) or
+    a cycle early (the previous access's index) reads wrong; only the constants, whose
+    register is loaded with the read itself, hold the word in both cycles."""
+    rng = np.random.default_rng(21)
+    dut = NepTop(CFG)
+    cpu = dut.cpu
+    memories = {HostMem.PROGRAM: cpu.program_mem, HostMem.DESCRIPTORS: cpu.desc_mem,
+                HostMem.CONSTANTS: cpu.const_mem, HostMem.SCRATCH: cpu.scratch_mem}
+    core = [mem.name.lower() for mem in memories]  # their windows' names
+    windows = {w.name: w for w in MAP.windows}
+    indices = range(4)
+    mask = {name: (1 << w.word_bits) - 1 for name, w in windows.items()}
+
+    def random_word(name):
+        return int.from_bytes(rng.bytes(64), "little") & mask[name]
+
+    model = {(name, i): random_word(name) for name in windows for i in indices}
+    latencies = []
+
+    async def watch(ctx):
+        cycle, start = 0, None
+        async for _, _, re, rvalid, host_re, mem, addr in ctx.tick().sample(
+                dut.host.re, dut.host.rvalid, cpu.host_re, cpu.host_mem, cpu.host_addr):
+            cycle += 1
+            if re and not rvalid:  # a window read taken (a register answers at once)
+                start = cycle
+            elif rvalid and start is not None:
+                latencies.append(cycle - start)
+                start = None
+            if host_re:  # the RAMs (and host_const) have just taken it: change the word
+                mem = HostMem(mem)
+                word = memories[mem].data[addr]
+                ctx.set(word, ctx.get(word) ^ mask[mem.name.lower()])
+
+    async def read(bus, name, i, k):
+        got = await bus.ok_read(MAP.address(name, i, k))
+        assert got == model[name, i] >> 32 * k & 0xFFFF_FFFF, (name, i, k)
+        if name in core:
+            model[name, i] ^= mask[name]  # the watcher's complement
+
+    async def body(ctx, dut, bus):
+        for (name, i), word in model.items():
+            await bus.writes(word_writes(name, i, word))
+        n_reads = 0
+        for _ in range(2):
+            for name in map(str, rng.permutation(core)):
+                i = int(rng.choice(indices))
+                others = [j for j in indices if j != i]
+                for k in rng.permutation(windows[name].parts):
+                    await read(bus, name, i, int(k))
+                    other = str(rng.choice([n for n in windows if n != name]))
+                    await read(bus, other, int(rng.choice(others)),
+                               int(rng.integers(windows[other].parts)))
+                    n_reads += 2
+                    if rng.random() < 0.5:
+                        target, j = str(rng.choice(list(windows))), int(rng.choice(others))
+                        model[target, j] = random_word(target)
+                        await bus.writes(word_writes(target, j, model[target, j]))
+        assert latencies == [WINDOW_READ_LATENCY] * n_reads
+
+    simulate(body, dut, watch=watch)
 
 
 async def _wait_irq(ctx, dut, *, limit=20000):
