@@ -51,10 +51,12 @@ class MemoryReader(wiring.Component):
     done : Out(1)
         All ``count`` words have left through ``out``.
     crc : Out(32)
-        CRC-32 of the words received up to two cycles ago, each padded to ``pad_to`` bits:
-        a response is registered before it is folded, so the CRC logic starts from
-        flip-flops, not from the memory's output multiplexer. It is complete by the time
-        ``done`` rises (the FIFO takes at least three cycles to pass the last word out).
+        CRC-32 of the words received up to a cycle ago, each padded to ``pad_to`` bits.
+        A response is folded as it arrives: the processor's memories answer from a
+        register (``hw.banked_ram.BankedRam``), so the CRC logic starts from flip-flops
+        without a copy of the word here (on the UP5K such a copy cost a logic cell per
+        bit). It is complete by the time ``done`` rises (the FIFO takes at least two
+        cycles to pass the last word out).
 
     Parameters
     ----------
@@ -100,8 +102,6 @@ class MemoryReader(wiring.Component):
         addr = Signal(self._addr_bits, reset_less=True)
         popped = Signal(n)
         inflight = Signal(range(self._depth + 1))
-        crc_en = Signal()
-        crc_data = Signal(self._width)
 
         can_issue = self.enable & (issued < self.count) & (inflight + q.level < self._depth)
         take = can_issue & self.req_ready
@@ -110,8 +110,8 @@ class MemoryReader(wiring.Component):
             self.req_valid.eq(can_issue),
             q.w_data.eq(self.resp_data),
             q.w_en.eq(self.resp_valid),
-            crc.en.eq(crc_en),
-            crc.data.eq(crc_data),
+            crc.en.eq(self.resp_valid),
+            crc.data.eq(self.resp_data),
             self.crc.eq(crc.value),
             self.out_data.eq(q.r_data),
             self.out_last.eq(popped + 1 == self.count),
@@ -121,7 +121,6 @@ class MemoryReader(wiring.Component):
         ]
         m.d.sync += [
             inflight.eq(inflight + take - self.resp_valid),
-            crc_en.eq(self.resp_valid), crc_data.eq(self.resp_data),
         ]
         with m.If(take):
             m.d.sync += issued.eq(issued + 1)

@@ -59,9 +59,9 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
         popped = 0
         t = 0
         idle_after_done = 0
-        # zlib CRC after each response delivered so far; the reader registers a response
-        # before folding it, so its crc lags by two cycles
-        crc_after = [(-2, 0)]  # (cycle the response was driven, CRC including it)
+        # zlib CRC after each response delivered so far; the reader folds a response as
+        # it arrives, so its crc lags by one cycle
+        crc_after = [(-1, 0)]  # (cycle the response was driven, CRC including it)
         nbytes = (width if pad_to is None else pad_to) // 8
         while t < max_cycles and idle_after_done < tail:
             en = enable(t)
@@ -70,9 +70,9 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
             ctx.set(dut.enable, en)
             ctx.set(dut.req_ready, req_ready)
             ctx.set(dut.out_ready, out_ready)
-            lagged = [c for when, c in crc_after if when <= t - 2][-1]
+            lagged = [c for when, c in crc_after if when <= t - 1][-1]
             assert ctx.get(dut.crc) == lagged, \
-                f"cycle {t}: crc is not that of the words received two cycles ago"
+                f"cycle {t}: crc is not that of the words received a cycle ago"
             if pending and pending[0][0] == t:
                 _, addr = pending.pop(0)
                 word = mem[(addr - base) % space]
