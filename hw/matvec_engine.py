@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, ResetInserter, Signal, signed
+from amaranth import Module, ResetInserter, Signal, signed
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,12 +57,13 @@ class MatVecEngine(wiring.Component):
         Performance counters of the last run: busy cycles, products done, products skipped
         for zero activations, cycles the MAC array waited for weights, weights decoded.
     requant : In(RequantizerPort)
-        Only with ``lend_requantizer``: another unit's use of the engine's requantizer
-        (``cfg.requantizer_stages`` cycles from inputs to ``out``, which is always the
-        requantizer's output). While the engine runs (from the cycle after its checks
+        Only with ``lend_requantizer``: another unit's use of the engine's requantizer,
+        its elements past the first stage (``Requantizer(lend=True).lent``;
+        ``cfg.requantizer_stages - 1`` cycles from an element to ``out``, which is always
+        the requantizer's output). While the engine runs (from the cycle after its checks
         until its last row is written) the requantizer takes the engine's rows; at any
-        other time it takes these inputs, so the other unit must not use it from
-        ``start`` to ``done`` (the blocking sequencer's ``VectorAlu`` never does).
+        other time, a cycle later, these elements, so the other unit must not use it
+        from ``start`` to ``done`` (the blocking sequencer's ``VectorAlu`` never does).
 
     Parameters
     ----------
@@ -120,7 +121,7 @@ class MatVecEngine(wiring.Component):
                           depth=cfg.fifo_depth)
         dec = Decompressor(cfg)
         mac = self.mac_array
-        rq = Requantizer(pipelined=cfg.pipelined_requantizer)
+        rq = Requantizer(pipelined=cfg.pipelined_requantizer, lend=self.lend_requantizer)
         for name, block in (("wreader", wr), ("preader", pr), ("decompressor", dec),
                             ("mac_array", mac)):
             m.submodules[name] = ResetInserter(restart)(block)
@@ -166,19 +167,20 @@ class MatVecEngine(wiring.Component):
             pr.resp_data.eq(self.p_resp_data), pr.resp_valid.eq(self.p_resp_valid),
         ]
         join = running & acc_q.r_rdy & pr.out_valid
-        rq_in = {"acc": acc_q.r_data, "bias": pr.out_data[0:32],
-                 "multiplier": pr.out_data[32:64], "shift": pr.out_data[64:72],
-                 "mode": out_mode}
         if self.lend_requantizer:
-            # Selected by ``running``, not by a valid bit: the borrower sends none, and its
-            # elements must not count as rows (``in_valid`` stays the engine's).
-            rq_in = {name: Mux(running, value, getattr(self.requant, name))
-                     for name, value in rq_in.items()}
-            m.d.comb += self.requant.out.eq(rq.out)
+            # Lent by ``running``, not by a valid bit: the borrower sends none, and its
+            # elements must not count as rows (``in_valid`` stays the engine's). The
+            # borrower's element enters the requantizer's second stage, from its registers.
+            m.d.comb += rq.lend.eq(~running)
+            m.d.comb += [getattr(rq.lent, name).eq(getattr(self.requant, name))
+                         for name in ("x", "multiplier", "left", "right", "mode")]
+            m.d.comb += self.requant.out.eq(rq.lent.out)
         m.d.comb += [
             acc_q.r_en.eq(join), pr.out_ready.eq(join),
             rq.clear.eq(restart), rq.in_valid.eq(join),
-            *(getattr(rq, name).eq(value) for name, value in rq_in.items()),
+            rq.acc.eq(acc_q.r_data), rq.bias.eq(pr.out_data[0:32]),
+            rq.multiplier.eq(pr.out_data[32:64]), rq.shift.eq(pr.out_data[64:72]),
+            rq.mode.eq(out_mode),
             self.out_addr.eq(out_count),
             self.out_data.eq(rq.out),
             self.out_we.eq(running & rq.out_valid & (out_count < rows)),

@@ -18,27 +18,36 @@ LATENCY, PIPELINED_LATENCY = 6, 8
 MODE_INT8, MODE_RELU, MODE_INT16 = 0, 1, 2
 
 
+def split_shift(shift):
+    """The left and right shift amounts of a signed ``shift``: ``(max(shift, 0),
+    max(-shift, 0))``, as the requantizer's first stage registers them (3 and 5 bits)."""
+    return Mux(shift > 0, shift, 0), Mux(shift < 0, -shift, 0)
+
+
 class RequantizerPort(wiring.Signature):
-    """A ``Requantizer``'s element inputs and result, as the unit that uses it sees them.
+    """An element handed to a ``Requantizer`` past its first stage, and the result.
 
     A unit that borrows a requantizer it does not instantiate (``VectorAlu`` borrows the
     ``MatVecEngine``'s) has this member; whoever instantiates both connects it to the
     requantizer (``wiring.connect`` to ``MatVecEngine(lend_requantizer=True).requant``,
-    or port by port to a ``Requantizer``). There is no valid bit: the requantizer has a
-    fixed latency, so the borrower tracks its own elements.
+    or to ``Requantizer(lend=True).lent``). The borrower does the first stage itself,
+    from its own registers, so the lend multiplexer sits between registers and the
+    second stage: ``x`` is ``acc + bias`` and ``left``, ``right`` are ``split_shift``
+    of the shift. There is no valid bit: the requantizer has a fixed latency, so the
+    borrower tracks its own elements.
 
     Members
     -------
-    acc, bias, multiplier, shift, mode : Out
-        One element's inputs, as ``Requantizer``'s ports of the same names.
+    x, multiplier : Out(signed(32)) ; left : Out(3) ; right : Out(5) ; mode : Out(2)
+        One element as the requantizer's first-stage registers would hold it.
     out : In(signed(16))
-        The result, ``Requantizer.latency`` cycles after its inputs.
+        The result, ``Requantizer.latency - 1`` cycles after the element.
     """
 
     def __init__(self):
         super().__init__({
-            "acc": Out(signed(32)), "bias": Out(signed(32)), "multiplier": Out(signed(32)),
-            "shift": Out(signed(8)), "mode": Out(2), "out": In(signed(16)),
+            "x": Out(signed(32)), "multiplier": Out(signed(32)), "left": Out(3),
+            "right": Out(5), "mode": Out(2), "out": In(signed(16)),
         })
 
 
@@ -56,6 +65,10 @@ class Requantizer(wiring.Component):
         formed from four unsigned 16 x 16 partial products (one DSP each) in one stage and
         added up in the next, and the rounding shift computes its shifted value and rounding
         bit in one stage (its mask decoded a stage earlier) and adds them in the next.
+    lend : bool
+        Add the ``lend`` input and the ``lent`` port: another unit's elements enter the
+        second stage in place of the first stage's (``MatVecEngine(lend_requantizer=True)``
+        lends its requantizer to the ``VectorAlu``).
 
     Interface
     ---------
@@ -69,18 +82,29 @@ class Requantizer(wiring.Component):
         ``MODE_INT16`` (-32768..32767, the LSTM's Q3.12 gates). It travels down the
         pipeline with its element, so it may change every cycle.
     out_valid, out : Out
+    lend : In(1)
+        Only with ``lend``: sampled with the first stage's inputs; when high, the second
+        stage takes ``lent``'s element in the next cycle instead of the first stage's
+        (``in_valid`` must be low with it: the lent element carries no valid bit).
+    lent : In(RequantizerPort)
+        Only with ``lend``: the borrower's element, one cycle after ``lend``;
+        ``lent.out`` is ``out``.
     """
 
-    def __init__(self, *, pipelined: bool = False):
+    def __init__(self, *, pipelined: bool = False, lend: bool = False):
         if not isinstance(pipelined, bool):
             raise TypeError(f"Requantizer: pipelined must be a bool, got {pipelined!r}")
+        if not isinstance(lend, bool):
+            raise TypeError(f"Requantizer: lend must be a bool, got {lend!r}")
         self.pipelined = pipelined
+        self.lending = lend
+        lent = {"lend": In(1), "lent": In(RequantizerPort())} if lend else {}
         #: Cycles from ``in_valid`` to ``out_valid``.
         self.latency = PIPELINED_LATENCY if pipelined else LATENCY
         super().__init__({
             "clear": In(1), "in_valid": In(1), "acc": In(signed(32)), "bias": In(signed(32)),
             "multiplier": In(signed(32)), "shift": In(signed(8)), "mode": In(2),
-            "out_valid": Out(1), "out": Out(signed(16)),
+            "out_valid": Out(1), "out": Out(signed(16)), **lent,
         })
 
     def elaborate(self, platform):
@@ -92,23 +116,37 @@ class Requantizer(wiring.Component):
         m1 = Signal(signed(32))
         left1 = Signal(3)
         right1 = Signal(5)
+        mode1 = Signal(2)
+        left, right = split_shift(self.shift)
         m.d.sync += [
             v1.eq(self.in_valid & keep),
             x1.eq(self.acc + self.bias),
             m1.eq(self.multiplier),
-            left1.eq(Mux(self.shift > 0, self.shift, 0)),
-            right1.eq(Mux(self.shift < 0, -self.shift, 0)),
+            left1.eq(left), right1.eq(right), mode1.eq(self.mode),
         ]
-        # 2: saturating left shift.
+        if self.lending:
+            # The lent element replaces stage 1's here, so both sides of the multiplexer
+            # are registers (the borrower's product and shift split are its own).
+            lend1 = Signal()
+            m.d.sync += lend1.eq(self.lend)
+            m.d.comb += self.lent.out.eq(self.out)
+            x1, m1, left1, right1, mode1 = (
+                Mux(lend1, getattr(self.lent, name), own) for name, own in (
+                    ("x", x1), ("multiplier", m1), ("left", left1), ("right", right1),
+                    ("mode", mode1)))
+        # 2: saturating left shift. It fits in int32 if the bits from 31 up are all equal:
+        # two 9-bit ANDs beside the shifter instead of two 40-bit compares (carry chains).
         v2 = Signal()
         x2 = Signal(signed(32))
         m2 = Signal(signed(32))
         right2 = Signal(5)
         wide = Signal(signed(40))
+        top = wide[31:]
         m.d.comb += wide.eq(x1 << left1)
         m.d.sync += [
             v2.eq(v1 & keep), m2.eq(m1), right2.eq(right1),
-            x2.eq(saturate(wide, INT32_MIN, INT32_MAX)),
+            x2.eq(Mux(top.all() | ~top.any(), wide[:32],
+                      Mux(x1[31], INT32_MIN, INT32_MAX))),
         ]
         # 3: full product.
         v3 = Signal()
@@ -160,8 +198,8 @@ class Requantizer(wiring.Component):
             m.d.sync += [v5.eq(v4 & keep),
                          q5.eq(rounding_divide_by_pot(m, h4, right4, name="rdbpot"))]
         # 6: saturate to the mode's range (the mode followed its element down the stages).
-        modes = [Signal(2, name=f"mode{i}") for i in range(1, self.latency)]
-        m.d.sync += modes[0].eq(self.mode)
+        modes = [Signal(2, name=f"mode{i}") for i in range(2, self.latency)]
+        m.d.sync += modes[0].eq(mode1)
         m.d.sync += [modes[i].eq(modes[i - 1]) for i in range(1, len(modes))]
         mode = modes[-1]
         hi = Mux(mode == MODE_INT16, INT16_MAX, 127)

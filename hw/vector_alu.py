@@ -7,7 +7,13 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .fixed_point import rounding_parts, saturate
-from .requantizer import MODE_INT8, MODE_INT16, PIPELINED_LATENCY, RequantizerPort
+from .requantizer import (
+    MODE_INT8,
+    MODE_INT16,
+    PIPELINED_LATENCY,
+    RequantizerPort,
+    split_shift,
+)
 
 #: Operations.
 OP_MUL_RSHIFT = 0  #: sat(RoundingDivideByPOT(a * b, shift)), shift 0..31: f*c, i*g
@@ -18,17 +24,20 @@ OP_MUL_REQUANT = 3  #: sat(MultiplyByQuantizedMultiplier(a * b, M, s)): h = o * 
 #: Latency of the requantizer ``requant`` must be connected to: the 8-stage ``Requantizer``
 #: (``pipelined=True``, the processor's engine's).
 REQUANTIZER_LATENCY = PIPELINED_LATENCY
-LATENCY = 1 + REQUANTIZER_LATENCY  # the requantizer's stages behind the operand register
+#: The operand register, the product register (in place of the requantizer's first
+#: stage), then the requantizer's other stages.
+LATENCY = 1 + REQUANTIZER_LATENCY
 
 
 class VectorAlu(wiring.Component):
     """One element per cycle, fixed ``LATENCY`` (9 cycles) for every operation.
 
-    ``OP_MUL_REQUANT`` goes through a requantizer the ALU does not instantiate: it drives
-    the inputs of ``requant`` every cycle and takes ``requant.out`` ``REQUANTIZER_LATENCY``
-    cycles later. In the processor that is the matrix-vector engine's, lent while the
-    engine is idle (the sequencer is blocking, so a vector instruction never overlaps a
-    ``MATVEC``/``LSTM``); alone, connect a ``Requantizer(pipelined=True)`` to it.
+    ``OP_MUL_REQUANT`` goes through a requantizer the ALU does not instantiate: it hands
+    ``requant`` an element past the requantizer's first stage every cycle, from its own
+    registers, and takes ``requant.out`` ``REQUANTIZER_LATENCY - 1`` cycles later. In the
+    processor that is the matrix-vector engine's, lent while the engine is idle (the
+    sequencer is blocking, so a vector instruction never overlaps a ``MATVEC``/``LSTM``);
+    alone, connect a ``Requantizer(pipelined=True, lend=True)`` (``lend`` high) to it.
 
     Interface
     ---------
@@ -39,10 +48,11 @@ class VectorAlu(wiring.Component):
     out_valid, y : Out
         The result, ``LATENCY`` cycles after its operands.
     requant : Out(RequantizerPort)
-        ``acc`` = ``a x b`` (registered operands), ``bias`` 0, ``multiplier``, ``shift``,
-        ``mode`` int8 or int16 by ``sat8``, one cycle after the operands (for every
-        operation; only ``OP_MUL_REQUANT`` uses the result); ``out`` must be the
-        requantizer's result for them, ``REQUANTIZER_LATENCY`` cycles later.
+        ``x`` = ``a x b``, ``multiplier``, ``left``/``right`` = ``split_shift(shift)``,
+        ``mode`` int8 or int16 by ``sat8``, two cycles after the operands (for every
+        operation; only ``OP_MUL_REQUANT`` uses the result), all straight from registers;
+        ``out`` must be the requantizer's result for them, ``REQUANTIZER_LATENCY - 1``
+        cycles later.
     """
 
     def __init__(self):
@@ -59,8 +69,7 @@ class VectorAlu(wiring.Component):
 
         # 0: the operands registered. The scratch block RAM's output (5.8 ns clock-to-out
         # on the ECP5) then VREQ8's ``b`` mux then the DSP multiply in one cycle was the
-        # processor's critical path; the requantizer takes the product straight into its
-        # first stage, so the register costs MUL_REQUANT no cycle.
+        # processor's critical path.
         v0, sat8_0 = Signal(), Signal()
         op0 = Signal(2)
         a0, b0 = Signal(signed(16)), Signal(signed(16))
@@ -70,40 +79,49 @@ class VectorAlu(wiring.Component):
             v0.eq(self.in_valid), op0.eq(self.op), a0.eq(self.a), b0.eq(self.b),
             sh0.eq(self.shift), sat8_0.eq(self.sat8), mult0.eq(self.multiplier),
         ]
+        # 1: the operand of every operation (for MUL_REQUANT the product, which is the
+        # requantizer's first stage with bias 0), the shift split and the controls, all
+        # decoded beside the multiply so that the next stages start at registers.
         product = Signal(signed(32))  # |a * b| <= 2^30 fits int32
         m.d.comb += product.eq(a0 * b0)
-        # MultiplyByQuantizedMultiplier goes through the requantizer (bias 0).
-        m.d.comb += [
-            rq.acc.eq(product), rq.bias.eq(0),
-            rq.multiplier.eq(mult0), rq.shift.eq(sh0),
-            rq.mode.eq(Mux(sat8_0, MODE_INT8, MODE_INT16)),
-        ]
-        # 1: the operand of the other operations.
-        sat8_1, op1 = Signal(), Signal(2)
+        sat8_1 = Signal()
         p1 = Signal(signed(32))
-        sh1 = Signal(signed(8))
+        mult1 = Signal(signed(32))
+        mode1 = Signal(2)
+        left1, right1 = Signal(4), Signal(5)  # a left shift is at most 15
+        mask1 = Signal(32)
+        shl1, plain1 = Signal(), Signal()
+        left, right = split_shift(sh0)
+        # MUL_RSHIFT's shift is a right shift; SHIFT's and MUL_REQUANT's split as the
+        # requantizer does (ADD uses neither).
+        right = Mux(op0 == OP_MUL_RSHIFT, sh0, right)[:5]
         m.d.sync += [
-            op1.eq(op0), sh1.eq(sh0), sat8_1.eq(sat8_0),
+            sat8_1.eq(sat8_0), mult1.eq(mult0),
+            mode1.eq(Mux(sat8_0, MODE_INT8, MODE_INT16)),
             p1.eq(Mux(op0 == OP_ADD, a0 + b0, Mux(op0 == OP_SHIFT, a0, product))),
+            left1.eq(left), right1.eq(right), mask1.eq((1 << right) - 1),
+            shl1.eq((op0 == OP_SHIFT) & (sh0 > 0)),
+            plain1.eq((op0 == OP_ADD) | ((op0 == OP_SHIFT) & (sh0 == 0))),
+        ]
+        # MultiplyByQuantizedMultiplier goes through the requantizer from its second stage.
+        m.d.comb += [
+            rq.x.eq(p1), rq.multiplier.eq(mult1), rq.left.eq(left1), rq.right.eq(right1),
+            rq.mode.eq(mode1),
         ]
         # The other operations, in three stages (then they wait for the requantizer): the
         # shift (or the quotient and rounding bit of a right shift), the rounding add,
         # the saturation. One stage for all three was a 72-level path on the ECP5.
-        right, mask = Signal(5), Signal(32)
-        m.d.comb += [right.eq(Mux(op1 == OP_SHIFT, -sh1, sh1)), mask.eq((1 << right) - 1)]
-        quotient, round_up = rounding_parts(p1, right, mask)
-        left = (op1 == OP_SHIFT) & (sh1 > 0)
-        plain = (op1 == OP_ADD) | ((op1 == OP_SHIFT) & (sh1 == 0))
+        quotient, round_up = rounding_parts(p1, right1, mask1)
         q2, up2, sat8_2 = Signal(signed(48)), Signal(), Signal()
-        m.d.sync += [q2.eq(Mux(left, p1 << sh1[:4], Mux(plain, p1, quotient))),
-                     up2.eq(~left & ~plain & round_up), sat8_2.eq(sat8_1)]
+        m.d.sync += [q2.eq(Mux(shl1, p1 << left1, Mux(plain1, p1, quotient))),
+                     up2.eq(~shl1 & ~plain1 & round_up), sat8_2.eq(sat8_1)]
         s3, sat8_3 = Signal(signed(48)), Signal()
         m.d.sync += [s3.eq(q2 + up2), sat8_3.eq(sat8_2)]
         r4 = Signal(signed(16))
         m.d.sync += r4.eq(Mux(sat8_3, saturate(s3, -128, 127), saturate(s3, -32768, 32767)))
         delay = [Signal(signed(16), name=f"delay{i}") for i in range(LATENCY - 5)]
-        ops = [Signal(2, name=f"op_delay{i}") for i in range(LATENCY - 2)]
-        m.d.sync += [delay[0].eq(r4), ops[0].eq(op1)]
+        ops = [Signal(2, name=f"op{i}") for i in range(1, LATENCY)]
+        m.d.sync += [delay[0].eq(r4), ops[0].eq(op0)]
         m.d.sync += [delay[i].eq(delay[i - 1]) for i in range(1, len(delay))]
         m.d.sync += [ops[i].eq(ops[i - 1]) for i in range(1, len(ops))]
         # The valid bits travel here, not through the requantizer: a shared one also

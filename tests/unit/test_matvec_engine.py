@@ -139,8 +139,8 @@ class _BusyBorrowerHarness(MatVecHarness):
         m = super().elaborate(platform)
         rq, count = self.engine.requant, Signal(32)
         m.d.sync += count.eq(count + 0x9E3779B9)
-        m.d.comb += [rq.acc.eq(count), rq.bias.eq(count.rotate_left(7)),
-                     rq.multiplier.eq(count ^ 0x5A5A5A5A), rq.shift.eq(count[3:11]),
+        m.d.comb += [rq.x.eq(count), rq.multiplier.eq(count ^ 0x5A5A5A5A),
+                     rq.left.eq(count[3:6]), rq.right.eq(count[6:11]),
                      rq.mode.eq(count[1:3])]
         return m
 

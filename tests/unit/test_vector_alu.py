@@ -34,8 +34,8 @@ _INPUTS = ("in_valid", "op", "a", "b", "shift", "multiplier", "sat8")
 
 class AluWithRequantizer(wiring.Component):
     """``VectorAlu`` with its ``requant`` port on a ``Requantizer`` of its own (whose
-    ``in_valid`` stays low: the ALU's ``out_valid`` must not need it). Ports: the ALU's,
-    without ``requant``."""
+    ``in_valid`` stays low: the ALU's ``out_valid`` must not need it, and ``lend`` high).
+    Ports: the ALU's, without ``requant``."""
 
     def __init__(self):
         self.alu = VectorAlu()
@@ -45,11 +45,11 @@ class AluWithRequantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.alu = alu = self.alu
-        m.submodules.requantizer = rq = Requantizer(pipelined=True)  # the engine's kind
+        # The engine's kind, lent for good.
+        m.submodules.requantizer = rq = Requantizer(pipelined=True, lend=True)
         assert rq.latency == REQUANTIZER_LATENCY
-        for name in ("acc", "bias", "multiplier", "shift", "mode"):
-            m.d.comb += getattr(rq, name).eq(getattr(alu.requant, name))
-        m.d.comb += alu.requant.out.eq(rq.out)
+        m.d.comb += rq.lend.eq(1)
+        wiring.connect(m, alu.requant, rq.lent)
         m.d.comb += [getattr(alu, name).eq(getattr(self, name)) for name in _INPUTS]
         m.d.comb += [self.out_valid.eq(alu.out_valid), self.y.eq(alu.y)]
         return m
@@ -160,3 +160,38 @@ def test_lstm_cell_and_hidden_sequence():
     np.testing.assert_array_equal(h, want)
     q = run([(OP_SHIFT, t[k], 0, -8, 0, 1) for k in range(n)])
     np.testing.assert_array_equal(q, q15_to_int8(t))
+
+
+#: Every shift each operation allows (``docs/numerics.md``).
+SHIFTS = {OP_MUL_RSHIFT: range(0, 32), OP_ADD: range(0, 1), OP_SHIFT: range(-31, 16),
+          OP_MUL_REQUANT: range(-31, 8)}
+
+
+def test_every_operation_and_shift_with_random_operands():
+    """Each operation with each of its shifts, 10 random operand pairs each (one of them
+    the int16 extremes, one with multiplier 0, the others of random magnitudes), both
+    saturations, shuffled into one back-to-back stream: results bit-exact with the golden
+    numerics. MUL_REQUANT's left shifts saturate the product or not."""
+    rng = np.random.default_rng(5)
+    items = []
+    for op, shifts in SHIFTS.items():
+        for shift in shifts:
+            for k in range(10):
+                # Random magnitudes (2^0..2^15), so that results land inside the
+                # saturation bounds as well as on them.
+                a, b = ((-32768, -32768) if k == 0 else
+                        (int(rng.integers(-(1 << e), 1 << e))
+                         for e in rng.integers(0, 16, 2)))
+                mult = 0 if k == 1 else int(rng.integers(1 << 30, 1 << 31))
+                items.append((op, a, b, shift, mult, k % 2))
+    order = rng.permutation(len(items))
+    items = [items[i] for i in order]
+    got = run(items)
+    want = [reference(*i) for i in items]
+    assert got == want
+    # The stream reaches both saturation bounds, and MUL_REQUANT's left shifts give
+    # results inside them too.
+    assert {-128, 127, -32768, 32767} <= set(want)
+    inside = [y for i, y in zip(items, want) if i[0] == OP_MUL_REQUANT and i[3] > 0
+              and y != 0 and abs(y) < (127 if i[5] else 32767)]
+    assert len(inside) >= 10
