@@ -23,21 +23,7 @@ def run_jobs(cfg: EngineConfig, jobs, *, wait_level: int = 0, seed: int = 1,
             _load(ctx, dut, job)
             ctx.set(dut.wait_level, wait_level)
             ctx.set(dut.wait_seed, seed)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            limit = 64 * (job.header.n_words + job.header.rows) + 1000
-            for _ in range(limit):
-                await ctx.tick()
-                if ctx.get(dut.done):
-                    break
-            else:
-                raise AssertionError(f"engine hung: not done within {limit} cycles")
-            out = np.array([ctx.get(dut.out_mem.data[i]) for i in range(cfg.max_rows)])
-            results.append(RunResult(
-                outputs=out, error=ctx.get(dut.error), cycles=ctx.get(dut.cycles),
-                macs=ctx.get(dut.macs), zero_acts=ctx.get(dut.zero_acts),
-                stalls=ctx.get(dut.stalls), nnz_seen=ctx.get(dut.nnz_seen)))
+            results.append(await start_and_collect(ctx, dut, cfg, job))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -48,6 +34,37 @@ def run_jobs(cfg: EngineConfig, jobs, *, wait_level: int = 0, seed: int = 1,
     else:
         sim.run()
     return results
+
+
+async def start_and_collect(ctx, dut, cfg: EngineConfig, job: MatVecJob) -> RunResult:
+    """Pulse ``start`` on a loaded ``MatVecHarness``, wait for ``done`` (an error if the
+    engine hangs) and return the run's outputs and counters."""
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    limit = 64 * (job.header.n_words + job.header.rows) + 1000
+    for _ in range(limit):
+        await ctx.tick()
+        if ctx.get(dut.done):
+            break
+    else:
+        raise AssertionError(f"engine hung: not done within {limit} cycles")
+    out = np.array([ctx.get(dut.out_mem.data[i]) for i in range(cfg.max_rows)])
+    return RunResult(outputs=out, error=ctx.get(dut.error), cycles=ctx.get(dut.cycles),
+                     macs=ctx.get(dut.macs), zero_acts=ctx.get(dut.zero_acts),
+                     stalls=ctx.get(dut.stalls), nnz_seen=ctx.get(dut.nnz_seen))
+
+
+async def record_requests(ctx, unit, taken: dict) -> None:
+    """Background testbench: append the address of every weight and parameter request
+    ``unit`` (an engine or processor: ``w_req_*`` / ``p_req_*`` ports) has taken to
+    ``taken["w"]`` / ``taken["p"]``."""
+    ports = [getattr(unit, f"{c}_req_{n}") for c in "wp" for n in ("valid", "ready", "addr")]
+    async for _, _, wv, wr, wa, pv, pr, pa in ctx.tick().sample(*ports):
+        if wv and wr:
+            taken["w"].append(wa)
+        if pv and pr:
+            taken["p"].append(pa)
 
 
 def _load(ctx, dut, job: MatVecJob):

@@ -15,9 +15,9 @@ from hw.errors import EngineError
 from hw.matvec_engine import MatVecEngine
 from sim import pysim
 from sim.harness import MatVecHarness
-from sim.job import CORRUPTIONS, SENTINEL, RunResult, corrupt, image_of, make_job
+from sim.job import CORRUPTIONS, SENTINEL, corrupt, image_of, make_job
 from sim.perf_model import PIPELINE_LATENCY, predict_cycles
-from sim.pysim import run_jobs
+from sim.pysim import record_requests, run_jobs, start_and_collect
 
 CFG = EngineConfig(lanes=4, max_rows=48, max_cols=80, weight_depth=2048)
 
@@ -179,12 +179,7 @@ def test_runs_read_from_the_bases_given_with_start():
     results = []
 
     async def watch(ctx):
-        ports = [getattr(eng, f"{c}_req_{n}") for c in "wp" for n in ("valid", "ready", "addr")]
-        async for _, _, wv, wr, wa, pv, pr, pa in ctx.tick().sample(*ports):
-            if wv and wr:
-                taken["w"].append(wa)
-            if pv and pr:
-                taken["p"].append(pa)
+        await record_requests(ctx, eng, taken)
 
     async def testbench(ctx):
         for job, (wb, pb) in zip(jobs, bases):
@@ -206,20 +201,7 @@ def test_runs_read_from_the_bases_given_with_start():
             await ctx.tick()
             ctx.set(eng.w_base, wb)
             ctx.set(eng.p_base, pb)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            limit = 64 * (job.header.n_words + job.header.rows) + 1000
-            for _ in range(limit):
-                await ctx.tick()
-                if ctx.get(dut.done):
-                    break
-            else:
-                raise AssertionError(f"engine hung: not done within {limit} cycles")
-            results.append(RunResult(
-                outputs=np.array([ctx.get(dut.out_mem.data[i]) for i in range(CFG.max_rows)]),
-                **{n: ctx.get(getattr(dut, n)) for n in ("error", "cycles", "macs",
-                                                        "zero_acts", "stalls", "nnz_seen")}))
+            results.append(await start_and_collect(ctx, dut, CFG, job))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

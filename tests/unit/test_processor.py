@@ -47,6 +47,7 @@ from sim import toolchain
 from sim.harness import PARAM_SALT, WEIGHT_SALT, serve_with_wait_states
 from sim.job import CORRUPTIONS, corrupt, make_job
 from sim.perf_model import PIPELINE_LATENCY
+from sim.pysim import record_requests
 
 CFG = ProcessorConfig(lanes=8, program_depth=128, weight_depth=1024, param_depth=256,
                       scratch_depth=512, desc_depth=16, const_depth=8, max_rows=64,
@@ -707,6 +708,17 @@ def test_matvec_and_lstm_bounds_fault_one_past_the_edge_not_at_it():
     assert seen == {(op, code) for op in ops for code in (OK, BAD, RANGE)}
 
 
+async def _matvec_and_lstm_layers(rig, job, consts):
+    """Constants ``consts``, and descriptors 0 (a Q3.12 MATVEC) and 1 (an LSTM: split 37,
+    constant 2, 11 fraction bits) over ``job``'s layer."""
+    for i, k in enumerate(consts):
+        await rig.constant(i, k)
+    rig.registers(desc_count=2, const_count=len(consts), prog_len=CFG.program_depth)
+    layer(rig, job, index=0, base=0, mode=Mode.Q3_12)
+    layer(rig, job, index=1, base=0, mode=Mode.LSTM, split=37, const_index=2,
+          cell_frac_bits=11)
+
+
 def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
     """The vector ALU borrows the engine's requantizer. Each element-wise op directly
     before and after a ``MATVEC`` and an ``LSTM``, each time to its own destination (the
@@ -722,12 +734,7 @@ def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
     dests = (440, 456, 472, 488)  # before / after MATVEC, before / after LSTM
 
     async def body(rig):
-        for i, k in enumerate(consts):
-            await rig.constant(i, k)
-        rig.registers(desc_count=2, const_count=len(consts), prog_len=CFG.program_depth)
-        layer(rig, job, index=0, base=0, mode=Mode.Q3_12)
-        layer(rig, job, index=1, base=0, mode=Mode.LSTM, split=37, const_index=2,
-              cell_frac_bits=11)
+        await _matvec_and_lstm_layers(rig, job, consts)
         rig.scratch(300, rng.integers(-3000, 3000, 12))  # read before the first MATVEC
         for op in vector_ops:
             rig.scratch(0, rng.integers(-128, 128, 100))
@@ -770,12 +777,7 @@ def test_every_vector_op_right_after_every_kind_of_instruction():
               *(placed(op, d=120, a=100) for op in vector_ops)]
 
     async def body(rig):
-        for i, k in enumerate(consts):
-            await rig.constant(i, k)
-        rig.registers(desc_count=2, const_count=len(consts), prog_len=CFG.program_depth)
-        layer(rig, job, index=0, base=0, mode=Mode.Q3_12)
-        layer(rig, job, index=1, base=0, mode=Mode.LSTM, split=37, const_index=2,
-              cell_frac_bits=11)
+        await _matvec_and_lstm_layers(rig, job, consts)
         for op in vector_ops:
             rig.scratch(0, rng.integers(-128, 128, 40))
             rig.scratch(100, rand16(rng, 16))
@@ -892,13 +894,7 @@ def test_back_to_back_matvecs_request_from_their_own_bases(wait_level):
     taken = {"w": [], "p": []}
 
     async def watch(ctx, bench):
-        cpu = bench.cpu
-        ports = [getattr(cpu, f"{c}_req_{n}") for c in "wp" for n in ("valid", "ready", "addr")]
-        async for _, _, wv, wr, wa, pv, pr, pa in ctx.tick().sample(*ports):
-            if wv and wr:
-                taken["w"].append(wa)
-            if pv and pr:
-                taken["p"].append(pa)
+        await record_requests(ctx, bench.cpu, taken)
 
     async def body(rig):
         rig.registers(desc_count=len(layout), prog_len=len(prog))
