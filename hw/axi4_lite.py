@@ -72,8 +72,8 @@ class Axi4LiteSignature(wiring.Signature):
 
 class _State(enum.Enum, shape=2):
     IDLE = 0
-    WRITE = 1  # ``we`` held until ``ready``
-    READ = 2  # ``re`` held until ``ready``
+    ADDR = 1  # the picked access's address shown, no request yet
+    ACCESS = 2  # ``we`` or ``re`` held until ``ready``
     READ_WAIT = 3  # read accepted, waiting for ``rvalid``
 
 
@@ -97,8 +97,10 @@ class Axi4LiteSlave(wiring.Component):
 
     ``addr`` stays valid until the access completes (write: ``ready``; read: ``rvalid``),
     so a combinational address decoder can drive ``err`` directly, and it is valid from
-    the cycle before ``we``/``re`` rise (the slave always passes through ``IDLE``, which
-    already shows the address it picks), so a decoder may also register its result.
+    the cycle before ``we``/``re`` rise, so a decoder may also register its result.
+    ``addr``, ``we`` and ``re`` are registers: the slave picks an access in ``IDLE``,
+    loads its address, shows it for a cycle (``ADDR``) and then raises ``we``/``re``, so
+    neither its state nor its round-robin pick reaches the decoder behind it.
     ``err`` turns the response into ``SLVERR`` (the inside must not act on a write it
     flags); an erroring read returns 0. A register file answers reads with ``ready =
     rvalid = 1`` in one cycle; a synchronous RAM takes its read enable from ``re & ready``
@@ -150,20 +152,18 @@ class Axi4LiteSlave(wiring.Component):
         r_valid, r_data, r_resp = Signal(), Signal(32), Signal(Response)
         state = Signal(_State)
         prefer_read = Signal()  # round robin: the direction that did not go last
+        pick_write = Signal()  # the access in ADDR is a write
+        addr, we, re = Signal(self.addr_width - 2), Signal(), Signal()
 
         write_go = aw_full & w_full & ~b_valid
         read_go = ar_full & ~r_valid
         write_next = write_go & ~(read_go & prefer_read)  # IDLE's pick
-        # The address of the access IDLE picks already shows in that IDLE cycle, so the
-        # inside may register its decode a cycle ahead of ``we``/``re``.
-        writing = (state == _State.WRITE) | ((state == _State.IDLE) & write_next)
         m.d.comb += [
             axi.awready.eq(~aw_full), axi.wready.eq(~w_full), axi.arready.eq(~ar_full),
             axi.bvalid.eq(b_valid), axi.bresp.eq(b_resp),
             axi.rvalid.eq(r_valid), axi.rdata.eq(r_data), axi.rresp.eq(r_resp),
-            self.addr.eq(Mux(writing, aw_addr, ar_addr)[2:]),
-            self.wdata.eq(w_data), self.wstrb.eq(w_strb),
-            self.we.eq(state == _State.WRITE), self.re.eq(state == _State.READ),
+            self.addr.eq(addr), self.wdata.eq(w_data), self.wstrb.eq(w_strb),
+            self.we.eq(we), self.re.eq(re),
         ]
 
         with m.If(axi.awvalid & ~aw_full):
@@ -183,19 +183,25 @@ class Axi4LiteSlave(wiring.Component):
         with m.Switch(state):
             with m.Case(_State.IDLE):
                 with m.If(write_next):
-                    m.d.sync += state.eq(_State.WRITE)
+                    m.d.sync += [addr.eq(aw_addr[2:]), pick_write.eq(1),
+                                 state.eq(_State.ADDR)]
                 with m.Elif(read_go):
-                    m.d.sync += state.eq(_State.READ)
-            with m.Case(_State.WRITE):
-                with m.If(self.ready):
+                    m.d.sync += [addr.eq(ar_addr[2:]), pick_write.eq(0),
+                                 state.eq(_State.ADDR)]
+            with m.Case(_State.ADDR):
+                m.d.sync += [we.eq(pick_write), re.eq(~pick_write), state.eq(_State.ACCESS)]
+            with m.Case(_State.ACCESS):
+                with m.If(we & self.ready):
                     # Set after the bready clear above, so the new response wins.
                     m.d.sync += [b_valid.eq(1), b_resp.eq(resp), aw_full.eq(0),
-                                 w_full.eq(0), prefer_read.eq(1), state.eq(_State.IDLE)]
-            with m.Case(_State.READ):
-                with m.If(self.ready & self.rvalid):
-                    m.d.sync += read_done
-                with m.Elif(self.ready):
-                    m.d.sync += state.eq(_State.READ_WAIT)
+                                 w_full.eq(0), prefer_read.eq(1), we.eq(0),
+                                 state.eq(_State.IDLE)]
+                with m.If(re & self.ready):
+                    m.d.sync += re.eq(0)
+                    with m.If(self.rvalid):
+                        m.d.sync += read_done
+                    with m.Else():
+                        m.d.sync += state.eq(_State.READ_WAIT)
             with m.Case(_State.READ_WAIT):
                 with m.If(self.rvalid):
                     m.d.sync += read_done

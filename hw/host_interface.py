@@ -57,18 +57,21 @@ def _strobe_mask(wstrb):
 class HostInterface(wiring.Component):
     """The register map of ``docs/register-map.md`` for a ``Processor`` of ``config``.
 
-    Registers answer a read in the cycle they take it; windows ``WINDOW_READ_LATENCY`` (5)
-    cycles later. Everything the block drives into the core and the memories is registered
-    (the memory ports, the ``CTRL`` pulses), so the bus slave's state and this decoder
+    Registers answer a read in the cycle they take it, with the value the register had
+    in the cycle before (the address cycle); windows ``WINDOW_READ_LATENCY`` (5) cycles
+    later. A register write lands with ``we``: its value shows from the next cycle.
+    Everything the block drives into the core and the memories is registered (the
+    memory ports, the ``CTRL`` pulses), so the bus slave's state and this decoder
     share no combinational path with the sequencer; a window read then takes the request
     register's cycle, the weight and parameter memories' ``STREAM_READ_LATENCY`` (their
     words leave from registers) and one to register the read word; the core's memories
     answer sooner (``CORE_READ_LATENCY``, their words also from registers), and their
     words wait in that register. A window write merges its strobed bytes
     into part ``k`` of the 512-bit staging register; a write to a word's last part also
-    commits the staging word to the memory, in the next cycle. The window decode is
-    registered: a window access's ``addr`` must be valid from the cycle before
-    ``we``/``re`` (``Axi4LiteSlave``'s is). ``err`` (``SLVERR``) flags unmapped
+    commits the staging word to the memory, in the next cycle. The whole decode is
+    registered (register selects, refusal flags, the read value; window selects): an
+    access's ``addr`` must be valid from the cycle before ``we``/``re``
+    (``Axi4LiteSlave``'s is). ``err`` (``SLVERR``) flags unmapped
     addresses, writes to read-only registers and every window access while ``busy``; a
     flagged access changes nothing.
 
@@ -130,10 +133,14 @@ class HostInterface(wiring.Component):
         # Every access is taken at once: registers and RAM ports never wait.
         m.d.comb += self.ready.eq(1)
 
-        # ---- registers
+        # ---- registers, decoded a cycle ahead like the windows below: ``addr`` shows
+        # from the cycle before ``we``/``re``, so the selects, the refusal flags and the
+        # read value (the register as it is in that cycle) are registered and the bus
+        # state reaches no register's enable or the read data through an address decode.
         reg_bits = _log2(REG_SPAN) - 2
         is_reg = word[reg_bits:] == 0
-        reg_hit, reg_ro, reg_rdata = Signal(), Signal(), Signal(32)
+        # Registered decode: the address is a register's, it is mapped, read-only; its value.
+        reg_sel, reg_hit, reg_ro, reg_rdata = Signal(), Signal(), Signal(), Signal(32)
         irq_enable, irq_status, irq_clear = Signal(2), Signal(2), Signal(2)
         status = Cat(self.busy, self.done, self.done & (self.error != 0))
         m.d.sync += [self.start.eq(0), self.soft_reset.eq(0)]  # pulses, unless set below
@@ -141,21 +148,29 @@ class HostInterface(wiring.Component):
         # write-only CTRL) read their reset value.
         values = {"STATUS": status, "IRQ_ENABLE": irq_enable, "IRQ_STATUS": irq_status,
                   **{n.upper(): getattr(self, n) for n in CORE_STATUS + CORE_CONTROL[2:]}}
+        hits = {reg.name: Signal(name=f"hit_{reg.name.lower()}")
+                for reg in self.map.registers if reg.access != Access.RO}
+        m.d.sync += [reg_sel.eq(is_reg), reg_hit.eq(0), reg_ro.eq(0), reg_rdata.eq(0),
+                     *(hit.eq(0) for hit in hits.values())]
         with m.If(is_reg):
             with m.Switch(word[:reg_bits]):
                 for reg in self.map.registers:
                     with m.Case(reg.offset >> 2):
-                        value = values.get(reg.name, Const(reg.reset, reg.width))
-                        m.d.comb += [reg_hit.eq(1), reg_ro.eq(reg.access == Access.RO),
-                                     reg_rdata.eq(value)]
-                        with m.If(self.we):
-                            if reg.name == "CTRL":
-                                m.d.sync += [self.start.eq(bits[0] & ~bits[1]),
-                                             self.soft_reset.eq(bits[1])]
-                            elif reg.access == Access.RW1C:
-                                m.d.comb += irq_clear.eq(bits)
-                            elif reg.access == Access.RW:
-                                m.d.sync += value.eq((value & ~mask) | (self.wdata & mask))
+                        m.d.sync += [reg_hit.eq(1), reg_ro.eq(reg.access == Access.RO),
+                                     reg_rdata.eq(values.get(reg.name, reg.reset))]
+                        if reg.name in hits:
+                            m.d.sync += hits[reg.name].eq(1)
+        for name, hit in hits.items():
+            reg = self.map.register(name)
+            with m.If(self.we & hit):
+                if name == "CTRL":
+                    m.d.sync += [self.start.eq(bits[0] & ~bits[1]),
+                                 self.soft_reset.eq(bits[1])]
+                elif reg.access == Access.RW1C:
+                    m.d.comb += irq_clear.eq(bits)
+                else:
+                    value = values[name]
+                    m.d.sync += value.eq((value & ~mask) | (self.wdata & mask))
 
         # Interrupts: a run ends when done rises; a set beats a clear in the same cycle.
         done_last = Signal()
@@ -235,7 +250,7 @@ class HostInterface(wiring.Component):
             m.d.sync += rd_word.eq(self.host_rdata)
         with m.If(stream_arrives & (rd_weight | rd_param)):
             m.d.sync += rd_word.eq(Mux(rd_weight, self.weight_rdata, self.param_rdata))
-        decode_err = Mux(is_reg, ~reg_hit | (self.we & reg_ro), ~win_go)
+        decode_err = Mux(reg_sel, ~reg_hit | (self.we & reg_ro), ~win_go)
         m.d.comb += [
             self.err.eq(~rd_pending & decode_err),
             self.rvalid.eq((self.re & ~read) | rd_pending),

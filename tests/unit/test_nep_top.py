@@ -177,11 +177,16 @@ def test_interrupt_set_wins_over_a_clear_in_the_same_cycle():
     async def body(ctx, dut, _):
         ctx.set(dut.wstrb, 0xF)
 
+        async def show(addr):
+            """The address a cycle ahead of the request, as ``Axi4LiteSlave`` shows it."""
+            ctx.set(dut.addr, addr)
+            await ctx.tick()
+
         async def end_run(code, *, clear=0):
             """``done`` rises with ``error`` = ``code`` while the host clears ``clear``."""
+            await show(status)
             ctx.set(dut.error, code)
             ctx.set(dut.done, 1)
-            ctx.set(dut.addr, status)
             ctx.set(dut.wdata, clear)
             ctx.set(dut.we, clear != 0)
             await ctx.tick()
@@ -190,7 +195,7 @@ def test_interrupt_set_wins_over_a_clear_in_the_same_cycle():
             await ctx.tick()
 
         async def read_status():
-            ctx.set(dut.addr, status)
+            await show(status)
             ctx.set(dut.re, 1)
             value = ctx.get(dut.rdata)
             assert ctx.get(dut.rvalid) and not ctx.get(dut.err)
@@ -199,7 +204,7 @@ def test_interrupt_set_wins_over_a_clear_in_the_same_cycle():
 
         await end_run(0)
         assert await read_status() == 0b01 and not ctx.get(dut.irq)
-        ctx.set(dut.addr, reg("IRQ_ENABLE") >> 2)
+        await show(reg("IRQ_ENABLE") >> 2)
         ctx.set(dut.wdata, 0b10)
         ctx.set(dut.we, 1)
         await ctx.tick()
@@ -319,6 +324,110 @@ def test_core_window_reads_among_other_accesses_take_each_word_in_its_cycle():
         assert latencies == [WINDOW_READ_LATENCY] * n_reads
 
     simulate(body, dut, watch=watch)
+
+
+#: Bus cycles (docs/register-map.md section 1.1): from the cycle AW and W (AR) are taken
+#: to the cycle ``BVALID`` (a register's ``RVALID``) rises, and from one write's
+#: ``BVALID`` to the next's when the master keeps AW and W ahead.
+BUS_LATENCY = 4
+
+
+async def _back_to_back(ctx, axi, writes, reads, on_b):
+    """``writes`` with AW and W kept valid (each taken as soon as its holding register is
+    free), then ``reads`` with AR kept valid, the first raised in the cycle the last
+    ``BVALID`` shows (``BREADY``/``RREADY`` high throughout). Calls ``on_b(i)`` in the
+    cycle the ``i``-th write's ``BVALID`` shows. Returns the cycles of each write's AW/W
+    handshake and ``BVALID``, of each read's AR handshake, and each read's ``(RVALID
+    cycle, RDATA, RRESP)``."""
+    taken_w, b_at, taken_r, r_at = [], [], [], []
+    aw = w = ar = 0
+    ctx.set(axi.bready, 1)
+    ctx.set(axi.rready, 1)
+    for cycle in range(100 * (len(writes) + len(reads))):
+        if ctx.get(axi.bvalid):
+            assert ctx.get(axi.bresp) == OKAY, writes[len(b_at)]
+            on_b(len(b_at))
+            b_at.append(cycle)
+        if ctx.get(axi.rvalid):
+            r_at.append((cycle, ctx.get(axi.rdata), ctx.get(axi.rresp)))
+        if len(r_at) == len(reads):
+            ctx.set(axi.bready, 0)
+            ctx.set(axi.rready, 0)
+            return taken_w, b_at, taken_r, r_at
+        ctx.set(axi.awvalid, aw < len(writes))
+        ctx.set(axi.wvalid, w < len(writes))
+        ctx.set(axi.arvalid, len(b_at) == len(writes) and ar < len(reads))
+        if aw < len(writes):
+            ctx.set(axi.awaddr, writes[aw][0])
+        if w < len(writes):
+            ctx.set(axi.wdata, writes[w][1])
+            ctx.set(axi.wstrb, 0xF)
+        if ar < len(reads):
+            ctx.set(axi.araddr, reads[ar])
+        aw_go = ctx.get(axi.awvalid) and ctx.get(axi.awready)
+        w_go = ctx.get(axi.wvalid) and ctx.get(axi.wready)
+        ar_go = ctx.get(axi.arvalid) and ctx.get(axi.arready)
+        await ctx.tick()
+        aw, w, ar = aw + aw_go, w + w_go, ar + ar_go
+        if aw_go and w_go:  # AW and W always go together here
+            taken_w.append(cycle)
+        if ar_go:
+            taken_r.append(cycle)
+    raise AssertionError("back-to-back accesses did not finish")
+
+
+def test_back_to_back_register_writes_land_by_their_response_and_read_back():
+    """Setup writes back to back (``START_PC`` and ``WATCHDOG`` twice, ``PROG_LEN``), then
+    ``CTRL.start`` straight after the last, then reads of those registers back to back,
+    the first raised as the last ``BVALID`` shows. Each write has reached the core by the
+    cycle its ``BVALID`` shows and ``start`` pulses in the ``CTRL`` write's ``BVALID``
+    cycle; each read returns its register's last written value, never an older one or
+    its neighbour's; the run uses the last values (an older ``PROG_LEN`` or ``WATCHDOG``
+    ends it with an error, an older ``START_PC`` runs an illegal instruction) and matches
+    the ISS, cycles included (bus time is not counted). The bus timing is
+    ``BUS_LATENCY`` throughout."""
+    dut = NepTop(CFG)
+    cpu = dut.cpu
+    prog = busy_program(40, repeats=3)
+    iss = Machine(CFG)
+    iss.write_program(EXTRA_PC, prog)
+    iss.prog_len, iss.watchdog = EXTRA_PC + len(prog), len(prog)  # the least that halts
+    run = iss.run(EXTRA_PC)
+    assert run.error == ErrorCode.OK and run.instructions == len(prog)
+    setup = [("IRQ_ENABLE", 0b01), ("START_PC", 0), ("WATCHDOG", 1),
+             ("PROG_LEN", iss.prog_len), ("WATCHDOG", iss.watchdog), ("START_PC", EXTRA_PC),
+             ("CTRL", 1)]
+    reads = ["WATCHDOG", "START_PC", "START_PC", "PROG_LEN", "IRQ_ENABLE"]
+    want = {"WATCHDOG": iss.watchdog, "START_PC": EXTRA_PC, "PROG_LEN": iss.prog_len,
+            "IRQ_ENABLE": 0b01}
+    ports = {"START_PC": cpu.start_pc, "PROG_LEN": cpu.prog_len, "WATCHDOG": cpu.watchdog}
+
+    async def body(ctx, dut, bus):
+        await bus.writes(p for i, word in enumerate(prog)
+                         for p in word_writes("program", EXTRA_PC + i, word))
+        await bus.writes(word_writes("program", 0, ILLEGAL))  # run by an old START_PC
+
+        def on_b(i):
+            name, value = setup[i]
+            if name == "CTRL":
+                assert ctx.get(cpu.start) and not ctx.get(cpu.busy), "start not in B's cycle"
+            elif name in ports:
+                assert ctx.get(ports[name]) == value, f"write {i} ({name}) not landed by B"
+
+        taken_w, b_at, taken_r, r_at = await _back_to_back(
+            ctx, dut.axi, [(reg(n), v) for n, v in setup], [reg(n) for n in reads], on_b)
+        assert len(taken_w) == len(b_at) == len(setup) and len(taken_r) == len(reads)
+        assert [b - t for b, t in zip(b_at, taken_w)] == [BUS_LATENCY] * len(setup)
+        assert [b - a for a, b in zip(b_at, b_at[1:])] == [BUS_LATENCY] * (len(setup) - 1)
+        assert [r[0] - t for r, t in zip(r_at, taken_r)] == [BUS_LATENCY] * len(reads)
+        assert [(d, resp) for _, d, resp in r_at] == [(want[n], OKAY) for n in reads]
+        await _wait_irq(ctx, dut)
+        got = {n: await bus.ok_read(reg(n))
+               for n in ("ERROR", "FAULT_PC", "INSTRUCTIONS", "CYCLES")}
+        assert got == {"ERROR": run.error, "FAULT_PC": run.fault_pc or 0,
+                       "INSTRUCTIONS": run.instructions, "CYCLES": run.cycles}
+
+    simulate(body, dut)
 
 
 async def _wait_irq(ctx, dut, *, limit=20000):
