@@ -167,8 +167,9 @@ class Processor(wiring.Component):
     program_mem, desc_mem, const_mem, scratch_mem : amaranth.lib.memory.Memory
         64-bit instructions, 512-bit descriptors (one per word, ``DESC_FIELDS``),
         64-bit constants (multiplier bits 0..31, shift 32..63), 16-bit scratch entries.
-        A testbench may load them directly, except ``const_mem``: a constant's validity
-        is recorded as it comes through the host port, which the bus uses for all four.
+        A testbench may load them directly, except ``const_mem`` and ``desc_mem``: a
+        constant's validity and whether a descriptor has a reserved bit set are recorded
+        as they come through the host port, which the bus uses for all four.
     engine_config : hw.config.EngineConfig
         The engine's: ``config``'s sizes, the 8-stage requantizer and read FIFOs deep
         enough for ``STREAM_READ_LATENCY``-cycle memories.
@@ -334,15 +335,19 @@ class Processor(wiring.Component):
         df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
         m.d.sync += [df[name].eq(dr[name]) for name in df]
-        # A reserved bit set: 112 bits are too wide an OR to follow the block RAM's
-        # clock-to-out in one cycle, so groups of 4 are registered with ``df`` and joined
-        # in DESC; MV_CHECK reads the result (the descriptor read stays on p until then).
-        reserved_bits = Cat(dr["reserved16"], dr["reserved96"])
-        reserved_any = Signal(-(-len(reserved_bits) // 4))
-        m.d.sync += [reserved_any[k].eq(reserved_bits[4 * k:4 * k + 4].any())
-                     for k in range(len(reserved_any))]
-        desc_reserved = Signal()
-        m.d.sync += desc_reserved.eq(reserved_any.any())
+        # A reserved bit set: found when the host writes the descriptor and kept in
+        # ``reserved_set``, one flag per descriptor (all-zero ones, the initial contents,
+        # have none; like the memory it is not reset), so no OR of the 112 bits follows
+        # the block RAM's 5.8 ns clock-to-out (issue 6). Both index it by the address
+        # bits the memory takes (an index past the depth aliases as the memory read
+        # does). The flag of descriptor p is registered every cycle: p is latched in
+        # DECODE, so MV_CHECK sees its flag from DESC; the host writes only between runs.
+        desc_aw = len(desc_rd.addr)
+        reserved_fields = [(lo, w) for name, (lo, w) in DESC_FIELDS.items()
+                           if name.startswith("reserved")]
+        reserved_set = Signal(cfg.desc_depth, reset_less=True)
+        p_reserved = Signal()
+        m.d.sync += p_reserved.eq(reserved_set.bit_select(p[:desc_aw], 1))
         ahead = (state == _State.FETCH) | (state == _State.DECODE)
         m.d.comb += desc_rd.addr.eq(Mux(ahead, f["p"], p))
 
@@ -666,7 +671,7 @@ class Processor(wiring.Component):
                 ]
 
             with m.Case(_State.MV_CHECK):
-                with m.If(desc_bad | desc_reserved | (is_lstm & lstm_const_bad)):
+                with m.If(desc_bad | p_reserved | (is_lstm & lstm_const_bad)):
                     fault(ErrorCode.BAD_DESCRIPTOR)
                 with m.Elif(range_bad):
                     fault(ErrorCode.SCRATCH_RANGE)
@@ -750,6 +755,9 @@ class Processor(wiring.Component):
             m.d.sync += const_ok.bit_select(self.host_addr[:const_aw], 1).eq(
                 ((new_m == 0) | (new_m[30:32] == 0b01))
                 & (new_s >= -MAX_RIGHT_SHIFT) & (new_s <= MAX_LEFT_SHIFT))
+        with m.If(host_we[HostMem.DESCRIPTORS]):
+            m.d.sync += reserved_set.bit_select(desc_wr.addr, 1).eq(
+                Cat(self.host_wdata[lo:lo + w] for lo, w in reserved_fields).any())
         host_const = Signal(64)  # the constant port reads asynchronously: register it
         host_mem_q = Signal(HostMem)
         with m.If(host):

@@ -102,21 +102,26 @@ class Rig:
         self.iss.write_program(addr, words)
         self._mem(self.cpu.program_mem, addr, words)
 
-    def descriptor(self, index, desc):
-        raw = desc.pack() if isinstance(desc, Descriptor) else bytes(desc)
-        self.iss.write_descriptor(index, raw)
-        self._mem(self.cpu.desc_mem, index, [int.from_bytes(raw, "little")])
-
-    async def constant(self, index, word):
-        """Through the host port: the core records each constant's validity as it is written."""
-        self.iss.write_constant(index, word)
+    async def _host_write(self, mem, index, word):
         ctx, cpu = self.ctx, self.cpu
-        ctx.set(cpu.host_mem, HostMem.CONSTANTS)
+        ctx.set(cpu.host_mem, mem)
         ctx.set(cpu.host_addr, index)
         ctx.set(cpu.host_wdata, word)
         ctx.set(cpu.host_we, 1)
         await ctx.tick()
         ctx.set(cpu.host_we, 0)
+
+    async def descriptor(self, index, desc):
+        """Through the host port: the core records whether a reserved bit is set as the
+        descriptor is written."""
+        raw = desc.pack() if isinstance(desc, Descriptor) else bytes(desc)
+        self.iss.write_descriptor(index, raw)
+        await self._host_write(HostMem.DESCRIPTORS, index, int.from_bytes(raw, "little"))
+
+    async def constant(self, index, word):
+        """Through the host port: the core records each constant's validity as it is written."""
+        self.iss.write_constant(index, word)
+        await self._host_write(HostMem.CONSTANTS, index, word)
 
     def weights(self, addr, words):
         self.iss.write_weights(addr, words)
@@ -143,8 +148,8 @@ class Rig:
         self._mem(cpu.program_mem, 0, image.program)
         self._mem(self.bench.weight_mem, 0, image.weights)
         self._mem(self.bench.param_mem, 0, image.params)
-        self._mem(cpu.desc_mem, 0, [int.from_bytes(d.pack(), "little")
-                                    for d in image.descriptors])
+        for i, desc in enumerate(image.descriptors):
+            await self.descriptor(i, desc)
         for addr, values in image.scratch_init:
             self._mem(cpu.scratch_mem, addr, [int(v) & 0xFFFF for v in values])
         for name, value in (("prog_len", len(image.program)),
@@ -368,7 +373,7 @@ def test_vector_instructions_match_the_iss():
     simulate(body)
 
 
-def layer(rig, job, *, index=0, base=0, params_at=None, **fields):
+async def layer(rig, job, *, index=0, base=0, params_at=None, **fields):
     """Write ``job``'s stream at ``base``, its records at ``params_at`` (default ``base``)
     and descriptor ``index`` for it (``fields`` override the descriptor's)."""
     params_at = base if params_at is None else params_at
@@ -380,7 +385,7 @@ def layer(rig, job, *, index=0, base=0, params_at=None, **fields):
                 cols=f["cols"], split=f["cols"], encoding=f["encoding"], mode=Mode.INT8,
                 codebook=job.header.codebook)
     desc.update(fields)
-    rig.descriptor(index, Descriptor(**desc))
+    await rig.descriptor(index, Descriptor(**desc))
     return desc
 
 
@@ -401,7 +406,7 @@ def test_one_and_two_element_ends_next_to_narrow_matvecs():
     async def body(rig):
         rig.registers(desc_count=len(jobs), prog_len=CFG.program_depth)
         for i, job in enumerate(jobs):
-            layer(rig, job, index=i, base=64 * i)
+            await layer(rig, job, index=i, base=64 * i)
             rig.scratch(8 * i + 32, job.x)
         for n in widths:
             rig.scratch(0, rng.integers(-128, 128, 16))
@@ -441,17 +446,17 @@ def test_engine_errors_pass_through_and_the_next_start_recovers():
                 continue
             base = good8 if kind == "int8_low_delta" else good
             bad = corrupt(base, kind, CFG)
-            desc = layer(rig, bad, base=16)
+            desc = await layer(rig, bad, base=16)
             run = await rig.run(0, kind, unspecified=(300, 300 + desc["rows"]))
             seen.add(run.error)
-            layer(rig, base, base=16)
+            await layer(rig, base, base=16)
             await rig.run(0, f"after {kind}")
         # One column: the engine starts with the only activation read.
         narrow = make_job(rng, rows=5, cols=1, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
         rig.scratch(0, narrow.x)
-        layer(rig, narrow, base=16)
+        await layer(rig, narrow, base=16)
         await rig.run(0, "one column")
-        layer(rig, narrow, base=16, cols=0, split=0)
+        await layer(rig, narrow, base=16, cols=0, split=0)
         seen.add((await rig.run(0, "no columns", unspecified=(300, 305))).error)
 
     simulate(body)
@@ -510,19 +515,19 @@ def test_every_sequencer_error_halts_cleanly_with_its_pc_and_start_recovers():
             await rig.constant(i, k)
         rig.scratch(0, rng.integers(-128, 128, 200))
         rig.scratch(160, [1, 9])  # LOADROW indices: in range, out of range
-        d = layer(rig, job, base=0)
-        layer(rig, job, index=8, base=0, split=30)
+        d = await layer(rig, job, base=0)
+        await layer(rig, job, index=8, base=0, split=30)
         bad = [dict(reserved=1), dict(mode=Mode.LSTM), dict(mode=4),
                dict(split=41), dict(stream_base=1024 - d["n_words"] + 1),
                dict(param_base=256 - 12 + 1)]
         for i, kw in enumerate(bad, start=1):
-            layer(rig, job, index=i, base=0, **kw)
+            await layer(rig, job, index=i, base=0, **kw)
         fused = dict(mode=Mode.LSTM, split=37, const_index=0, cell_frac_bits=9)
-        layer(rig, job, index=10, base=0, **fused)
+        await layer(rig, job, index=10, base=0, **fused)
         bad_lstm = [dict(const_index=1), dict(rows=14), dict(split=0), dict(split=36),
                     dict(cell_frac_bits=7), dict(cell_frac_bits=16)]
         for i, kw in zip((9, *range(11, 16)), bad_lstm):
-            layer(rig, job, index=i, base=0, **{**fused, **kw})
+            await layer(rig, job, index=i, base=0, **{**fused, **kw})
         defaults = dict(prog_len=CFG.program_depth, desc_count=16, const_count=len(consts),
                         watchdog=CFG.program_depth)
         good = [I(Op.SETVL, a=4), I(Op.VADD, d=200, a=0, b=8), I(Op.SYNC),
@@ -542,9 +547,9 @@ def test_every_sequencer_error_halts_cleanly_with_its_pc_and_start_recovers():
         await rig.run(CFG.program_depth, "bad START_PC")  # PC_OVERRUN at the entry
         # An engine error in an LSTM leaves its state unspecified; the next run recovers.
         rig.registers(**defaults)
-        layer(rig, corrupt(job, "crc_params", CFG), index=10, base=0, **fused)
+        await layer(rig, corrupt(job, "crc_params", CFG), index=10, base=0, **fused)
         assert (await rig.run(100, "LSTM CRC", unspecified=(420, 426))).error == E.CRC_PARAMS
-        layer(rig, job, index=10, base=0, **fused)
+        await layer(rig, job, index=10, base=0, **fused)
         await rig.run(100, "LSTM recovery")
 
     simulate(body)
@@ -608,7 +613,7 @@ def test_decode_errors_in_every_placement_match_the_iss():
                       watchdog=CFG.program_depth)
         rig.scratch(0, rng.integers(-128, 128, 512))
         rig.scratch(160, [1])  # LOADROW's index, below every VN here
-        layer(rig, job, index=8, base=0, split=30)
+        await layer(rig, job, index=8, base=0, split=30)
         matvec = I(Op.MATVEC, p=8, d=300, a=0, b=100)
         for name, code, ins, fails, passes in DECODE_ERRORS:
             # (placement, instructions before, the error they give it; None: the ISS's)
@@ -696,7 +701,7 @@ def test_matvec_and_lstm_bounds_fault_one_past_the_edge_not_at_it():
             rig.params(base, job.params)
         for op, (fields, operands, cases) in ops.items():
             for n, (desc, ins, code) in enumerate(common + cases):
-                layer(rig, job, **{**fields, **desc})
+                await layer(rig, job, **{**fields, **desc})
                 rig.program(0, [I(op, p=0, **{**operands, **ins}), I(Op.HALT)])
                 label = f"{op.name} {desc} {ins}"
                 run = await rig.run(0, label)  # the code and FAULT_PC as the ISS's
@@ -714,9 +719,9 @@ async def _matvec_and_lstm_layers(rig, job, consts):
     for i, k in enumerate(consts):
         await rig.constant(i, k)
     rig.registers(desc_count=2, const_count=len(consts), prog_len=CFG.program_depth)
-    layer(rig, job, index=0, base=0, mode=Mode.Q3_12)
-    layer(rig, job, index=1, base=0, mode=Mode.LSTM, split=37, const_index=2,
-          cell_frac_bits=11)
+    await layer(rig, job, index=0, base=0, mode=Mode.Q3_12)
+    await layer(rig, job, index=1, base=0, mode=Mode.LSTM, split=37, const_index=2,
+                cell_frac_bits=11)
 
 
 def test_vector_ops_next_to_matvec_and_lstm_share_the_requantizer():
@@ -811,7 +816,7 @@ def test_lstm_units_take_their_own_c_with_rows_back_to_back():
     async def body(rig):
         await rig.constant(0, pack_constant(int(rng.integers(1 << 30, 1 << 31)), -6))
         rig.registers(desc_count=1, const_count=1, prog_len=CFG.program_depth)
-        layer(rig, job, mode=Mode.LSTM, split=2, const_index=0, cell_frac_bits=11)
+        await layer(rig, job, mode=Mode.LSTM, split=2, const_index=0, cell_frac_bits=11)
         rig.scratch(0, job.x[:2])
         rig.scratch(420, np.concatenate([job.x[2:], c]))  # h, then c
         rig.program(0, [I(Op.SETVL, a=H), I(Op.LSTM, p=0, d=420, a=0), I(Op.HALT)])
@@ -851,11 +856,11 @@ def test_each_matvec_reads_its_own_descriptor_ahead():
         descs = []
         for i, job in enumerate(jobs):
             assert len(job.words) <= 64 and len(job.expected) <= 64
-            descs.append(Descriptor(**layer(rig, job, index=i, base=64 * i)))
+            descs.append(Descriptor(**await layer(rig, job, index=i, base=64 * i)))
             rig.scratch(50 * i, job.x)
         bad = bytearray(descs[0].pack())
         bad[DESC_FIELDS["reserved16"][0] // 8] = 1
-        rig.descriptor(len(jobs), bytes(bad))
+        await rig.descriptor(len(jobs), bytes(bad))
         rig.program(0, prog)
         for pc, mem, addr, code in ((0, HostMem.PROGRAM, 5, ErrorCode.OK),
                                     (2, HostMem.PROGRAM, 5, ErrorCode.OK),
@@ -899,7 +904,7 @@ def test_back_to_back_matvecs_request_from_their_own_bases(wait_level):
     async def body(rig):
         rig.registers(desc_count=len(layout), prog_len=len(prog))
         for i, (j, sb, pb) in enumerate(layout):
-            layer(rig, jobs[j], index=i, base=sb, params_at=pb)
+            await layer(rig, jobs[j], index=i, base=sb, params_at=pb)
         for j, job in enumerate(jobs):
             rig.scratch(50 * j, job.x)
         rig.program(0, prog)
@@ -916,10 +921,14 @@ def test_back_to_back_matvecs_request_from_their_own_bases(wait_level):
                           for a in range(pb, pb + len(jobs[j].expected))]
 
 
-def test_a_reserved_descriptor_bit_in_any_group_is_a_bad_descriptor():
-    """Each of the 112 reserved descriptor bits faults the MATVEC with BAD_DESCRIPTOR (the
-    check joins registered groups of 4 bits a cycle later): one bit of every group, at a
-    different place in its group, written over descriptor 1 in turn; the clean one runs."""
+def test_a_reserved_descriptor_bit_is_found_as_the_host_writes_each_descriptor():
+    """Each of the 112 reserved descriptor bits faults the MATVEC with BAD_DESCRIPTOR: the
+    core records the bit as the host writes the descriptor, one flag per descriptor. One bit
+    of every group of 4, at a different place in its group, written over descriptor 1 in
+    turn, between rewrites of it clean: each program runs descriptor 0 (clean), then 1,
+    and faults at the second MATVEC (its PC) exactly while 1 holds a reserved bit. So a
+    flag read for the wrong descriptor (0's, or the instruction before's) or not
+    rewritten with its descriptor (bad to clean, clean to bad) fails."""
     rng = np.random.default_rng(12)
     job = make_job(rng, rows=6, cols=20, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
     reserved = [lo + k for name, (lo, w) in DESC_FIELDS.items() if name.startswith("reserved")
@@ -928,18 +937,24 @@ def test_a_reserved_descriptor_bit_in_any_group_is_a_bad_descriptor():
     assert len(bits) == 28
 
     async def body(rig):
-        clean = bytes(Descriptor(**layer(rig, job)).pack())
+        clean = bytes(Descriptor(**await layer(rig, job)).pack())
+        await rig.descriptor(1, clean)
         rig.scratch(0, job.x)
         rig.registers(desc_count=2, prog_len=CFG.program_depth)
-        for p, bit in ((0, None), *((1, bit) for bit in bits)):
+        rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=0, d=300, a=0, b=0),
+                        I(Op.MATVEC, p=1, d=310, a=0, b=0), I(Op.HALT)])
+        for bit in (None, *bits):
             if bit is not None:
                 bad = bytearray(clean)
                 bad[bit // 8] |= 1 << bit % 8
-                rig.descriptor(1, bytes(bad))
-            rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=p, d=300, a=0, b=0),
-                            I(Op.HALT)])
-            iss = await rig.run(0, f"reserved bit {bit}")
-            assert iss.error == (ErrorCode.OK if bit is None else ErrorCode.BAD_DESCRIPTOR), bit
+                await rig.descriptor(1, bytes(bad))
+                iss = await rig.run(0, f"reserved bit {bit}")
+                assert (iss.error, iss.fault_pc) == (ErrorCode.BAD_DESCRIPTOR, 2), bit
+                await rig.descriptor(1, clean)
+            rig.scratch(310, np.zeros(6))  # the clean run's output, written afresh
+            iss = await rig.run(0, f"rewritten clean after reserved bit {bit}")
+            assert iss.error == ErrorCode.OK, bit
+            assert np.array_equal(rig.read_scratch()[310:316], job.expected), bit
 
     simulate(body)
 
@@ -952,7 +967,7 @@ def test_start_and_soft_reset_abort_a_run():
         ctx, cpu = rig.ctx, rig.cpu
         rig.registers(desc_count=1, prog_len=CFG.program_depth)
         rig.scratch(0, job.x)
-        layer(rig, job)
+        await layer(rig, job)
         rig.program(0, [I(Op.MATVEC, p=0, d=300, a=0, b=0), I(Op.SETVL, a=30),
                         I(Op.TANH, d=400, a=300), I(Op.HALT)])
         for abort, when in ((cpu.start, 40), (cpu.soft_reset, 90), (cpu.start, 125)):
