@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, ResetInserter, Signal, signed
+from amaranth import Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,8 +20,10 @@ class MatVecEngine(wiring.Component):
     """Run one compressed layer: fetch, decompress, multiply-accumulate, requantize, write.
 
     The host loads the activation vector, sets the layer's header fields, and pulses
-    ``start``; the fields must hold still until ``done`` (the processor's descriptor read
-    port does; the engine keeps no copy of them). The engine checks the shape against its buffers, streams the weight words and
+    ``start``; the fields must hold still from the cycle of ``start`` until ``done`` (the
+    processor's descriptor read port does; the engine keeps no copy of them, only its
+    checks' verdict on them, registered in that cycle). The engine checks the shape
+    against its buffers, streams the weight words and
     row parameters from their memories, and writes one int8 result per row. Any malformed
     input stops it with an ``EngineError`` code in ``error`` and ``done`` high; it never
     writes past row ``rows - 1``. Each start resets the datapath, so a run after an error
@@ -114,6 +116,23 @@ class MatVecEngine(wiring.Component):
         rows, cols, n_words, nnz = self.rows, self.cols, self.n_words, self.nnz
         encoding, codebook, out_mode = self.encoding, self.codebook, self.out_mode
 
+        # The header checks, registered every cycle so that CHECK decides on flip-flops
+        # (issue 6: the compares, 32-bit for ``n_words``, sat between the header and
+        # ``done``/``error``): in CHECK they hold the verdict on the start cycle's
+        # fields, which the run then uses unchanged.
+        check_bad = Signal()
+        check_error = Signal(4)
+        shape_bad = ((rows == 0) | (cols == 0) | (rows > cfg.max_rows)
+                     | (cols > cfg.max_cols) | (n_words == 0)
+                     | (n_words > cfg.weight_depth))
+        encoding_bad = encoding > Encoding.CODEBOOK
+        mode_bad = out_mode > MODE_INT16
+        m.d.sync += [
+            check_bad.eq(shape_bad | encoding_bad | mode_bad),
+            check_error.eq(Mux(shape_bad, EngineError.SHAPE,
+                               Mux(encoding_bad, EngineError.ENCODING, EngineError.MODE))),
+        ]
+
         wr = MemoryReader(width=cfg.word_bits, addr_bits=cfg.waddr_bits,
                           depth=cfg.fifo_depth, pad_to=8 * word_bytes(cfg.lanes))
         pr = MemoryReader(width=cfg.param_bits, addr_bits=cfg.paddr_bits,
@@ -133,6 +152,8 @@ class MatVecEngine(wiring.Component):
         running = Signal()
         ce = Signal()
         out_count = Signal(17)
+        rows_written = Signal()  # out_count == rows
+        words_done = Signal()  # wr.done
         error = Signal(4)
         done = Signal()
         cycles, macs, zero_acts, stalls = (Signal(32, name=n) for n in
@@ -183,34 +204,37 @@ class MatVecEngine(wiring.Component):
             rq.mode.eq(out_mode),
             self.out_addr.eq(out_count),
             self.out_data.eq(rq.out),
-            self.out_we.eq(running & rq.out_valid & (out_count < rows)),
+            self.out_we.eq(running & rq.out_valid & ~rows_written),
         ]
-        with m.If(self.out_we):
-            m.d.sync += out_count.eq(out_count + 1)
+        # ``out_count == rows`` found a cycle ahead from its next value, so that neither
+        # the row write nor RUN's end waits on the compare (``out_count`` never passes
+        # ``rows``, so ``~rows_written`` is ``out_count < rows``). Cleared at a start:
+        # a run that gets past CHECK has ``rows >= 1``.
+        out_next = Signal.like(out_count)
+        m.d.comb += out_next.eq(out_count + self.out_we)
+        m.d.sync += [out_count.eq(out_next), rows_written.eq(out_next == rows)]
+        # ``wr.done`` (its pop count == ``n_words``) a cycle ahead: set as the last word
+        # leaves the reader, so the stall count and RUN's end start from a flip-flop.
+        # Cleared at a start (a run that gets past CHECK has ``n_words >= 1``) and set
+        # only while running: in CHECK the reader still holds the last run's words.
+        with m.If(running & wr.out_valid & wr.out_ready & wr.out_last):
+            m.d.sync += words_done.eq(1)
 
         m.d.sync += restart.eq(0)  # a pulse, unless IDLE sets it below
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
-                        error.eq(0), done.eq(0), out_count.eq(0),
+                        error.eq(0), done.eq(0), out_count.eq(0), rows_written.eq(0),
+                        words_done.eq(0),
                         cycles.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
                     ]
                     m.d.sync += restart.eq(1)
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += cycles.eq(cycles + 1)
-                shape_bad = ((rows == 0) | (cols == 0) | (rows > cfg.max_rows)
-                             | (cols > cfg.max_cols) | (n_words == 0)
-                             | (n_words > cfg.weight_depth))
-                with m.If(shape_bad):
-                    m.d.sync += [error.eq(EngineError.SHAPE), done.eq(1)]
-                    m.next = "IDLE"
-                with m.Elif(encoding > Encoding.CODEBOOK):
-                    m.d.sync += [error.eq(EngineError.ENCODING), done.eq(1)]
-                    m.next = "IDLE"
-                with m.Elif(out_mode > MODE_INT16):
-                    m.d.sync += [error.eq(EngineError.MODE), done.eq(1)]
+                with m.If(check_bad):
+                    m.d.sync += [error.eq(check_error), done.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += running.eq(1)
@@ -221,12 +245,12 @@ class MatVecEngine(wiring.Component):
                     macs.eq(macs + mac.macs),
                     zero_acts.eq(zero_acts + mac.zero_acts),
                     # the MAC array starves: no word ready, or held by a full row FIFO
-                    stalls.eq(stalls + (~wr.done & ~(ce & wr.out_valid))),
+                    stalls.eq(stalls + (~words_done & ~(ce & wr.out_valid))),
                 ]
                 with m.If(dec.error != 0):
                     m.d.sync += [error.eq(dec.error), done.eq(1), running.eq(0)]
                     m.next = "IDLE"
-                with m.Elif((out_count == rows) & wr.done & ~dec.out_valid):
+                with m.Elif(rows_written & words_done & ~dec.out_valid):
                     m.d.sync += running.eq(0)
                     m.next = "FINISH"
             with m.State("FINISH"):

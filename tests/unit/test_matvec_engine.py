@@ -2,6 +2,7 @@
 
 import gc
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,6 +106,53 @@ def test_every_malformed_input_errors_cleanly_and_the_next_run_recovers():
     _check_all(jobs, results)
     seen = {EngineError(r.error) for r in results}
     assert seen == set(CORRUPTIONS.values()) | {EngineError.OK}
+
+
+#: Stall cycles of a run without wait states: the MAC array waits while the first word is
+#: requested, answered and leaves the reader's FIFO (the engine's count before issue 6's
+#: registered end and stall terms, which must leave it unchanged).
+STARTUP_STALLS = 3
+
+#: Header fields the CHECK cycle rejects, each with its error: every shape bound (32-bit
+#: ``n_words`` included), the encoding and the output mode.
+ILLEGAL_FIELDS = [
+    ({"rows": 0}, EngineError.SHAPE), ({"cols": 0}, EngineError.SHAPE),
+    ({"rows": CFG.max_rows + 1}, EngineError.SHAPE),
+    ({"cols": CFG.max_cols + 1}, EngineError.SHAPE),
+    ({"n_words": 0}, EngineError.SHAPE),
+    ({"n_words": CFG.weight_depth + 1}, EngineError.SHAPE),
+    ({"n_words": 2**32 - 1}, EngineError.SHAPE),
+    ({"encoding": 3}, EngineError.ENCODING), ({"out_mode": 3}, EngineError.MODE),
+]
+
+
+def test_checks_use_the_header_of_their_own_start():
+    """The checks are registered, but on the header given with each start: back to back
+    (the harness changes the fields in the start cycle), a legal run then each illegal
+    shape, encoding or mode, then a legal run again, one of them with ``rows = 1``. Each
+    illegal run stops in CHECK (one cycle, no stall, nothing written); each legal one is
+    bit-exact with the model's cycles and the start-up stalls only."""
+    rng = np.random.default_rng(77)
+    one_row = make_job(rng, rows=1, cols=33, sparsity=0.3, encoding=Encoding.INT8,
+                       lanes=CFG.lanes)
+    wide = make_job(rng, rows=CFG.max_rows, cols=CFG.max_cols, sparsity=0.7,
+                    encoding=Encoding.CODEBOOK, lanes=CFG.lanes)
+    jobs = []
+    for i, (fields, err) in enumerate(ILLEGAL_FIELDS):
+        legal = (one_row, wide)[i % 2]
+        jobs += [legal, replace(legal, overrides={**legal.overrides, **fields},
+                                expected_error=err)]
+    jobs.append(one_row)
+    results = run_jobs(CFG, jobs)
+    _check_all(jobs, results)
+    for job, res in zip(jobs, results):
+        if job.expected_error == EngineError.OK:
+            assert res.cycles == predict_cycles(list(job.words), CFG.lanes,
+                                                job.header.rows)
+            assert res.cycles == job.header.n_words + PIPELINE_LATENCY
+            assert res.stalls == STARTUP_STALLS
+        else:
+            assert (res.cycles, res.stalls, res.macs, res.zero_acts) == (1, 0, 0, 0)
 
 
 @pytest.mark.parametrize("wait_level", [0, 96])
