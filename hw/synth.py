@@ -139,7 +139,7 @@ class EngineSynthTop(wiring.Component):
     """``MatVecEngine`` with its memories behind a serial host interface (synthesis only).
 
     ``sen`` shifts ``sdi`` into a 296-bit register ``sr`` (and the capture register out on
-    ``sdo``); ``sr`` holds still while the engine is busy, since it drives the engine's
+    ``sdo``); ``sr`` holds still from a START command while the engine is busy, since it drives the engine's
     header fields, which must not change during a run. ``cmd`` (registered) then uses ``sr``: START takes the header fields from it,
     WRITE_* write memory word ``sr[W:W+16]`` with data ``sr[0:W]``, READ_OUT captures output
     byte ``sr[W:W+16]``, READ_STATUS counter ``sr[W:W+3]`` (cycles, macs, zero_acts,
@@ -210,14 +210,16 @@ class EngineSynthTop(wiring.Component):
         W = cfg.word_bits
 
         sr = Signal(self.sr_bits)
-        with m.If(self.sen & ~eng.busy):  # frozen while busy: it holds the header fields
-            m.d.sync += sr.eq(Cat(sr[1:], self.sdi))
         cmd = Signal(3)
         m.d.sync += cmd.eq(self.cmd)
+        # Frozen from the start cycle while busy: it holds the header fields, which the
+        # engine checks as they are in its start cycle and reads until ``done``.
+        with m.If(self.sen & ~eng.busy & (cmd != Cmd.START)):
+            m.d.sync += sr.eq(Cat(sr[1:], self.sdi))
         data = sr[:self.data_bits]
         addr = sr[self.data_bits:self.data_bits + 16]
 
-        # Header fields straight from the shift register (the engine latches them at start).
+        # Header fields straight from the shift register (held from START to ``done``).
         pos = 0
         for name, width in HEADER_FIELDS:
             m.d.comb += getattr(eng, name).eq(sr[pos:pos + width])
