@@ -139,8 +139,9 @@ class EngineSynthTop(wiring.Component):
     """``MatVecEngine`` with its memories behind a serial host interface (synthesis only).
 
     ``sen`` shifts ``sdi`` into a 296-bit register ``sr`` (and the capture register out on
-    ``sdo``); ``sr`` holds still from a START command while the engine is busy, since it drives the engine's
-    header fields, which must not change during a run. ``cmd`` (registered) then uses ``sr``: START takes the header fields from it,
+    ``sdo``); ``sr`` holds still from a START command while the engine is busy, since it
+    drives the engine's header fields, which must not change during a run. ``cmd``
+    (registered) then uses ``sr``: START takes the header fields from it,
     WRITE_* write memory word ``sr[W:W+16]`` with data ``sr[0:W]``, READ_OUT captures output
     byte ``sr[W:W+16]``, READ_STATUS counter ``sr[W:W+3]`` (cycles, macs, zero_acts,
     stalls, nnz_seen, status) into the 32-bit capture register shifted out on ``sdo``.
