@@ -316,12 +316,10 @@ class Processor(wiring.Component):
             m.d.sync += [pc.eq(pc + 1), instructions.eq(instructions + 1),
                          state.eq(next_state)]
 
-        def beyond(addr, n):
-            """``addr + n`` passes the end of the scratchpad (no wrap-around)."""
-            return (addr + n) > depth
-
         def partial_overlap(dst, src, n):
-            return (dst != src) & (dst < src + n) & (src < dst + n)
+            """``dst != src & dst < src + n & src < dst + n``, each sum compare one carry
+            chain (``_sum_exceeds``), exact for all unsigned values."""
+            return (dst != src) & _sum_exceeds(src, n, dst) & _sum_exceeds(dst, n, src)
 
         # Descriptor fields. The descriptor is read ahead like the instruction, from FETCH,
         # so that ``df``, the block RAM's output registered, holds it from DESC on: the
@@ -376,9 +374,9 @@ class Processor(wiring.Component):
         # The scratch room after each operand, from the instruction word, registered
         # every cycle (``word`` holds this instruction in DECODE, so these hold its room
         # in DESC, their only reader): DESC's range checks are then one compare each
-        # against the descriptor's fields (issue 6), where ``beyond`` is an add and a
-        # compare and b's ``cols - split`` a subtract more. Instruction-side rather than ``cols -
-        # split`` registered with ``df``: that subtract would follow the descriptor
+        # against the descriptor's fields (issue 6), where ``addr + n > depth`` is an add
+        # and a compare and b's ``cols - split`` a subtract more. Instruction-side rather
+        # than ``cols - split`` registered with ``df``: that subtract would follow the descriptor
         # block RAM's 5.8 ns clock-to-out. a's and d's room is signed: an address past
         # the end has negative room, which every count exceeds. b's is biased by
         # 0xFFFF so that ``b + cols - split > depth`` is ``cols + ~split > b_room``,
@@ -536,8 +534,11 @@ class Processor(wiring.Component):
         # DECODE's checks, found in FETCH from ``word`` (this instruction's) and ``vl``,
         # ``vn``, ``table`` (SETVL changes them in its DECODE, so FETCH sees the values
         # DECODE would) and registered as the error code, if any: DECODE faults on
-        # flip-flops, not through the compares' carry chains (issue 6). The word checks
-        # of section 4.2 first: opcode, reserved fields and p bits, VSHIFT amount.
+        # flip-flops, not through the compares' carry chains (issue 6). Each check is one
+        # carry chain from flip-flops at most: a compare against ``room_vl``, registered
+        # with VL, or a sum compare through ``_sum_exceeds``, not an add and then a
+        # compare. The word checks of section 4.2 first: opcode, reserved fields and p
+        # bits, VSHIFT amount.
         legal, reserved = Signal(), Signal()
         with m.Switch(f["opcode"]):
             for o in Op:
@@ -573,6 +574,10 @@ class Processor(wiring.Component):
         # LOADROW's table size VN * VL, set with them (by SETVL from its register fields,
         # 0 at a start) so that the next FETCH's checks see the new product.
         table = Signal(32)
+        # The scratch room after VL elements, ``depth - vl``, set with VL: ``x + vl >
+        # depth`` is then the one compare ``x > room_vl``. Signed: a VL past the depth
+        # leaves negative room, which every address exceeds.
+        room_vl = Signal(range(depth - 0xFFFF, depth + 1), init=depth)
         decode_error = Signal(8)  # this word's error code (ErrorCode.OK if none)
         with m.If(~legal):
             m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_OPCODE)
@@ -585,21 +590,22 @@ class Processor(wiring.Component):
                 with m.Case(Op.ARGMAX):
                     with m.If(vl == 0):
                         m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-                    with m.Elif(beyond(fa, vl) | beyond(fd, 1)):
+                    with m.Elif((fa > room_vl) | (fd >= depth)):
                         m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
                 with m.Case(Op.LOADROW):
                     with m.If((vl == 0) | (vn == 0)):
                         m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-                    with m.Elif(beyond(fa, table) | beyond(fb, 1) | beyond(fd, vl)
-                                | ((fd < fa + table) & (fa < fd + vl))):
+                    with m.Elif(_sum_exceeds(fa, table, depth) | (fb >= depth)
+                                | (fd > room_vl)
+                                | (_sum_exceeds(fa, table, fd) & _sum_exceeds(fd, vl, fa))):
                         m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
                 with m.Case(*ELEMENTWISE):
                     with m.If(vl == 0):
                         m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
                     with m.Elif(uses_const & const_bad(fp)):
                         m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-                    with m.Elif(beyond(fd, vl) | beyond(fa, vl)
-                                | (binary & beyond(fb, vl))):
+                    with m.Elif((fd > room_vl) | (fa > room_vl)
+                                | (binary & (fb > room_vl))):
                         m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
                     with m.Elif(partial_overlap(fd, fa, vl)
                                 | (binary & partial_overlap(fd, fb, vl))):
@@ -637,7 +643,8 @@ class Processor(wiring.Component):
                             m.d.sync += sync_count.eq(sync_count + 1)  # units idle here
                             complete()
                         with m.Case(Op.SETVL):
-                            m.d.sync += [vl.eq(fa), vn.eq(fb), table.eq(fa * fb)]
+                            m.d.sync += [vl.eq(fa), vn.eq(fb), table.eq(fa * fb),
+                                         room_vl.eq(depth - fa)]
                             complete()
                         with m.Case(Op.MATVEC, Op.LSTM):
                             m.d.sync += state.eq(_State.DESC)
@@ -796,7 +803,8 @@ class Processor(wiring.Component):
         with m.Elif(self.start):
             m.d.sync += [
                 state.eq(_State.START), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
-                error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), table.eq(0), cycles.eq(0),
+                error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), table.eq(0),
+                room_vl.eq(depth), cycles.eq(0),
                 instructions.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
             ]
         return m

@@ -586,9 +586,45 @@ DECODE_ERRORS = [
     ("LOADROW table range", _E.SCRATCH_RANGE, I(Op.LOADROW, d=100, a=400, b=160),
      (4, 30), (4, 4)),
     ("LOADROW b range", _E.SCRATCH_RANGE, I(Op.LOADROW, d=200, a=0, b=512), (4, 4), None),
+    # Before any run writes scratch[511], this index.
+    ("LOADROW b at the end", _E.BAD_OPERAND, I(Op.LOADROW, d=0, a=8, b=511), (0, 4),
+     (4, 4)),
     ("LOADROW d range", _E.SCRATCH_RANGE, I(Op.LOADROW, d=510, a=0, b=160), (4, 4), (2, 4)),
     ("LOADROW d overlaps the table", _E.SCRATCH_RANGE, I(Op.LOADROW, d=10, a=0, b=160),
      (4, 4), (2, 4)),
+    # Each compare's edges: at the bound (passes) and one past (fails), VL near 0, near
+    # and above the depth (512), fields near 0xFFFF whose sums wrap a 16-bit adder. Runs
+    # over the LOADROW index at 160 copy in place.
+    ("d one past, VL 1", _E.SCRATCH_RANGE, I(Op.VCOPY, d=511, a=0), (2, 1), (1, 1)),
+    ("a one past, VL 511", _E.SCRATCH_RANGE, I(Op.ARGMAX, d=0, a=1), (512, 1), (511, 1)),
+    ("VL above the depth", _E.SCRATCH_RANGE, I(Op.VCOPY, d=0, a=0), (513, 1), (512, 1)),
+    ("VL 0xFFFF", _E.SCRATCH_RANGE, I(Op.VCOPY, d=0, a=0), (0xFFFF, 1), (512, 1)),
+    ("b one past, VL 113", _E.SCRATCH_RANGE, I(Op.VMUL, d=200, a=200, b=400),
+     (113, 1), (112, 1)),
+    ("d 0xFFFF", _E.SCRATCH_RANGE, I(Op.VADD, d=0xFFFF, a=0, b=8), (1, 1), None),
+    ("ARGMAX a 0xFFFF", _E.SCRATCH_RANGE, I(Op.ARGMAX, d=0, a=0xFFFF), (1, 1), None),
+    ("ARGMAX d at the end", _E.BAD_OPERAND, I(Op.ARGMAX, d=511, a=0), (0, 1), (4, 1)),
+    ("LOADROW b 0xFFFF", _E.SCRATCH_RANGE, I(Op.LOADROW, d=0, a=8, b=0xFFFF), (4, 4), None),
+    ("LOADROW d one past", _E.SCRATCH_RANGE, I(Op.LOADROW, d=509, a=0, b=160), (4, 4),
+     (3, 4)),
+    ("LOADROW d 0xFFFF", _E.SCRATCH_RANGE, I(Op.LOADROW, d=0xFFFF, a=0, b=160), (1, 4),
+     None),
+    ("LOADROW table one past", _E.SCRATCH_RANGE, I(Op.LOADROW, d=0, a=8, b=160),
+     (1, 505), (1, 504)),
+    ("LOADROW VN 0xFFFF", _E.SCRATCH_RANGE, I(Op.LOADROW, d=0, a=8, b=160), (1, 0xFFFF),
+     (1, 504)),
+    ("LOADROW a 0xFFFF", _E.SCRATCH_RANGE, I(Op.LOADROW, d=0, a=0xFFFF, b=160), (1, 1),
+     None),
+    ("LOADROW table one into d", _E.SCRATCH_RANGE, I(Op.LOADROW, d=16, a=0, b=160),
+     (1, 17), (1, 16)),
+    ("LOADROW d one into the table", _E.SCRATCH_RANGE, I(Op.LOADROW, d=0, a=4, b=160),
+     (5, 4), (4, 4)),
+    ("a one into d, VL 1", _E.SCRATCH_RANGE, I(Op.VCOPY, d=101, a=100), (2, 1), (1, 1)),
+    ("d one into a", _E.SCRATCH_RANGE, I(Op.SIGMOID, d=100, a=104), (5, 1), (4, 1)),
+    ("b one into d", _E.SCRATCH_RANGE, I(Op.VMUL, d=104, a=300, b=100), (5, 1), (4, 1)),
+    ("d one into b", _E.SCRATCH_RANGE, I(Op.VADD, d=100, a=300, b=104), (5, 1), (4, 1)),
+    ("a one into d, VL 256", _E.SCRATCH_RANGE, I(Op.VCOPY, d=255, a=0), (256, 1),
+     (255, 1)),
 ]
 
 
@@ -612,7 +648,8 @@ def test_decode_errors_in_every_placement_match_the_iss():
         rig.registers(prog_len=CFG.program_depth, desc_count=16, const_count=len(consts),
                       watchdog=CFG.program_depth)
         rig.scratch(0, rng.integers(-128, 128, 512))
-        rig.scratch(160, [1])  # LOADROW's index, below every VN here
+        rig.scratch(160, [1])  # LOADROW's indices, below every VN here
+        rig.scratch(511, [1])
         await layer(rig, job, index=8, base=0, split=30)
         matvec = I(Op.MATVEC, p=8, d=300, a=0, b=100)
         for name, code, ins, fails, passes in DECODE_ERRORS:
