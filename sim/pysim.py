@@ -20,7 +20,7 @@ def run_jobs(cfg: EngineConfig, jobs, *, wait_level: int = 0, seed: int = 1,
 
     async def testbench(ctx):
         for job in jobs:
-            _load(ctx, dut, job)
+            load_job(ctx, dut, job)
             ctx.set(dut.wait_level, wait_level)
             ctx.set(dut.wait_seed, seed)
             results.append(await start_and_collect(ctx, dut, cfg, job))
@@ -67,11 +67,14 @@ async def record_requests(ctx, unit, taken: dict) -> None:
             taken["p"].append(pa)
 
 
-def _load(ctx, dut, job: MatVecJob):
+def load_job(ctx, dut, job: MatVecJob, *, w_base: int = 0, p_base: int = 0):
+    """Put ``job`` into a ``MatVecHarness``: its stream words from ``w_base`` and row
+    parameters from ``p_base`` (the engine's ``w_base`` / ``p_base`` are the caller's),
+    its activations in every lane's copy, sentinel outputs and the header fields."""
     for i, w in enumerate(job.words):
-        ctx.set(dut.weight_mem.data[i], w)
+        ctx.set(dut.weight_mem.data[w_base + i], w)
     for i, p in enumerate(job.params):
-        ctx.set(dut.param_mem.data[i], p)
+        ctx.set(dut.param_mem.data[p_base + i], p)
     for copy in dut.engine.mac_array.acts:  # one copy per lane
         for i, v in enumerate(job.x):
             ctx.set(copy.data[i], int(v))

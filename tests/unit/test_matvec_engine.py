@@ -16,9 +16,9 @@ from hw.errors import EngineError
 from hw.matvec_engine import MatVecEngine
 from sim import pysim
 from sim.harness import MatVecHarness
-from sim.job import CORRUPTIONS, SENTINEL, corrupt, image_of, make_job
+from sim.job import CORRUPTIONS, corrupt, image_of, make_job
 from sim.perf_model import PIPELINE_LATENCY, predict_cycles
-from sim.pysim import record_requests, run_jobs, start_and_collect
+from sim.pysim import load_job, record_requests, run_jobs, start_and_collect
 
 CFG = EngineConfig(lanes=4, max_rows=48, max_cols=80, weight_depth=2048)
 
@@ -231,18 +231,7 @@ def test_runs_read_from_the_bases_given_with_start():
 
     async def testbench(ctx):
         for job, (wb, pb) in zip(jobs, bases):
-            for i, w in enumerate(job.words):
-                ctx.set(dut.weight_mem.data[wb + i], w)
-            for i, p in enumerate(job.params):
-                ctx.set(dut.param_mem.data[pb + i], p)
-            for copy in eng.mac_array.acts:
-                for i, v in enumerate(job.x):
-                    ctx.set(copy.data[i], int(v))
-            for i in range(CFG.max_rows):
-                ctx.set(dut.out_mem.data[i], SENTINEL)
-            for name, value in job.fields().items():
-                port = getattr(dut, name)
-                ctx.set(port.as_value() if name == "codebook" else port, value)
+            load_job(ctx, dut, job, w_base=wb, p_base=pb)
             ctx.set(dut.wait_level, 96)
             ctx.set(eng.w_base, wb ^ 0x155)
             ctx.set(eng.p_base, pb ^ 0x15)
