@@ -9,6 +9,9 @@ the bits below it.
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -184,9 +187,14 @@ class HostInterface(wiring.Component):
         # the cycle before ``we``/``re``, so the decode is registered and the bus state,
         # the address compares and the 512-bit staging and memory port enables they
         # drive do not share a cycle.
+        # The windows are disjoint, so at most one ``hit`` is set: each registered field
+        # is a flat OR of the windows' values masked by their hits, not a priority chain
+        # of one mux per window between the address and the registers (issue 6).
         index, part, last = Signal(20), Signal(4), Signal()
         win_hit, win_ok = Signal(), Signal()
         sel = {}
+        fields = [(index, []), (part, []), (last, []), (win_ok, [])]
+        hits = []
         for w in self.map.windows:
             span_bits = _log2(w.span) - 2
             part_bits = _log2(w.stride) - 2
@@ -196,10 +204,13 @@ class HostInterface(wiring.Component):
             w_part = offset[:part_bits] if part_bits else Const(0, 1)
             hit = word[span_bits:] == w.base >> _log2(w.span)
             m.d.sync += s.eq(hit)
-            with m.If(hit):
-                m.d.sync += [win_ok.eq((w_index < w.depth) & (w_part < w.parts)),
-                             index.eq(w_index), part.eq(w_part),
-                             last.eq(w_part == w.parts - 1)]
+            hits.append(hit)
+            for (_, values), value in zip(fields, (w_index, w_part, w_part == w.parts - 1,
+                                                   (w_index < w.depth) & (w_part < w.parts))):
+                values.append(Mux(hit, value, 0))
+        with m.If(Cat(*hits).any()):  # no window: the fields hold (the read's address)
+            m.d.sync += [field.eq(reduce(operator.or_, values))
+                         for field, values in fields]
         m.d.comb += win_hit.eq(Cat(*sel.values()).any())
         win_go = win_hit & win_ok & ~self.busy
         core_sel = Signal()

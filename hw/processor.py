@@ -533,7 +533,7 @@ class Processor(wiring.Component):
 
         # DECODE's checks, found in FETCH from ``word`` (this instruction's) and ``vl``,
         # ``vn``, ``table`` (SETVL changes them in its DECODE, so FETCH sees the values
-        # DECODE would) and registered as the error code, if any: DECODE faults on
+        # DECODE would) and registered as flags (below): DECODE faults on
         # flip-flops, not through the compares' carry chains (issue 6). Each check is one
         # carry chain from flip-flops at most: a compare against ``room_vl``, registered
         # with VL, or a sum compare through ``_sum_exceeds``, not an add and then a
@@ -578,41 +578,40 @@ class Processor(wiring.Component):
         # depth`` is then the one compare ``x > room_vl``. Signed: a VL past the depth
         # leaves negative room, which every address exceeds.
         room_vl = Signal(range(depth - 0xFFFF, depth + 1), init=depth)
-        decode_error = Signal(8)  # this word's error code (ErrorCode.OK if none)
-        with m.If(~legal):
-            m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_OPCODE)
-        with m.Elif(reserved):
-            m.d.comb += decode_error.eq(ErrorCode.RESERVED_FIELD)
-        with m.Elif(bad_left):
-            m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-        with m.Else():
-            with m.Switch(fop):  # MATVEC/LSTM's operands are checked in DESC
-                with m.Case(Op.ARGMAX):
-                    with m.If(vl == 0):
-                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-                    with m.Elif((fa > room_vl) | (fd >= depth)):
-                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
-                with m.Case(Op.LOADROW):
-                    with m.If((vl == 0) | (vn == 0)):
-                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-                    with m.Elif(_sum_exceeds(fa, table, depth) | (fb >= depth)
-                                | (fd > room_vl)
-                                | (_sum_exceeds(fa, table, fd) & _sum_exceeds(fd, vl, fa))):
-                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
-                with m.Case(*ELEMENTWISE):
-                    with m.If(vl == 0):
-                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-                    with m.Elif(uses_const & const_bad(fp)):
-                        m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-                    with m.Elif((fd > room_vl) | (fa > room_vl)
-                                | (binary & (fb > room_vl))):
-                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
-                    with m.Elif(partial_overlap(fd, fa, vl)
-                                | (binary & partial_overlap(fd, fb, vl))):
-                        m.d.comb += decode_error.eq(ErrorCode.SCRATCH_RANGE)
-        decode_bad, decode_code = Signal(), Signal(8)  # the outcome, in DECODE
-        m.d.sync += [decode_bad.eq(decode_error != ErrorCode.OK),
-                     decode_code.eq(decode_error)]
+        # VL = 0 and VN = 0, registered with them (by SETVL, 1 at a start), so that no
+        # 16-bit compare sits in front of the flags below.
+        vl_zero, vn_zero = Signal(init=1), Signal(init=1)
+        # The checks registered as flags, each a flat OR of one-hot terms (an opcode
+        # class AND one check, a carry chain at most): no priority chain over the checks
+        # follows the carry chains into the registers (issue 6). ``decode_bad`` is any
+        # check, so the fault's fan-out in DECODE starts at one flip-flop; DECODE takes
+        # the code from the illegal, reserved and bad-operand flags in the priority of
+        # ``docs/isa.md`` 4.2 / 4.3 (an illegal opcode sets no other flag, a reserved
+        # field wins over the operand checks, a bad operand over a range).
+        is_argmax_w, is_loadrow_w = fop == Op.ARGMAX, fop == Op.LOADROW
+        is_elem_w = fop.matches(*ELEMENTWISE)
+        operand_terms = [bad_left, (is_argmax_w | is_loadrow_w | is_elem_w) & vl_zero,
+                         is_loadrow_w & vn_zero, uses_const & const_bad(fp)]
+        range_terms = [
+            is_argmax_w & ((fa > room_vl) | (fd >= depth)),
+            is_loadrow_w & (_sum_exceeds(fa, table, depth) | (fb >= depth) | (fd > room_vl)
+                            | (_sum_exceeds(fa, table, fd) & _sum_exceeds(fd, vl, fa))),
+            is_elem_w & ((fd > room_vl) | (fa > room_vl) | partial_overlap(fd, fa, vl)),
+            binary & ((fb > room_vl) | partial_overlap(fd, fb, vl)),
+        ]
+        # The outcome, in DECODE: any check failed, and which code's (a range if no
+        # other flag is set, so the range terms need no flag of their own).
+        decode_bad = Signal()
+        bad_illegal, bad_reserved, bad_operand = (
+            Signal(name=f"decode_{n}") for n in ("illegal", "reserved", "operand"))
+        m.d.sync += [
+            decode_bad.eq(Cat(~legal, reserved, *operand_terms, *range_terms).any()),
+            bad_illegal.eq(~legal), bad_reserved.eq(reserved),
+            bad_operand.eq(Cat(*operand_terms).any()),
+        ]
+        decode_code = Mux(bad_illegal, ErrorCode.ILLEGAL_OPCODE,
+                          Mux(bad_reserved, ErrorCode.RESERVED_FIELD,
+                              Mux(bad_operand, ErrorCode.BAD_OPERAND, ErrorCode.SCRATCH_RANGE)))
 
         with m.Switch(state):
             with m.Case(_State.START):
@@ -644,7 +643,8 @@ class Processor(wiring.Component):
                             complete()
                         with m.Case(Op.SETVL):
                             m.d.sync += [vl.eq(fa), vn.eq(fb), table.eq(fa * fb),
-                                         room_vl.eq(depth - fa)]
+                                         room_vl.eq(depth - fa), vl_zero.eq(fa == 0),
+                                         vn_zero.eq(fb == 0)]
                             complete()
                         with m.Case(Op.MATVEC, Op.LSTM):
                             m.d.sync += state.eq(_State.DESC)
@@ -757,11 +757,21 @@ class Processor(wiring.Component):
                           (const_wr, HostMem.CONSTANTS)):
             m.d.comb += [port.addr.eq(self.host_addr), port.data.eq(self.host_wdata),
                          port.en.eq(host_we[mem])]
+        # A constant's validity is checked from the written word into a register, with
+        # its index and enable, and lands in ``const_ok`` a cycle after the memory write:
+        # the port's 64 data bits, the checks' carry chains and the index decode into the
+        # flags' enables are two paths, not one (issue 6). The host cannot tell: the
+        # flags are read from a run's FETCH on, at least two cycles after a start, and
+        # a constant read returns the memory's word, not its flag.
         new_m, new_s = self.host_wdata[:32].as_signed(), self.host_wdata[32:64].as_signed()
-        with m.If(host_we[HostMem.CONSTANTS]):
-            m.d.sync += const_ok.bit_select(self.host_addr[:const_aw], 1).eq(
-                ((new_m == 0) | (new_m[30:32] == 0b01))
-                & (new_s >= -MAX_RIGHT_SHIFT) & (new_s <= MAX_LEFT_SHIFT))
+        const_w, const_w_ok = Signal(), Signal()
+        const_w_index = Signal(const_aw)
+        m.d.sync += [const_w.eq(host_we[HostMem.CONSTANTS]),
+                     const_w_index.eq(self.host_addr[:const_aw]),
+                     const_w_ok.eq(((new_m == 0) | (new_m[30:32] == 0b01))
+                                   & (new_s >= -MAX_RIGHT_SHIFT) & (new_s <= MAX_LEFT_SHIFT))]
+        with m.If(const_w):
+            m.d.sync += const_ok.bit_select(const_w_index, 1).eq(const_w_ok)
         with m.If(host_we[HostMem.DESCRIPTORS]):
             m.d.sync += reserved_set.bit_select(desc_wr.addr, 1).eq(
                 Cat(self.host_wdata[lo:lo + w] for lo, w in reserved_fields).any())
@@ -803,7 +813,7 @@ class Processor(wiring.Component):
             m.d.sync += [
                 state.eq(_State.START), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
                 error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), table.eq(0),
-                room_vl.eq(depth), cycles.eq(0),
+                room_vl.eq(depth), vl_zero.eq(1), vn_zero.eq(1), cycles.eq(0),
                 instructions.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
             ]
         return m

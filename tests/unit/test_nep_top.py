@@ -551,3 +551,33 @@ def test_banked_memories_loaded_and_run_through_the_bus_match_the_iss():
             await bus.ok_write(reg("IRQ_STATUS"), 0b11)
 
     simulate(body, NepTop(CFG, bank_depth=bank))
+
+
+def test_every_window_decodes_its_last_word_and_part_and_refuses_one_past():
+    """The window decode (one-hot over the disjoint windows): in every window the last
+    word's last part reads back what was written, and the word one past the depth and
+    the part one past the word's (where the span or stride leaves room for them) answer
+    SLVERR, between accesses to the other windows."""
+    rng = np.random.default_rng(3)
+
+    async def body(ctx, dut, bus):
+        for w in MAP.windows:
+            last = w.depth - 1
+            word = int.from_bytes(rng.bytes(64), "little") & ((1 << w.word_bits) - 1)
+            await bus.writes(word_writes(w.name, last, word))
+            for other in MAP.windows:  # a read elsewhere between write and read-back
+                if other is not w:
+                    await bus.ok_read(MAP.address(other.name, 0, other.parts - 1))
+            got = await bus.ok_read(MAP.address(w.name, last, w.parts - 1))
+            assert got == w.split(word)[-1], w.name
+            past = []
+            if w.depth * w.stride < w.span:
+                past.append(w.base + w.depth * w.stride)
+            if 4 * w.parts < w.stride:
+                past.append(w.base + last * w.stride + 4 * w.parts)
+            for addr in past:
+                assert await bus.read(addr) == (0, SLVERR), (w.name, hex(addr))
+                assert await bus.write(addr, 0xFFFF_FFFF) == SLVERR, (w.name, hex(addr))
+            assert await bus.ok_read(MAP.address(w.name, last, w.parts - 1)) == got, w.name
+
+    simulate(body)

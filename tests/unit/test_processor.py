@@ -30,6 +30,7 @@ from compiler.isa import (
     Mode,
     Op,
     ProcessorConfig,
+    constant_ok,
     decode,
     encode,
     instruction_cycles,
@@ -1058,3 +1059,111 @@ def test_alu_latency_matches_the_cycle_model():
 def test_lut_latency_matches_the_cycle_model():
     """The ISS's SIGMOID/TANH latency is the lookup unit's (input registered)."""
     assert LUT_LATENCY == ACTIVATION_LUT_LATENCY == 4
+
+
+#: DECODE's error priority (``docs/isa.md`` 4.2, 4.3) where two checks fail at once, and
+#: the registered VL = 0 / VN = 0 flags at 0 and one past: (name, (VL, VN) set by a
+#: SETVL first, instruction, error). Constant 1 is invalid, 0 valid; scratch[160] is 0.
+DECODE_PRIORITY = [
+    ("illegal with every field set", None, I(0x7E, p=0xFF, d=0xFFFF, a=0xFFFF, b=0xFFFF),
+     _E.ILLEGAL_OPCODE),
+    ("reserved over VL 0", (0, 4), I(Op.VMUL, p=0x20, d=200, a=0, b=8), _E.RESERVED_FIELD),
+    ("reserved over VN 0", (4, 0), I(Op.LOADROW, p=1, d=200, a=0, b=160),
+     _E.RESERVED_FIELD),
+    ("reserved over a range", (8, 1), I(Op.VCOPY, d=510, a=0, b=1), _E.RESERVED_FIELD),
+    ("shift amount over a range", (8, 1), I(Op.VSHIFT, p=16, d=510, a=0), _E.BAD_OPERAND),
+    ("shift amount 15", (8, 1), I(Op.VSHIFT, p=15, d=200, a=0), _E.OK),
+    ("constant over a range", (8, 1), I(Op.VREQ8, p=1, d=510, a=0), _E.BAD_OPERAND),
+    ("constant index over an overlap", (8, 1), I(Op.VMULQ8, p=2, d=104, a=100, b=0),
+     _E.BAD_OPERAND),
+    ("VL 0 over a range", (0, 1), I(Op.VADD, d=0xFFFF, a=0, b=0xFFFF), _E.BAD_OPERAND),
+    ("ARGMAX VL 0 over d range", (0, 1), I(Op.ARGMAX, d=512, a=0), _E.BAD_OPERAND),
+    ("LOADROW VN 0 over d range", (4, 0), I(Op.LOADROW, d=510, a=0, b=160),
+     _E.BAD_OPERAND),
+    ("LOADROW VL 0 over b range", (0, 4), I(Op.LOADROW, d=200, a=0, b=512),
+     _E.BAD_OPERAND),
+    ("VL 1", (1, 0), I(Op.VCOPY, d=200, a=0), _E.OK),
+    ("VN 1", (4, 1), I(Op.LOADROW, d=200, a=0, b=160), _E.OK),
+    ("VL 1 LOADROW", (1, 1), I(Op.LOADROW, d=200, a=0, b=160), _E.OK),
+    ("VL 0 at a start", None, I(Op.VCOPY, d=200, a=0), _E.BAD_OPERAND),
+    ("range alone", (8, 1), I(Op.VCOPY, d=505, a=0), _E.SCRATCH_RANGE),
+]
+
+
+def test_decode_error_priority_and_zero_lengths_match_the_iss():
+    """DECODE's four registered flags (illegal, reserved, operand, any) give the code of
+    the highest-priority failing check, as the ISS's ordered checks; VL = 0 and VN = 0,
+    registered by SETVL and set at a start, fault at 0 and pass at 1. Each case runs
+    after a run that leaves VL = VN = 4, so a VL flag not set at the start fails (VN = 0
+    at a start shows only with VL = 0, the same error)."""
+    async def body(rig):
+        await rig.constant(0, pack_constant(1 << 30, -3))
+        await rig.constant(1, pack_constant(5, 0))
+        rig.registers(prog_len=CFG.program_depth, desc_count=0, const_count=2,
+                      watchdog=CFG.program_depth)
+        rig.scratch(0, np.arange(512) % 7)
+        rig.scratch(160, [0])
+        rig.program(100, [I(Op.SETVL, a=4, b=4), I(Op.HALT)])
+        for name, lengths, ins, code in DECODE_PRIORITY:
+            await rig.run(100, f"{name}: SETVL 4, 4")
+            prefix = [] if lengths is None else [I(Op.SETVL, a=lengths[0], b=lengths[1])]
+            rig.program(0, [*prefix, ins, I(Op.HALT)])
+            run = await rig.run(0, name)  # error, FAULT_PC, registers, scratch as the ISS
+            assert run.error == code, name
+            if code:
+                assert run.fault_pc == len(prefix), name
+
+    simulate(body)
+
+
+#: Constants at each edge of ``compiler.isa.constant_ok`` and one past it.
+CONSTANT_EDGES = [((1 << 30) - 1, 0), (1 << 30, 0), ((1 << 31) - 1, 0), (0, 0), (1, 0),
+                  (-1, 0), (-(1 << 31), 0), (1 << 30, -31), (1 << 30, -32), (1 << 30, 7),
+                  (1 << 30, 8), (0, -(1 << 31)), (0, (1 << 31) - 1)]
+
+
+def test_a_constants_validity_lands_before_a_run_started_with_its_write():
+    """The core checks a constant as the host writes it and records the outcome a cycle
+    after the memory write; a run started in the write's own cycle still sees it. Each
+    edge constant (valid ones alternating with invalid ones) is written to index 1 while
+    index 0 holds a valid one, together with the start of a run whose VREQ8 uses
+    constant 1 (and whose VMULQ8 uses 0): BAD_OPERAND at the VREQ8 exactly when the
+    constant is invalid, as the ISS."""
+    cpu_ok = [constant_ok(mult, shift) for mult, shift in CONSTANT_EDGES]
+    assert 0 < sum(cpu_ok) < len(cpu_ok)
+
+    async def body(rig):
+        ctx, cpu = rig.ctx, rig.cpu
+        await rig.constant(0, pack_constant(1 << 30, -3))
+        rig.registers(prog_len=CFG.program_depth, desc_count=0, const_count=2,
+                      watchdog=CFG.program_depth)
+        rig.scratch(0, np.arange(16) - 8)
+        rig.program(0, [I(Op.SETVL, a=4, b=1), I(Op.VREQ8, p=1, d=200, a=0),
+                        I(Op.VMULQ8, p=0, d=210, a=0, b=4), I(Op.HALT)])
+        for (mult, shift), ok in zip(CONSTANT_EDGES, cpu_ok):
+            label = f"constant ({mult}, {shift})"
+            word = pack_constant(mult, shift)
+            rig.iss.write_constant(1, word)
+            iss = rig.iss.run(0)
+            for name, value in (("host_mem", HostMem.CONSTANTS), ("host_addr", 1),
+                                ("host_wdata", word), ("host_we", 1), ("start_pc", 0),
+                                ("start", 1)):
+                ctx.set(getattr(cpu, name), value)
+            await ctx.tick()
+            ctx.set(cpu.host_we, 0)
+            ctx.set(cpu.start, 0)
+            for _ in range(40 * iss.cycles + 200):
+                await ctx.tick()
+                if ctx.get(cpu.done):
+                    break
+            assert ctx.get(cpu.done), label
+            assert ctx.get(cpu.error) == iss.error, label
+            assert iss.error == (ErrorCode.OK if ok else ErrorCode.BAD_OPERAND), label
+            if iss.error:
+                assert ctx.get(cpu.fault_pc) == iss.fault_pc == 1, label
+            else:
+                assert ctx.get(cpu.cycles) == iss.cycles, label
+                rtl = rig.read_scratch()
+                assert np.array_equal(rtl[200:214], rig.iss.scratch[200:214]), label
+
+    simulate(body)
