@@ -390,7 +390,7 @@ class Processor(wiring.Component):
 
         # Element pipeline: read counter, data-valid flag, write/arrival counter.
         rk, wk = Signal(16), Signal(16)
-        src = Signal(17)  # first source address (LOADROW: the selected table row)
+        src = Signal(17)  # a's read address (LOADROW: the selected table row's), stepped
         row = Signal(16)
         v1 = Signal()
         m.d.sync += v1.eq(state == _State.VEC_RUN)
@@ -505,31 +505,68 @@ class Processor(wiring.Component):
             eng.p_resp_data.eq(self.p_resp_data), eng.p_resp_valid.eq(self.p_resp_valid),
         ]
 
-        # Scratch read addresses and the single write port, by state.
+        # Scratch addresses and write data. Each read address is a register, each a
+        # pointer or a sum registered a cycle ahead, and the write port's enable, address
+        # and data are registered, so the RAMs' pins see flip-flops through the state mux
+        # (and the host's) only: no add after the descriptor or operand registers, no
+        # nested write data mux (issue 6). No cycle is added (below).
+        aw = len(sc_a.addr)
+        # Activation load: a pointer from a, moving to b's (LSTM: d's) first entry after
+        # a's split entries. ``at_split`` (lk + 1 == split) is registered a cycle ahead,
+        # as lk_last; DESC sets both for lk = 0 (split 0: the load starts at b).
+        ld_addr, at_split = Signal(aw), Signal()
+        ld_b = Mux(is_lstm, d, b)
+        with m.If(state == _State.DESC):
+            m.d.sync += [ld_addr.eq(Mux(df["split"] != 0, a, ld_b)),
+                         at_split.eq(df["split"] == 1)]
+        with m.If(load):
+            m.d.sync += [ld_addr.eq(Mux(at_split, ld_b, ld_addr + 1)),
+                         at_split.eq(lk + 2 == df["split"])]
+        # Vector operands: pointers from a (``src``; LOADROW: its row) and b, stepped with
+        # rk (DECODE and LR_ROW load ``src``).
+        rb = Signal(aw)
+        with m.If(state == _State.DECODE):
+            m.d.sync += rb.eq(f["b"])
+        with m.If(state == _State.VEC_RUN):
+            m.d.sync += [src.eq(src + 1), rb.eq(rb + 1)]
+        # LSTM: c's address registered from the cell's index, a cycle after it moves. The
+        # next unit's f comes 4 cycles after this one's at the earliest, and takes c from
+        # ``c_q`` (the index, its register here, the RAM, ``c_q``): just in time.
+        c_base, c_addr = Signal(aw), Signal(aw)  # c_base: d + H, c[0]'s entry
+        m.d.sync += [c_base.eq(d + hidden), c_addr.eq(c_base + cell.c_index)]
         with m.Switch(state):
             with m.Case(_State.DECODE):
                 m.d.comb += sc_b.addr.eq(f["b"])  # LOADROW's index
             with m.Case(_State.MV_CHECK, _State.MV_LOAD):
-                m.d.comb += sc_a.addr.eq(Mux(lk < df["split"], a + lk,
-                                             Mux(is_lstm, d, b) + lk - df["split"]))
+                m.d.comb += sc_a.addr.eq(ld_addr)
             with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
-                m.d.comb += sc_b.addr.eq(d + hidden + cell.c_index)
+                m.d.comb += sc_b.addr.eq(c_addr)
             with m.Case(_State.VEC_RUN):
-                m.d.comb += [sc_a.addr.eq(src + rk), sc_b.addr.eq(b + rk)]
+                m.d.comb += [sc_a.addr.eq(src), sc_b.addr.eq(rb)]
+        # Writes land a cycle after the sequencer makes them. Within an instruction every
+        # read that must see a write follows it by more than that: none does (a vector
+        # destination equals its sources or is disjoint from them, and its element k is
+        # read before it is written; MATVEC/LSTM load their input before the engine
+        # starts; the cell reads each c before it writes c'). An instruction's last write
+        # lands in the next one's FETCH, before its first read (DECODE: LOADROW's index).
+        w_en, w_addr, w_data = Signal(), Signal(aw), Signal(16)
         with m.Switch(state):
             with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
                 with m.If(is_lstm):
-                    m.d.comb += [sc_w.en.eq(cell.w_en),
-                                 sc_w.addr.eq(d + Mux(cell.w_cell, hidden, 0) + cell.w_index),
-                                 sc_w.data.eq(cell.w_data)]
+                    m.d.sync += [w_en.eq(cell.w_en),
+                                 w_addr.eq(Mux(cell.w_cell, c_base, d) + cell.w_index),
+                                 w_data.eq(cell.w_data)]
                 with m.Else():
-                    m.d.comb += [sc_w.en.eq(eng.out_we), sc_w.addr.eq(d + eng.out_addr),
-                                 sc_w.data.eq(eng.out_data)]
+                    m.d.sync += [w_en.eq(eng.out_we), w_addr.eq(d + eng.out_addr),
+                                 w_data.eq(eng.out_data)]
             with m.Case(_State.AM_WRITE):
-                m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(argmax_k)]
+                m.d.sync += [w_en.eq(1), w_addr.eq(d), w_data.eq(argmax_k)]
             with m.Case(_State.VEC_RUN, _State.VEC_DRAIN):
-                m.d.comb += [sc_w.en.eq(vec_we & ~is_argmax), sc_w.addr.eq(d + wk),
-                             sc_w.data.eq(vec_y)]
+                m.d.sync += [w_en.eq(vec_we & ~is_argmax), w_addr.eq(d + wk),
+                             w_data.eq(vec_y)]
+            with m.Default():
+                m.d.sync += w_en.eq(0)
+        m.d.comb += [sc_w.en.eq(w_en), sc_w.addr.eq(w_addr), sc_w.data.eq(w_data)]
 
         # DECODE's checks, found in FETCH from ``word`` (this instruction's) and ``vl``,
         # ``vn``, ``table`` (SETVL changes them in its DECODE, so FETCH sees the values
