@@ -1121,18 +1121,21 @@ def test_lstm_with_one_and_two_units_back_to_back_then_read():
 
 def test_each_instruction_reads_what_the_one_before_just_wrote():
     """Writes land a cycle after they are made, an instruction's last in the next one's
-    FETCH. Each writer is followed directly by a reader of what it just wrote: VADD in
-    place (d = a = b) twice, SIGMOID then TANH in place, VCOPY then a VADD of its output,
-    ARGMAX then LOADROW taking the result as its index and VCOPY then LOADROW taking the
-    last entry written as its (read in DECODE, the earliest read), VADD then a MATVEC
-    loading it in MV_CHECK, and the MATVEC then a VCOPY of its last outputs. Bit-exact
-    with the ISS, cycles exact."""
+    FETCH; reads start as early as DECODE (LOADROW's index, the ALU's and lookup unit's
+    element 0) and DESC (a MATVEC's entry 0). Each writer is followed directly by a
+    reader of what it just wrote: VADD in place (d = a = b) twice, SIGMOID then TANH in
+    place, VCOPY then a VADD whose first a entry is the last written, ARGMAX then
+    LOADROW taking the result as its index and VCOPY then LOADROW taking the last entry
+    written as its, VADD then a MATVEC whose entry 0 (from a) is the last written, that
+    MATVEC then a VCOPY of its last outputs, and that VCOPY then a MATVEC whose entry 0
+    (split 0: from b) is its last. Bit-exact with the ISS, cycles exact."""
     rng = np.random.default_rng(35)
     job = make_job(rng, rows=6, cols=4, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
 
     async def body(rig):
-        rig.registers(desc_count=1, prog_len=CFG.program_depth)
+        rig.registers(desc_count=2, prog_len=CFG.program_depth)
         await layer(rig, job)
+        await layer(rig, job, index=1, split=0)
         for trial in range(2):
             rig.scratch(0, rand16(rng, 4))
             rig.scratch(40, rand16(rng, 16))  # LOADROW table, VN 4 x VL 4
@@ -1141,11 +1144,11 @@ def test_each_instruction_reads_what_the_one_before_just_wrote():
             rig.program(0, [
                 I(Op.SETVL, a=4, b=4), I(Op.VADD, d=0, a=0, b=0), I(Op.VADD, d=0, a=0, b=0),
                 I(Op.SIGMOID, d=0, a=0), I(Op.TANH, d=0, a=0), I(Op.VCOPY, d=20, a=0),
-                I(Op.VADD, d=24, a=20, b=20), I(Op.ARGMAX, d=60, a=70),
+                I(Op.VADD, d=28, a=23, b=20), I(Op.ARGMAX, d=60, a=70),
                 I(Op.LOADROW, d=80, a=40, b=60), I(Op.VCOPY, d=60, a=74),
                 I(Op.LOADROW, d=84, a=40, b=63), I(Op.VADD, d=90, a=70, b=70),
-                I(Op.MATVEC, p=0, d=100, a=90, b=0), I(Op.VCOPY, d=120, a=102),
-                I(Op.HALT)])
+                I(Op.MATVEC, p=0, d=100, a=93, b=0), I(Op.VCOPY, d=120, a=102),
+                I(Op.MATVEC, p=1, d=130, a=0, b=123), I(Op.HALT)])
             await rig.run(0, f"write then read, trial {trial}")
             s, r = rig.iss.scratch, rig.iss.result
             assert np.array_equal(s[80:84], s[40 + 4 * r:44 + 4 * r])
