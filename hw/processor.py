@@ -515,9 +515,9 @@ class Processor(wiring.Component):
             eng.p_resp_data.eq(self.p_resp_data), eng.p_resp_valid.eq(self.p_resp_valid),
         ]
 
-        # Scratch addresses and write data. Each read address is a register, each a
-        # pointer or a sum registered a cycle ahead, and the write port's enable, address
-        # and data are registered, so the RAMs' pins see flip-flops through the state mux
+        # Scratch addresses and write data. Each read address is a register (a pointer,
+        # a sum registered a cycle ahead, the word's a or b field in DECODE, d or b by a
+        # flag in DESC), and the write port's enable, address and data are registered, so the RAMs' pins see flip-flops through the state mux
         # (and the host's) only: no add after the descriptor or operand registers, no
         # nested write data mux (issue 6). No cycle is added (below).
         aw = len(sc_a.addr)
@@ -566,7 +566,8 @@ class Processor(wiring.Component):
         # destination equals its sources or is disjoint from them, and its element k is
         # read before it is written; MATVEC/LSTM load their input before the engine
         # starts; the cell reads each c before it writes c'). An instruction's last write
-        # lands in the next one's FETCH, before its first read (DECODE: LOADROW's index).
+        # lands in the next one's FETCH, before its first read (DECODE: LOADROW's index,
+        # the ALU's or lookup unit's element 0; DESC: a MATVEC's entry 0).
         w_en, w_addr, w_data = Signal(), Signal(aw), Signal(16)
         with m.Switch(state):
             with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
