@@ -390,8 +390,7 @@ class Processor(wiring.Component):
 
         # Element pipeline: read counter, data-valid flag, write/arrival counter.
         rk, wk = Signal(16), Signal(16)
-        src = Signal(17)  # first source address (LOADROW: the selected table row)
-        row = Signal(16)
+        src = Signal(17)  # a's read address (LOADROW: the selected table row's), stepped
         v1 = Signal()
         m.d.sync += v1.eq(state == _State.VEC_RUN)
         # The opcode's decodes, registered in DECODE from the word's fields (``decode_flags``)
@@ -409,7 +408,15 @@ class Processor(wiring.Component):
         hidden = Signal(16)
         m.d.comb += hidden.eq(df["rows"][2:])
         gate_rows = (state == _State.MV_RUN) & is_lstm
-        xa, xb = sc_a.data.as_signed(), sc_b.data.as_signed()
+        # The scratch read data, registered right after each port, so the block RAMs'
+        # 5.8 ns clock-to-out meets a flip-flop with nothing but the RAM's own depth mux
+        # before it (issue 6); every consumer takes these. The ALU's and lookup unit's
+        # operands and the activation load are read a cycle ahead (below), so they
+        # arrive when they did; ARGMAX, VCOPY and LOADROW registered the data already.
+        # (The cell registers its c in ``c_q``, from the port.)
+        rd_a, rd_b = Signal(16), Signal(16)
+        m.d.sync += [rd_a.eq(sc_a.data), rd_b.eq(sc_b.data)]
+        xa, xb = rd_a.as_signed(), rd_b.as_signed()
         m.d.comb += [
             alu.in_valid.eq(v1 & is_alu), alu.op.eq(alu_op), alu.a.eq(xa),
             alu.b.eq(Mux(alu_b_one, 1, xb)), alu.shift.eq(alu_shift),
@@ -421,16 +428,15 @@ class Processor(wiring.Component):
         with m.Else():
             m.d.comb += [lut.in_valid.eq(v1 & is_lut), lut.z.eq(xa),
                          lut.func.eq(lut_tanh)]
-        # VCOPY/LOADROW: the read data registered a cycle, so the scratch block RAM's
-        # clock-to-out and the routing between block RAMs are not one path into the
-        # write port's data (issue 6); these take one cycle more.
-        copy_v, copy_y = Signal(), Signal(16)
-        m.d.sync += [copy_v.eq(v1 & is_copy), copy_y.eq(sc_a.data)]
+        # VCOPY/LOADROW: the result is ``rd_a``, a cycle after the data (issue 6); these
+        # take one cycle more.
+        copy_v = Signal()
+        m.d.sync += copy_v.eq(v1 & is_copy)
         vec_we = Signal()
         vec_y = Signal(16)
         m.d.comb += [
             vec_we.eq(Mux(is_alu, alu.out_valid, Mux(is_lut, lut.out_valid, copy_v))),
-            vec_y.eq(Mux(is_alu, alu.y, Mux(is_lut, lut.y, copy_y))),
+            vec_y.eq(Mux(is_alu, alu.y, Mux(is_lut, lut.y, rd_a))),
         ]
         in_vec = (state == _State.VEC_RUN) | (state == _State.VEC_DRAIN)
         # The end compares (rk or wk == VL - 1, lk == cols - 1) are registered a cycle
@@ -443,27 +449,31 @@ class Processor(wiring.Component):
             m.d.sync += [wk.eq(wk + 1), wk_last.eq(wk + 2 == vl)]
 
         # ARGMAX: signed running maximum, strict compare keeps the lowest index.
-        # Each element is compared the cycle after it arrives, from a register: the
+        # Each element is compared the cycle after it arrives, from ``rd_a``: the
         # compare's carry chain and best_k's enable no longer follow the scratch block
         # RAM's output (issue 6). AM_WRITE, the cycle after the last arrival, takes the
         # last compare's outcome directly, so no cycle is added.
         best, best_k = Signal(signed(16)), Signal(16)
-        am_v, am_x, am_k = Signal(), Signal(signed(16)), Signal(16)
-        m.d.sync += [am_v.eq(in_vec & is_argmax & v1), am_x.eq(xa), am_k.eq(wk)]
-        better = am_v & ((am_k == 0) | (am_x > best))
+        am_v, am_k = Signal(), Signal(16)
+        m.d.sync += [am_v.eq(in_vec & is_argmax & v1), am_k.eq(wk)]
+        better = am_v & ((am_k == 0) | (xa > best))
         argmax_k = Signal(16)  # the index of the maximum so far, this cycle's compare included
         m.d.comb += argmax_k.eq(Mux(better, am_k, best_k))
         with m.If(better):
-            m.d.sync += [best.eq(am_x), best_k.eq(am_k)]
+            m.d.sync += [best.eq(xa), best_k.eq(am_k)]
 
-        # MATVEC activation load: split entries from a, the rest from b.
+        # MATVEC activation load: split entries from a, the rest from b. Entry lk is
+        # written from the registered read data, so it is read a cycle ahead of the
+        # load that counts it: entry 0 in DESC, from a on sc_a and from b on sc_b (the
+        # split is not known in time to choose: ``act_b`` takes b's for split 0).
         lk = Signal(16)
-        act_v, act_k = Signal(), Signal(16)
+        act_v, act_k, act_b = Signal(), Signal(16), Signal()
         load = Signal()
-        m.d.sync += [act_v.eq(load), act_k.eq(lk)]
+        m.d.sync += [act_v.eq(load), act_k.eq(lk),
+                     act_b.eq((state == _State.MV_CHECK) & (df["split"] == 0))]
         m.d.comb += [
             eng.act_we.eq(act_v), eng.act_waddr.eq(act_k),
-            eng.act_wdata.eq(sc_a.data[:8].as_signed()),
+            eng.act_wdata.eq(Mux(act_b, rd_b, rd_a)[:8].as_signed()),
         ]
         with m.If(load):
             m.d.sync += [lk.eq(lk + 1), lk_last.eq(lk + 2 == df["cols"])]
@@ -505,31 +515,77 @@ class Processor(wiring.Component):
             eng.p_resp_data.eq(self.p_resp_data), eng.p_resp_valid.eq(self.p_resp_valid),
         ]
 
-        # Scratch read addresses and the single write port, by state.
+        # Scratch addresses and write data. Each read address is a register (a pointer,
+        # a sum registered a cycle ahead, the word's a or b field in DECODE, d or b by a
+        # flag in DESC), and the write port's enable, address and data are registered, so the RAMs' pins see flip-flops through the state mux
+        # (and the host's) only: no add after the descriptor or operand registers, no
+        # nested write data mux (issue 6). No cycle is added (below).
+        aw = len(sc_a.addr)
+        # Activation load: DESC reads entry 0 (above); ``ld_addr``, entry lk + 1's, is a
+        # pointer through a's entries, moving to b's (LSTM: d's) first after a's split
+        # entries. ``at_split`` (lk + 2 == split) is registered a cycle ahead, as
+        # lk_last; DESC sets both for lk = 0.
+        ld_addr, at_split = Signal(aw), Signal()
+        ld_b = Mux(is_lstm, d, b)
+        with m.If(state == _State.DESC):
+            m.d.sync += [ld_addr.eq(Mux(df["split"] > 1, a + 1,
+                                        Mux(df["split"] == 0, ld_b + 1, ld_b))),
+                         at_split.eq(df["split"] == 2)]
+        with m.If(load):
+            m.d.sync += [ld_addr.eq(Mux(at_split, ld_b, ld_addr + 1)),
+                         at_split.eq(lk + 3 == df["split"])]
+        # Vector operands: pointers stepped with rk. The ALU's and lookup unit's
+        # (``early``) are read a cycle ahead, element 0 in DECODE: ``ra`` and ``rb``, one
+        # entry on from a and b. ARGMAX, VCOPY and LOADROW take ``rd_a`` a cycle after
+        # the data anyway and read in step: ``src`` from a (LOADROW: its row; DECODE and
+        # LR_ROW load it).
+        ra, rb = Signal(aw), Signal(aw)
+        early = is_alu | is_lut
+        with m.If(state == _State.DECODE):
+            m.d.sync += [ra.eq(f["a"] + 1), rb.eq(f["b"] + 1)]
+        with m.If(state == _State.VEC_RUN):
+            m.d.sync += [src.eq(src + 1), ra.eq(ra + 1), rb.eq(rb + 1)]
+        # LSTM: c's address registered from the cell's index, a cycle after it moves. The
+        # next unit's f comes 4 cycles after this one's at the earliest, and takes c from
+        # ``c_q`` (the index, its register here, the RAM, ``c_q``): just in time.
+        c_base, c_addr = Signal(aw), Signal(aw)  # c_base: d + H, c[0]'s entry
+        m.d.sync += [c_base.eq(d + hidden), c_addr.eq(c_base + cell.c_index)]
         with m.Switch(state):
-            with m.Case(_State.DECODE):
-                m.d.comb += sc_b.addr.eq(f["b"])  # LOADROW's index
+            with m.Case(_State.DECODE):  # element 0; LOADROW's index
+                m.d.comb += [sc_a.addr.eq(f["a"]), sc_b.addr.eq(f["b"])]
+            with m.Case(_State.DESC):
+                m.d.comb += [sc_a.addr.eq(a), sc_b.addr.eq(ld_b)]
             with m.Case(_State.MV_CHECK, _State.MV_LOAD):
-                m.d.comb += sc_a.addr.eq(Mux(lk < df["split"], a + lk,
-                                             Mux(is_lstm, d, b) + lk - df["split"]))
+                m.d.comb += sc_a.addr.eq(ld_addr)
             with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
-                m.d.comb += sc_b.addr.eq(d + hidden + cell.c_index)
+                m.d.comb += sc_b.addr.eq(c_addr)
             with m.Case(_State.VEC_RUN):
-                m.d.comb += [sc_a.addr.eq(src + rk), sc_b.addr.eq(b + rk)]
+                m.d.comb += [sc_a.addr.eq(Mux(early, ra, src)), sc_b.addr.eq(rb)]
+        # Writes land a cycle after the sequencer makes them. Within an instruction every
+        # read that must see a write follows it by more than that: none does (a vector
+        # destination equals its sources or is disjoint from them, and its element k is
+        # read before it is written; MATVEC/LSTM load their input before the engine
+        # starts; the cell reads each c before it writes c'). An instruction's last write
+        # lands in the next one's FETCH, before its first read (DECODE: LOADROW's index,
+        # the ALU's or lookup unit's element 0; DESC: a MATVEC's entry 0).
+        w_en, w_addr, w_data = Signal(), Signal(aw), Signal(16)
         with m.Switch(state):
             with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
                 with m.If(is_lstm):
-                    m.d.comb += [sc_w.en.eq(cell.w_en),
-                                 sc_w.addr.eq(d + Mux(cell.w_cell, hidden, 0) + cell.w_index),
-                                 sc_w.data.eq(cell.w_data)]
+                    m.d.sync += [w_en.eq(cell.w_en),
+                                 w_addr.eq(Mux(cell.w_cell, c_base, d) + cell.w_index),
+                                 w_data.eq(cell.w_data)]
                 with m.Else():
-                    m.d.comb += [sc_w.en.eq(eng.out_we), sc_w.addr.eq(d + eng.out_addr),
-                                 sc_w.data.eq(eng.out_data)]
+                    m.d.sync += [w_en.eq(eng.out_we), w_addr.eq(d + eng.out_addr),
+                                 w_data.eq(eng.out_data)]
             with m.Case(_State.AM_WRITE):
-                m.d.comb += [sc_w.en.eq(1), sc_w.addr.eq(d), sc_w.data.eq(argmax_k)]
+                m.d.sync += [w_en.eq(1), w_addr.eq(d), w_data.eq(argmax_k)]
             with m.Case(_State.VEC_RUN, _State.VEC_DRAIN):
-                m.d.comb += [sc_w.en.eq(vec_we & ~is_argmax), sc_w.addr.eq(d + wk),
-                             sc_w.data.eq(vec_y)]
+                m.d.sync += [w_en.eq(vec_we & ~is_argmax), w_addr.eq(d + wk),
+                             w_data.eq(vec_y)]
+            with m.Default():
+                m.d.sync += w_en.eq(0)
+        m.d.comb += [sc_w.en.eq(w_en), sc_w.addr.eq(w_addr), sc_w.data.eq(w_data)]
 
         # DECODE's checks, found in FETCH from ``word`` (this instruction's) and ``vl``,
         # ``vn``, ``table`` (SETVL changes them in its DECODE, so FETCH sees the values
@@ -717,18 +773,18 @@ class Processor(wiring.Component):
                 with m.Elif(tail_k != CELL_TAIL_CYCLES - 1):
                     m.d.sync += tail_k.eq(tail_k + 1)
 
-            # The index is checked from its register, not the scratch block RAM's output:
-            # the compare's carry chain and the fault's fan-out (state, busy, fault_pc)
-            # would follow the RAM's 5.8 ns clock-to-out (issue 6). No cycle is added: the
-            # row address waits for the register anyway; a bad index faults a cycle later.
+            # The index is checked from ``rd_b``, not the scratch block RAM's output: the
+            # compare's carry chain and the fault's fan-out (state, busy, fault_pc) would
+            # follow the RAM's 5.8 ns clock-to-out (issue 6). No cycle is added: the row
+            # address waits for the register anyway; a bad index faults a cycle later.
             with m.Case(_State.LR_INDEX):
-                m.d.sync += [row.eq(sc_b.data), state.eq(_State.LR_ROW)]
+                m.d.sync += state.eq(_State.LR_ROW)
 
             with m.Case(_State.LR_ROW):
-                with m.If(row >= vn):  # the index entry is unsigned
+                with m.If(rd_b >= vn):  # the index entry is unsigned
                     fault(ErrorCode.BAD_OPERAND)
                 with m.Else():
-                    m.d.sync += [src.eq(a + row * vl), state.eq(_State.VEC_RUN)]
+                    m.d.sync += [src.eq(a + rd_b * vl), state.eq(_State.VEC_RUN)]
 
             with m.Case(_State.VEC_RUN):
                 m.d.sync += [rk.eq(rk + 1), rk_last.eq(rk + 2 == vl)]

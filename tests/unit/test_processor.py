@@ -1116,6 +1116,34 @@ def test_decode_error_priority_and_zero_lengths_match_the_iss():
     simulate(body)
 
 
+# ---------------------------------------------------------------- scratch ports (issue 6)
+
+def test_activation_load_moves_from_a_to_b_at_every_split():
+    """The activation load's address is a pointer that moves from a's entries to b's
+    after the split-th (``at_split``, flagged a cycle ahead): splits 0, 1, 2 (the flag's
+    edges), cols - 1 and cols, a and b apart with distinct entries, so an entry from the
+    wrong operand or a step early or late changes the result. Bit-exact with the ISS,
+    cycles exact, and the five results differ."""
+    rng = np.random.default_rng(31)
+    cols = 6
+    splits = (0, 1, 2, cols - 1, cols)
+    job = make_job(rng, rows=7, cols=cols, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
+
+    async def body(rig):
+        rig.registers(desc_count=len(splits), prog_len=CFG.program_depth)
+        for i, split in enumerate(splits):
+            await layer(rig, job, index=i, split=split)
+        rig.scratch(0, rng.permutation(np.arange(-60, 60))[:cols])  # a
+        rig.scratch(100, rng.permutation(np.arange(-60, 60))[:cols])  # b
+        rig.program(0, [I(Op.MATVEC, p=i, d=200 + 8 * i, a=0, b=100)
+                        for i in range(len(splits))] + [I(Op.HALT)])
+        await rig.run(0, "MATVEC at every split")
+        outs = {tuple(rig.iss.scratch[200 + 8 * i:207 + 8 * i]) for i in range(len(splits))}
+        assert len(outs) == len(splits)
+
+    simulate(body)
+
+
 #: Constants at each edge of ``compiler.isa.constant_ok`` and one past it.
 CONSTANT_EDGES = [((1 << 30) - 1, 0), (1 << 30, 0), ((1 << 31) - 1, 0), (0, 0), (1, 0),
                   (-1, 0), (-(1 << 31), 0), (1 << 30, -31), (1 << 30, -32), (1 << 30, 7),
@@ -1165,5 +1193,72 @@ def test_a_constants_validity_lands_before_a_run_started_with_its_write():
                 assert ctx.get(cpu.cycles) == iss.cycles, label
                 rtl = rig.read_scratch()
                 assert np.array_equal(rtl[200:214], rig.iss.scratch[200:214]), label
+
+
+def test_lstm_with_one_and_two_units_back_to_back_then_read():
+    """H = 1 and 2, split 1 and 2: the cell's c address is registered a cycle after its
+    index moves (the last unit's read runs past the state) and its writes land a cycle
+    late. Each LSTM runs twice back to back on its state (the second loads the first's
+    h' and reads its c'), then a VADD reads h' and c' directly: bit-exact with the ISS,
+    cycles exact."""
+    rng = np.random.default_rng(33)
+
+    async def body(rig):
+        await rig.constant(0, pack_constant(int(rng.integers(1 << 30, 1 << 31)), -6))
+        rig.registers(desc_count=2, const_count=1, prog_len=CFG.program_depth)
+        prog = []
+        for i, units in enumerate((1, 2)):
+            job = make_job(rng, rows=4 * units, cols=i + 1 + units, sparsity=0.0,
+                           encoding=Encoding.INT4, lanes=8)
+            await layer(rig, job, index=i, base=64 * i, mode=Mode.LSTM, split=i + 1,
+                        const_index=0, cell_frac_bits=11)
+            d = 300 + 16 * i
+            rig.scratch(16 * i, job.x[:i + 1])
+            rig.scratch(d, np.concatenate([job.x[i + 1:],
+                                           rng.integers(-6000, 6000, units)]))
+            prog += [I(Op.SETVL, a=2 * units), I(Op.LSTM, p=i, d=d, a=16 * i),
+                     I(Op.LSTM, p=i, d=d, a=16 * i), I(Op.VADD, d=d + 8, a=d, b=d)]
+        rig.program(0, prog + [I(Op.HALT)])
+        await rig.run(0, "LSTM H = 1, 2 twice, then read")
+        for i, units in enumerate((1, 2)):
+            assert np.any(rig.iss.scratch[308 + 16 * i:308 + 16 * i + 2 * units] != 0)
+
+    simulate(body)
+
+
+def test_each_instruction_reads_what_the_one_before_just_wrote():
+    """Writes land a cycle after they are made, an instruction's last in the next one's
+    FETCH; reads start as early as DECODE (LOADROW's index, the ALU's and lookup unit's
+    element 0) and DESC (a MATVEC's entry 0). Each writer is followed directly by a
+    reader of what it just wrote: VADD in place (d = a = b) twice, SIGMOID then TANH in
+    place, VCOPY then a VADD whose first a entry is the last written, ARGMAX then
+    LOADROW taking the result as its index and VCOPY then LOADROW taking the last entry
+    written as its, VADD then a MATVEC whose entry 0 (from a) is the last written, that
+    MATVEC then a VCOPY of its last outputs, and that VCOPY then a MATVEC whose entry 0
+    (split 0: from b) is its last. Bit-exact with the ISS, cycles exact."""
+    rng = np.random.default_rng(35)
+    job = make_job(rng, rows=6, cols=4, sparsity=0.0, encoding=Encoding.INT8, lanes=8)
+
+    async def body(rig):
+        rig.registers(desc_count=2, prog_len=CFG.program_depth)
+        await layer(rig, job)
+        await layer(rig, job, index=1, split=0)
+        for trial in range(2):
+            rig.scratch(0, rand16(rng, 4))
+            rig.scratch(40, rand16(rng, 16))  # LOADROW table, VN 4 x VL 4
+            rig.scratch(70, rng.integers(-3, 4, 4))  # small: ARGMAX ties, int8 VADD
+            rig.scratch(74, rng.permutation(4))  # indices for VCOPY -> LOADROW
+            rig.program(0, [
+                I(Op.SETVL, a=4, b=4), I(Op.VADD, d=0, a=0, b=0), I(Op.VADD, d=0, a=0, b=0),
+                I(Op.SIGMOID, d=0, a=0), I(Op.TANH, d=0, a=0), I(Op.VCOPY, d=20, a=0),
+                I(Op.VADD, d=28, a=23, b=20), I(Op.ARGMAX, d=60, a=70),
+                I(Op.LOADROW, d=80, a=40, b=60), I(Op.VCOPY, d=60, a=74),
+                I(Op.LOADROW, d=84, a=40, b=63), I(Op.VADD, d=90, a=70, b=70),
+                I(Op.MATVEC, p=0, d=100, a=93, b=0), I(Op.VCOPY, d=120, a=102),
+                I(Op.MATVEC, p=1, d=130, a=0, b=123), I(Op.HALT)])
+            await rig.run(0, f"write then read, trial {trial}")
+            s, r = rig.iss.scratch, rig.iss.result
+            assert np.array_equal(s[80:84], s[40 + 4 * r:44 + 4 * r])
+            assert np.array_equal(s[84:88], s[40 + 4 * s[63]:44 + 4 * s[63]])
 
     simulate(body)
