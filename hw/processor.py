@@ -844,17 +844,15 @@ class Processor(wiring.Component):
         # registers, so the RAMs' 5.8 ns clock-to-out meets a flip-flop, not the mux and
         # the route across the die to the host block's read word (issue 6); the word
         # shows 2 cycles after ``host_re``. The program memory's register is the
-        # sequencer's ``word``, which takes its output every cycle. One 512-bit register
-        # after the mux would take 80 flip-flops fewer (64 + 512 + 16 here) but keep the
-        # routes from the three RAMs to the mux on their clock-to-out. The constants' one
-        # register is ``host_const``, loaded with the read.
+        # sequencer's ``word``, which takes its output every cycle, and the scratch's is
+        # ``rd_a``. One 512-bit register after the mux would take 64 flip-flops fewer
+        # (64 + 512 here) but keep the routes from the RAMs to the mux on their
+        # clock-to-out. The constants' one register is ``host_const``, loaded with the read.
         host_desc = Signal(512)
-        host_scratch = Signal(16)
-        m.d.sync += [host_desc.eq(desc_rd.data), host_scratch.eq(sc_a.data)]
+        m.d.sync += host_desc.eq(desc_rd.data)
         with m.Switch(host_mem_q):
             for mem, data in ((HostMem.PROGRAM, word), (HostMem.DESCRIPTORS, host_desc),
-                              (HostMem.CONSTANTS, host_const),
-                              (HostMem.SCRATCH, host_scratch)):
+                              (HostMem.CONSTANTS, host_const), (HostMem.SCRATCH, rd_a)):
                 with m.Case(mem):
                     m.d.comb += self.host_rdata.eq(data)
 
