@@ -30,7 +30,8 @@ class ActivationLut(wiring.Component):
     in_valid, z : In ; func : In(1)
         ``func`` 0 is sigmoid, 1 is tanh.
     out_valid, y : Out
-        The result of the input ``LATENCY`` cycles earlier.
+        The result of the input ``LATENCY`` cycles earlier; ``y`` holds it until the next
+        result.
     """
 
     def __init__(self):
@@ -72,7 +73,15 @@ class ActivationLut(wiring.Component):
         half = 1 << (SEGMENT_BITS - 1)
         m.d.sync += [v2.eq(v1), t2.eq(t1), slope2.eq(port.data.slope),
                      lo2.eq(Cat(C(half, SEGMENT_BITS), port.data.value).as_signed())]
-        # 3: slope times position, plus the scaled value, rounded.
-        m.d.sync += [self.out_valid.eq(v2),
-                     self.y.eq((slope2 * t2 + lo2) >> SEGMENT_BITS)]
+        # 3: slope times position, plus the scaled value, rounded. Only the sum's bits
+        # from SEGMENT_BITS - 1 (the rounding half) up to y's top are formed: below it
+        # lo2 is zero, so the product's low bits carry nothing into the result, and the
+        # adder behind the multiplier is a 17-bit carry chain instead of a 26-bit one
+        # (issue 6). y holds between results.
+        top = SEGMENT_BITS - 1
+        width = 1 + 16  # the rounding half, then y
+        m.d.sync += self.out_valid.eq(v2)
+        with m.If(v2):
+            m.d.sync += self.y.eq(((slope2 * t2)[top:top + width]
+                                   + lo2[top:top + width])[1:])
         return m
