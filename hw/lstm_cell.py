@@ -78,7 +78,9 @@ class LstmCell(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.tanh = lut = ActivationLut()
+        # The lookup's input is t_in, a register: its own input register is left out,
+        # for a multiply and an add in separate stages at the same latency.
+        m.submodules.tanh = lut = ActivationLut(input_register=False)
         m.submodules.requantizer = rq = Requantizer(pipelined=True)
         n = self.cell_frac_bits
 

@@ -1,16 +1,21 @@
 """ActivationLut against golden.lstm's sigmoid/tanh lookups, on every int16 input."""
 
+import gc
+import warnings
+
 import numpy as np
+import pytest
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from golden.lstm import sigmoid_q15, tanh_q15
 from hw.activation_lut import LATENCY, ActivationLut
 
 
-def run_lut(zs, funcs, gaps):
+def run_lut(zs, funcs, gaps, *, input_register=True):
     """Feed ``zs`` with ``gaps[k]`` idle cycles before input ``k``; return the results in
     order, each checked to leave exactly ``LATENCY`` cycles after its input."""
-    dut = ActivationLut()
+    dut = ActivationLut(input_register=input_register)
     got = []
     sent_at = []  # the cycle each input was presented
 
@@ -75,3 +80,27 @@ def test_y_holds_each_result_until_the_next():
     want = tanh_q15(z)
     assert len(set(want.tolist())) > 30
     np.testing.assert_array_equal(run_lut(z, [1] * 40, gaps), want)
+
+
+def test_without_the_input_register_same_results_and_latency():
+    """The multiply and the add in stages of their own, at the same latency: every
+    input of both functions, then a mixed stream with bubbles (``y`` held)."""
+    z = np.arange(-32768, 32768)
+    for func, ref in ((0, sigmoid_q15), (1, tanh_q15)):
+        got = run_lut(z, [func] * len(z), [0] * len(z), input_register=False)
+        np.testing.assert_array_equal(got, ref(z), err_msg=f"func {func}")
+    rng = np.random.default_rng(4)
+    z = rng.integers(-32768, 32768, 300)
+    f = rng.integers(0, 2, 300)
+    gaps = rng.choice([0, 0, 1, 3, 6], 300)
+    want = np.where(f == 0, sigmoid_q15(z), tanh_q15(z))
+    np.testing.assert_array_equal(run_lut(z, f, gaps, input_register=False), want)
+
+
+def test_input_register_must_be_a_bool():
+    # The refused object is dropped here, with Amaranth's never-elaborated warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(TypeError, match="input_register must be a bool, got 0"):
+            ActivationLut(input_register=0)
+        gc.collect()
