@@ -12,7 +12,8 @@ from golden.lstm import SEGMENT_BITS, SIGMOID_TABLE, TABLE_SEGMENTS, TANH_TABLE
 __all__ = ["LATENCY", "ActivationLut"]
 
 #: Cycles from an input (``in_valid``) to its result (``out_valid``): input register,
-#: table read, entry register, multiply-add.
+#: table read, entry register, multiply-add; or without the input register, table read,
+#: entry register, multiply, add.
 LATENCY = 4
 
 
@@ -23,17 +24,28 @@ class ActivationLut(wiring.Component):
     ``s = u >> 8``, ``t = u & 255``: one ROM word per segment holds ``T[s]`` and the slope
     ``T[s+1] - T[s]``, the sigmoid table's segments then the tanh table's (``golden.lstm``),
     so the read goes straight into the multiplier (no subtraction, no address adder).
-    The inputs are registered before the table's address.
+
+    Parameters
+    ----------
+    input_register : bool
+        Register the inputs before the table's address (default). Without it the inputs
+        must come straight from flip-flops, and the cycle goes to the interpolation
+        instead: the product and the add in a stage each.
 
     Interface
     ---------
     in_valid, z : In ; func : In(1)
         ``func`` 0 is sigmoid, 1 is tanh.
     out_valid, y : Out
-        The result of the input ``LATENCY`` cycles earlier.
+        The result of the input ``LATENCY`` cycles earlier; ``y`` holds it until the next
+        result.
     """
 
-    def __init__(self):
+    def __init__(self, *, input_register: bool = True):
+        if not isinstance(input_register, bool):
+            raise TypeError(f"ActivationLut: input_register must be a bool, got "
+                            f"{input_register!r}")
+        self.input_register = input_register
         super().__init__({"in_valid": In(1), "z": In(signed(16)), "func": In(1),
                           "out_valid": Out(1), "y": Out(signed(16))})
 
@@ -49,9 +61,12 @@ class ActivationLut(wiring.Component):
         # or the engine's output through a multiplexer, and the table is another block
         # RAM: the two RAMs' clock-to-out and the routing between them in one cycle limited
         # the ECP5 clock (issue 6).
-        v0, func0 = Signal(), Signal()
-        z0 = Signal(signed(16))
-        m.d.sync += [v0.eq(self.in_valid), z0.eq(self.z), func0.eq(self.func)]
+        if self.input_register:
+            v0, func0 = Signal(), Signal()
+            z0 = Signal(signed(16))
+            m.d.sync += [v0.eq(self.in_valid), z0.eq(self.z), func0.eq(self.func)]
+        else:
+            v0, z0, func0 = self.in_valid, self.z, self.func
         u = Signal(unsigned(16))
         m.d.comb += u.eq(z0.as_unsigned() ^ 0x8000)  # z + 32768 for int16 z
         m.d.comb += port.addr.eq(Cat(u[SEGMENT_BITS:], func0))
@@ -72,7 +87,22 @@ class ActivationLut(wiring.Component):
         half = 1 << (SEGMENT_BITS - 1)
         m.d.sync += [v2.eq(v1), t2.eq(t1), slope2.eq(port.data.slope),
                      lo2.eq(Cat(C(half, SEGMENT_BITS), port.data.value).as_signed())]
-        # 3: slope times position, plus the scaled value, rounded.
-        m.d.sync += [self.out_valid.eq(v2),
-                     self.y.eq((slope2 * t2 + lo2) >> SEGMENT_BITS)]
+        # 3: slope times position, plus the scaled value, rounded. Only the sum's bits
+        # from SEGMENT_BITS - 1 (the rounding half) up to y's top are formed: below it
+        # lo2 is zero, so the product's low bits carry nothing into the result, and the
+        # adder behind the multiplier is a 17-bit carry chain instead of a 26-bit one
+        # (issue 6). Without the input register the product is registered first, and
+        # the add is a stage 4. y holds between results.
+        top = SEGMENT_BITS - 1
+        width = 1 + 16  # the rounding half, then y
+        v3 = v2
+        product, lo = (slope2 * t2)[top:top + width], lo2[top:top + width]
+        if not self.input_register:
+            v3 = Signal()
+            product3, lo3 = Signal(width), Signal(width)
+            m.d.sync += [v3.eq(v2), product3.eq(product), lo3.eq(lo)]
+            product, lo = product3, lo3
+        m.d.sync += self.out_valid.eq(v3)
+        with m.If(v3):
+            m.d.sync += self.y.eq((product + lo)[1:])
         return m

@@ -10,7 +10,7 @@ from golden.lstm import GATE_FRAC_BITS, OUT_FRAC_BITS
 
 from .activation_lut import LATENCY as LUT_LATENCY
 from .activation_lut import ActivationLut
-from .fixed_point import rounding_divide_by_pot, rounding_parts, saturate
+from .fixed_point import rounding_parts, saturate
 from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, PIPELINED_LATENCY, Requantizer
 
 __all__ = ["H_LATENCY", "LstmCell"]
@@ -63,7 +63,9 @@ class LstmCell(wiring.Component):
         the unit whose ``f`` comes next, from the cycle after the previous unit's ``f``.
     w_en, w_cell : Out(1) ; w_index : Out(16) ; w_data : Out(signed(16))
         One write per cycle: ``c'[w_index]`` if ``w_cell`` else ``h'[w_index]``
-        (sign-extended int8).
+        (sign-extended int8). Every ``c'`` write is followed by its unit's ``h'`` write in
+        the next cycle, and every ``h'`` write follows its ``c'``: ``w_cell`` (a
+        flip-flop) announces the ``h'`` write a cycle ahead.
     """
 
     def __init__(self):
@@ -76,7 +78,9 @@ class LstmCell(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.tanh = lut = ActivationLut()
+        # The lookup's input is t_in, a register: its own input register is left out,
+        # for a multiply and an add in separate stages at the same latency.
+        m.submodules.tanh = lut = ActivationLut(input_register=False)
         m.submodules.requantizer = rq = Requantizer(pipelined=True)
         n = self.cell_frac_bits
 
@@ -117,15 +121,18 @@ class LstmCell(wiring.Component):
                     m.d.sync += ig_p.eq(i_q * self.y)
 
         # The cell format, registered (it comes from the descriptor memory) together with
-        # what it derives: the i*g shift and its rounding mask, the Q3.12 rescale.
+        # what it derives: the i*g shift and its rounding mask, the Q3.12 rescale and its
+        # rounding mask.
         ig_shift_now, ig_shift, ig_mask = Signal(5), Signal(5), Signal(32)
         narrow, left, right = Signal(), Signal(3), Signal(2)
-        m.d.comb += ig_shift_now.eq(2 * OUT_FRAC_BITS - n)
+        right_now, right_mask = Signal(2), Signal(32)
+        m.d.comb += [ig_shift_now.eq(2 * OUT_FRAC_BITS - n),
+                     right_now.eq(Mux(n > GATE_FRAC_BITS, n - GATE_FRAC_BITS, 0))]
         m.d.sync += [
             ig_shift.eq(ig_shift_now), ig_mask.eq((1 << ig_shift_now) - 1),
             narrow.eq(n < GATE_FRAC_BITS),
             left.eq(Mux(n < GATE_FRAC_BITS, GATE_FRAC_BITS - n, 0)),
-            right.eq(Mux(n > GATE_FRAC_BITS, n - GATE_FRAC_BITS, 0)),
+            right.eq(right_now), right_mask.eq((1 << right_now) - 1),
         ]
 
         # c' and the Q3.12 tanh input over four stages, one carry chain or shifter each.
@@ -145,12 +152,14 @@ class LstmCell(wiring.Component):
         v3 = Signal()
         c_new = Signal(signed(16))
         m.d.sync += [v3.eq(v2), c_new.eq(saturate(fc2 + ig2, INT16_MIN, INT16_MAX))]
-        # 4: c' in Q3.12 (saturating left or rounding right shift), into the lookup.
+        # 4: c' in Q3.12 (saturating left or rounding right shift), into the lookup. The
+        # mask is a register: computed here, its subtraction's carry chain was in front
+        # of the rounding add's (issue 6).
         v4 = Signal()
         t_in = Signal(signed(16))
+        quotient, round_up = rounding_parts(c_new, right, right_mask)
         m.d.sync += [v4.eq(v3), t_in.eq(Mux(
-            narrow, saturate(c_new << left, INT16_MIN, INT16_MAX),
-            rounding_divide_by_pot(m, c_new, right, name="cell_q3_12")))]
+            narrow, saturate(c_new << left, INT16_MIN, INT16_MAX), quotient + round_up))]
         m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_in), lut.func.eq(1)]
         # c' is held for its write from the lookup's input cycle: c_new keeps it for three
         # cycles (the next unit's f, 3 cycles after this g at the soonest, reaches c_new 4
@@ -160,24 +169,26 @@ class LstmCell(wiring.Component):
         with m.If(v4):
             m.d.sync += c_held.eq(c_new)
 
-        # Join t and o (either may come first), then MBQM(o t) to int8.
+        # Join t and o (either may come first), then MBQM(o t) to int8. The product's
+        # operands are registers, no valid bit selects them (o_valid[-1] as the select of
+        # 16 multiplexers into the multiplier missed the ECP5 clock, issue 6): the lookup
+        # holds its last t, and o_q takes each o as it reaches the join (a cycle early,
+        # from the delay line). The join always fires with the latest t and o: an o or t
+        # that waits (have_o, have_t) is the last that came.
         have_t, have_o = Signal(), Signal()
-        t_q = Signal(signed(16))
         t_now = lut.out_valid
-        t_val = Mux(t_now, lut.y, t_q)
-        o_val = Mux(o_now, o_line[-1], o_q)
         fire = (t_now | have_t) & (o_now | have_o)
-        with m.If(t_now):
-            m.d.sync += t_q.eq(lut.y)
+        with m.If(o_valid[-2]):
+            m.d.sync += o_q.eq(o_line[-2])
         with m.If(fire):
             m.d.sync += [have_t.eq(0), have_o.eq(0)]
         with m.Else():
             with m.If(t_now):
                 m.d.sync += have_t.eq(1)
             with m.If(o_now):
-                m.d.sync += [have_o.eq(1), o_q.eq(o_line[-1])]
+                m.d.sync += have_o.eq(1)
         m.d.comb += [
-            rq.in_valid.eq(fire), rq.acc.eq(o_val * t_val), rq.bias.eq(0),
+            rq.in_valid.eq(fire), rq.acc.eq(o_q * lut.y), rq.bias.eq(0),
             rq.multiplier.eq(self.multiplier), rq.shift.eq(self.shift), rq.mode.eq(MODE_INT8),
         ]
 

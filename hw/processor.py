@@ -495,10 +495,19 @@ class Processor(wiring.Component):
         # the next one's MV_CHECK resets it again.
         m.d.sync += cell_reset.eq(state == _State.DESC)
         tail_k = Signal(range(CELL_TAIL_CYCLES))
-        h_written = Signal(16)  # h' entries written by the end of this cycle
-        m.d.comb += h_written.eq(wk + (cell.w_en & ~cell.w_cell))
+        h_now = cell.w_en & ~cell.w_cell
         with m.If(is_lstm & ((state == _State.MV_RUN) | (state == _State.LSTM_TAIL))):
-            m.d.sync += wk.eq(h_written)
+            m.d.sync += wk.eq(wk + h_now)
+        # The tail's end, a cycle ahead into a register: the compare and the cell's write
+        # enable before complete()'s fan-out to pc, state and the counters missed the ECP5
+        # clock (issue 6). Next cycle ends the tail if tail_k reaches its last value and
+        # all h' are written by then: wk plus this cycle's h' and the next's. The cell
+        # writes each h' the cycle after its c', so of the two there is one if it writes
+        # now (an h', or a c' whose h' comes next) and none otherwise.
+        tail_done = Signal()
+        m.d.sync += tail_done.eq((state == _State.LSTM_TAIL)
+                                 & (tail_k + 2 >= CELL_TAIL_CYCLES)
+                                 & Mux(cell.w_en, wk + 1 == hidden, wk == hidden))
 
         # Engine: header fields and the memories' bases straight from the descriptor.
         for name in ("rows", "cols", "n_words", "nnz", "encoding", "crc_stream",
@@ -768,7 +777,7 @@ class Processor(wiring.Component):
 
             with m.Case(_State.LSTM_TAIL):
                 # A fixed tail; waiting for the last h' as well keeps a slow cell safe.
-                with m.If((tail_k == CELL_TAIL_CYCLES - 1) & (h_written == hidden)):
+                with m.If(tail_done):
                     complete()
                 with m.Elif(tail_k != CELL_TAIL_CYCLES - 1):
                     m.d.sync += tail_k.eq(tail_k + 1)

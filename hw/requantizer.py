@@ -6,7 +6,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .fixed_point import round_away_bit, rounding_divide_by_pot, saturate
+from .fixed_point import round_away_bit, rounding_divide_by_pot
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -22,6 +22,22 @@ def split_shift(shift):
     """The left and right shift amounts of a signed ``shift``: ``(max(shift, 0),
     max(-shift, 0))``, as the requantizer's first stage registers them (3 and 5 bits)."""
     return Mux(shift > 0, shift, 0), Mux(shift < 0, -shift, 0)
+
+
+def saturate_to_mode(q, mode):
+    """A signed 32-bit ``q`` saturated to ``mode``'s range (``MODE_INT8``, ``MODE_RELU``,
+    ``MODE_INT16``; the last, unused value is int8), as 16 bits.
+
+    ``q`` fits n bits if its bits from n - 1 up are all equal: AND trees beside the
+    result, where compares against the bounds the mode selects were 32-bit carry chains
+    behind the mode register (issue 6)."""
+    negative = q[31]
+    fits8 = q[7:].all() | ~q[7:].any()
+    fits16 = q[15:].all() | ~q[15:].any()
+    int8 = Mux(fits8, q[:16], Mux(negative, -128, 127))
+    int16 = Mux(fits16, q[:16], Mux(negative, INT16_MIN, INT16_MAX))
+    return Mux(mode == MODE_INT16, int16,
+               Mux((mode == MODE_RELU) & negative, 0, int8))[:16].as_signed()
 
 
 class RequantizerPort(wiring.Signature):
@@ -201,11 +217,8 @@ class Requantizer(wiring.Component):
         modes = [Signal(2, name=f"mode{i}") for i in range(2, self.latency)]
         m.d.sync += modes[0].eq(mode1)
         m.d.sync += [modes[i].eq(modes[i - 1]) for i in range(1, len(modes))]
-        mode = modes[-1]
-        hi = Mux(mode == MODE_INT16, INT16_MAX, 127)
-        lo = Mux(mode == MODE_INT16, INT16_MIN, Mux(mode == MODE_RELU, 0, -128))
         m.d.sync += [
             self.out_valid.eq(v5 & keep),
-            self.out.eq(saturate(q5, lo, hi)),
+            self.out.eq(saturate_to_mode(q5, modes[-1])),
         ]
         return m

@@ -79,13 +79,14 @@ class VectorAlu(wiring.Component):
             v0.eq(self.in_valid), op0.eq(self.op), a0.eq(self.a), b0.eq(self.b),
             sh0.eq(self.shift), sat8_0.eq(self.sat8), mult0.eq(self.multiplier),
         ]
-        # 1: the operand of every operation (for MUL_REQUANT the product, which is the
-        # requantizer's first stage with bias 0), the shift split and the controls, all
-        # decoded beside the multiply so that the next stages start at registers.
-        product = Signal(signed(32))  # |a * b| <= 2^30 fits int32
-        m.d.comb += product.eq(a0 * b0)
-        sat8_1 = Signal()
-        p1 = Signal(signed(32))
+        # 1: the product (for MUL_REQUANT the requantizer's first stage with bias 0) and
+        # apart from it the other operations' operand, the shift split and the controls,
+        # all decoded beside the multiply so that the next stages start at registers. The
+        # product goes straight into its register: a multiplexer behind the multiplier
+        # missed the ECP5 clock (issue 6).
+        prod1 = Signal(signed(32))  # |a * b| <= 2^30 fits int32
+        other1 = Signal(signed(17))  # ADD's a + b, SHIFT's a
+        mul1, sat8_1 = Signal(), Signal()
         mult1 = Signal(signed(32))
         mode1 = Signal(2)
         left1, right1 = Signal(4), Signal(5)  # a left shift is at most 15
@@ -95,25 +96,29 @@ class VectorAlu(wiring.Component):
         # MUL_RSHIFT's shift is a right shift; SHIFT's and MUL_REQUANT's split as the
         # requantizer does (ADD uses neither).
         right = Mux(op0 == OP_MUL_RSHIFT, sh0, right)[:5]
+        ones = (1 << 32) - 1
         m.d.sync += [
+            prod1.eq(a0 * b0), other1.eq(Mux(op0 == OP_ADD, a0 + b0, a0)),
+            mul1.eq((op0 == OP_MUL_RSHIFT) | (op0 == OP_MUL_REQUANT)),
             sat8_1.eq(sat8_0), mult1.eq(mult0),
             mode1.eq(Mux(sat8_0, MODE_INT8, MODE_INT16)),
-            p1.eq(Mux(op0 == OP_ADD, a0 + b0, Mux(op0 == OP_SHIFT, a0, product))),
-            left1.eq(left), right1.eq(right), mask1.eq((1 << right) - 1),
+            # 2^right - 1 as a shifted constant: a decoder, not a 32-bit subtraction.
+            left1.eq(left), right1.eq(right), mask1.eq(~(ones << right)),
             shl1.eq((op0 == OP_SHIFT) & (sh0 > 0)),
             plain1.eq((op0 == OP_ADD) | ((op0 == OP_SHIFT) & (sh0 == 0))),
         ]
         # MultiplyByQuantizedMultiplier goes through the requantizer from its second stage.
         m.d.comb += [
-            rq.x.eq(p1), rq.multiplier.eq(mult1), rq.left.eq(left1), rq.right.eq(right1),
-            rq.mode.eq(mode1),
+            rq.x.eq(prod1), rq.multiplier.eq(mult1), rq.left.eq(left1),
+            rq.right.eq(right1), rq.mode.eq(mode1),
         ]
         # The other operations, in three stages (then they wait for the requantizer): the
         # shift (or the quotient and rounding bit of a right shift), the rounding add,
-        # the saturation. One stage for all three was a 72-level path on the ECP5.
-        quotient, round_up = rounding_parts(p1, right1, mask1)
+        # the saturation. One stage for all three was a 72-level path on the ECP5. Only a
+        # right shift takes the product (MUL_RSHIFT's; SHIFT's takes a).
+        quotient, round_up = rounding_parts(Mux(mul1, prod1, other1), right1, mask1)
         q2, up2, sat8_2 = Signal(signed(48)), Signal(), Signal()
-        m.d.sync += [q2.eq(Mux(shl1, p1 << left1, Mux(plain1, p1, quotient))),
+        m.d.sync += [q2.eq(Mux(shl1, other1 << left1, Mux(plain1, other1, quotient))),
                      up2.eq(~shl1 & ~plain1 & round_up), sat8_2.eq(sat8_1)]
         s3, sat8_3 = Signal(signed(48)), Signal()
         m.d.sync += [s3.eq(q2 + up2), sat8_3.eq(sat8_2)]

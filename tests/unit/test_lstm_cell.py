@@ -37,6 +37,10 @@ def run_cell(gates, c, n, mult, shift, gaps):
             ctx.set(dut.in_valid, v is not None)
             ctx.set(dut.y, 0 if v is None else v)
             index = ctx.get(dut.c_index)
+            # The processor's tail counts on it: h' comes exactly the cycle after c'.
+            h_write = ctx.get(dut.w_en) and not ctx.get(dut.w_cell)
+            assert h_write == last.get("c_write", False), f"cycle {cycle}"
+            last["c_write"] = bool(ctx.get(dut.w_cell))
             if ctx.get(dut.w_en):
                 key = (ctx.get(dut.w_cell), ctx.get(dut.w_index))
                 assert key not in writes, f"{key} written twice"
@@ -118,3 +122,21 @@ def test_each_unit_takes_its_own_c_at_the_fastest_rate():
 def test_verilog_name():
     text = toolchain.generate_verilog(LstmCell(), "lstm_cell")
     assert any(line.startswith("module lstm_cell(") for line in text.splitlines())
+
+
+def test_t_and_o_join_in_either_order():
+    """Units alternate: ``o`` right after ``g`` (``o`` waits for ``t``), then ``o`` 20
+    cycles late (``t`` waits for ``o``), each next unit's gates right after: the product
+    takes each unit's own ``o`` and ``t`` from their held registers."""
+    rng = np.random.default_rng(31)
+    H = 10
+    gates = rng.integers(-32768, 32768, (H, 4))
+    c = rng.integers(-32768, 32768, H)
+    gaps = np.zeros((H, 4), int)
+    gaps[1::2, 3] = 20
+    mult, shift = 1 << 30, -23  # o t (Q0.30) / 2^24: h' within int8
+    writes, _ = run_cell(gates, c, 12, mult, shift, gaps.reshape(-1))
+    h_ref, c_ref = golden_cell(*gates.T.astype(np.int64), c.astype(np.int64), 12, mult, shift)
+    assert len(set(h_ref.tolist())) > H // 2
+    np.testing.assert_array_equal([writes[(1, j)] for j in range(H)], c_ref)
+    np.testing.assert_array_equal([writes[(0, j)] for j in range(H)], h_ref)

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
@@ -41,7 +41,9 @@ from golden.model import ModelConfig, QuantConfig, random_float_model
 from golden.quantize import quantize_model
 from golden.weights import Encoding
 from hw.activation_lut import LATENCY as ACTIVATION_LUT_LATENCY
+import hw.processor
 from hw.banked_ram import BankedRam
+from hw.lstm_cell import LstmCell
 from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, HostMem, Processor
 from hw.vector_alu import LATENCY as VECTOR_ALU_LATENCY
 from sim import toolchain
@@ -1262,3 +1264,72 @@ def test_each_instruction_reads_what_the_one_before_just_wrote():
             assert np.array_equal(s[84:88], s[40 + 4 * s[63]:44 + 4 * s[63]])
 
     simulate(body)
+
+
+class LaggingCell(wiring.Component):
+    """``LstmCell`` with its writes ``lag`` cycles late: a slower cell, whose last ``h'``
+    comes after the fixed tail, which the processor must wait for."""
+
+    def __init__(self, lag):
+        self.inner, self.lag = LstmCell(), lag
+        super().__init__(self.inner.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self.inner
+        m.d.comb += [getattr(inner, n).eq(getattr(self, n)) for n in
+                     ("in_valid", "y", "cell_frac_bits", "multiplier", "shift", "c_data")]
+        m.d.comb += self.c_index.eq(inner.c_index)
+        for name in ("w_en", "w_cell", "w_index", "w_data"):
+            value = getattr(inner, name)
+            for k in range(self.lag):
+                late = Signal.like(value, name=f"{name}_late{k}")
+                m.d.sync += late.eq(value)
+                value = late
+            m.d.comb += getattr(self, name).eq(value)
+        return m
+
+
+@pytest.mark.parametrize("lag", [0, 1, 2])
+def test_lstm_tail_ends_with_the_last_h_write_at_its_edge_and_past_it(lag, monkeypatch):
+    """With the gate rows back to back (``g`` then ``o``, the worst case) the last ``h'``
+    is written in the fixed tail's last cycle, where the ``LSTM`` completes (lag 0); a
+    cell ``lag`` cycles slower makes it complete exactly ``lag`` cycles later, after
+    its last write, with the same results."""
+    cells = []
+
+    def lagging_cell():
+        cells.append(LaggingCell(lag))
+        return cells[-1]
+
+    monkeypatch.setattr(hw.processor, "LstmCell", lagging_cell)
+    rng = np.random.default_rng(21)
+    H = 5
+    job = make_job(rng, rows=4 * H, cols=2 + H, sparsity=0.0, encoding=Encoding.INT4,
+                   lanes=8)
+    seen = {"h_last": None, "completed": None, "cycle": 0}
+
+    async def watch(ctx, bench):
+        cell = cells[-1]
+        while True:
+            await ctx.tick()
+            seen["cycle"] += 1
+            if ctx.get(cell.w_en) and not ctx.get(cell.w_cell):
+                seen["h_last"] = seen["cycle"]
+            if ctx.get(bench.cpu.instructions) == 2 and seen["completed"] is None:
+                seen["completed"] = seen["cycle"]
+
+    async def body(rig):
+        await rig.constant(0, pack_constant(int(rng.integers(1 << 30, 1 << 31)), -6))
+        rig.registers(desc_count=1, const_count=1, prog_len=CFG.program_depth)
+        await layer(rig, job, mode=Mode.LSTM, split=2, const_index=0, cell_frac_bits=11)
+        rig.scratch(0, job.x[:2])
+        rig.scratch(420, np.concatenate([job.x[2:], rng.integers(-6000, 6000, H)]))
+        rig.program(0, [I(Op.SETVL, a=H), I(Op.LSTM, p=0, d=420, a=0), I(Op.HALT)])
+        iss = await rig.run(0, f"LSTM, cell {lag} cycles late", exact_cycles=False)
+        assert rig.cycles[-1][2] == iss.cycles + lag
+
+    simulate(body, watch=watch)
+    # The counter increments on the cycle after the one that completes.
+    assert seen["completed"] == seen["h_last"] + 1
+

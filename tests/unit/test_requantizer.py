@@ -266,3 +266,14 @@ def test_lend_must_be_a_bool():
         with pytest.raises(TypeError, match="lend must be a bool, got 1"):
             Requantizer(lend=1)
         gc.collect()
+
+
+def test_each_mode_saturates_at_its_bounds_and_one_past(pipelined):
+    """``MBQM(x, 2^30, 1)`` is ``x``: each mode's bounds, one inside and one past them,
+    and far out (the saturation tests the bits from 7 or 15 up, not compares)."""
+    edges = [127, 128, 126, -128, -129, -127, 0, -1, 1, 32767, 32768, 32766, -32768,
+             -32769, -32767, 255, 256, -256, -257, (1 << 29) - 1, -(1 << 29)]
+    inputs = [(x, 0, 1 << 30, 1) for x in edges]
+    assert [int(multiply_by_quantized_multiplier(x, 1 << 30, 1)) for x in edges] == edges
+    for mode, (lo, hi) in enumerate(((-128, 127), (0, 127), (-(1 << 15), (1 << 15) - 1))):
+        check(inputs, pipelined, [min(max(x, lo), hi) for x in edges], mode=mode)

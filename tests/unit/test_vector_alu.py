@@ -195,3 +195,32 @@ def test_every_operation_and_shift_with_random_operands():
     inside = [y for i, y in zip(items, want) if i[0] == OP_MUL_REQUANT and i[3] > 0
               and y != 0 and abs(y) < (127 if i[5] else 32767)]
     assert len(inside) >= 10
+
+
+def _int16_factors(p):
+    """``(a, b)``, both int16, with ``a * b == p``, or None."""
+    for b in range(1, 1 << 15):
+        if p % b == 0 and -(1 << 15) <= p // b < 1 << 15:
+            return p // b, b
+    return (-(1 << 15), -(1 << 15)) if p == 1 << 30 else None
+
+
+def test_right_shifts_round_at_the_half_and_one_below():
+    """Every right shift with its remainder exactly half (rounds away from zero), one
+    below and one above it, of both signs: the rounding mask ``2^shift - 1`` at its edge.
+    MUL_RSHIFT shifts the product; SHIFT shifts ``a``, with a ``b`` that would change
+    the product."""
+    items, halves = [], set()
+    for shift in range(1, 32):
+        half = 1 << (shift - 1)
+        for p in (half, half - 1, half + 1, 3 * half):
+            for value in (p, -p):
+                if abs(value) < 1 << 15:
+                    items.append((OP_SHIFT, value, 12345, -shift, 0, 0))
+                factors = _int16_factors(value)
+                if factors is not None:
+                    items.append((OP_MUL_RSHIFT, *factors, shift, 0, 0))
+                    halves.add((shift, p == half))
+    assert {(shift, True) for shift in range(1, 32)} <= halves
+    assert len(items) > 200
+    assert run(items) == [reference(*i) for i in items]
