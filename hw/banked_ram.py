@@ -29,8 +29,10 @@ class BankedRam(wiring.Component):
 
     With ``bank_depth`` and ``depth`` above it, the memory is ``ceil(depth / bank_depth)``
     banks of ``bank_depth`` words. Every bank is read every cycle and its data registered
-    next to its block RAMs; the bank that answers is chosen by the read address delayed
-    to match, and the choice registered: on the ECP5 a block RAM's clock-to-out and the
+    next to its block RAMs, with nothing between them (a read and a write of one word
+    in one cycle may return either word, so Yosys adds no logic to decide it); the bank
+    that answers is chosen by the read address delayed to match, and the choice
+    registered: on the ECP5 a block RAM's clock-to-out and the
     routing of a bank multiplexer across the die do not fit in one cycle. Otherwise the
     memory is one block whose read data is registered twice, so the latency is the same.
 
@@ -93,7 +95,9 @@ class BankedRam(wiring.Component):
         elif self.bank_depth is None:
             self.banks = [Memory(shape=width, depth=depth, init=[])]
         else:
-            self.banks = [Memory(shape=width, depth=self.bank_depth, init=[])
+            # ``no_rw_check``: see ``elaborate`` (the same as Yosys's ``-no-rw-check``)
+            self.banks = [Memory(shape=width, depth=self.bank_depth, init=[],
+                                 attrs={"no_rw_check": 1})
                           for _ in range(-(-depth // self.bank_depth))]
         self.addr_bits = max(1, (depth - 1).bit_length())
         super().__init__({
@@ -124,12 +128,24 @@ class BankedRam(wiring.Component):
             m.submodules[f"b{i}"] = mem
             # Read every cycle (``ren`` is not needed to choose the answer): a read enable
             # would make Yosys hold the DP16KD's unregistered output in a LUT and a
-            # flip-flop of its own in front of the bank register.
-            wp, rp = mem.write_port(), mem.read_port()
+            # flip-flop of its own in front of the bank register. The read port is
+            # asynchronous, followed by a register Yosys takes into the block RAM
+            # (``memory_dff``): only such a port gets ``-no-rw-check``'s "a read and a
+            # write of one word may return either", which this class allows. A
+            # synchronous port keeps Amaranth's "the old word", which Yosys emulates on
+            # the DP16KD by delaying the writes a cycle and registering
+            # ``raddr == waddr``, with a multiplexer between the block RAM and the bank
+            # register (issue 6: the compare from the engine's read address was a
+            # failing path, the multiplexer another). Both registers are reset-less, so
+            # the bank register is a plain capture of the block RAM's output.
+            wp, rp = mem.write_port(), mem.read_port(domain="comb")
             m.d.comb += [wp.addr.eq(self.waddr[:low]), wp.data.eq(self.wdata),
                          wp.en.eq(self.we & (self.waddr[low:] == i)),
                          rp.addr.eq(self.raddr[:low])]
-            outs.append(delayed(m, rp.data, 1, name=f"b{i}_q"))
+            ram_q = Signal(self.width, name=f"b{i}_ram", reset_less=True)
+            bank_q = Signal(self.width, name=f"b{i}_q", reset_less=True)
+            m.d.sync += [ram_q.eq(rp.data), bank_q.eq(ram_q)]
+            outs.append(bank_q)
         # The bank that answers: the read address's upper bits, as old as the bank registers.
         which = delayed(m, self.raddr[low:], 2, name="bank")
         # The RAM and the bank register take two cycles, the choice's registers the rest.

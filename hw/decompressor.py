@@ -66,7 +66,8 @@ class Decompressor(wiring.Component):
     2. the second half of those levels, which gives every lane its offset (first-row
        lanes: from the row's running position; the others: their column in the next
        row) with no search for where the next row starts; the word's own checks (split
-       field, repeated columns within the word, int8 low-nibble deltas);
+       field, repeated columns within the word, int8 low-nibble deltas); each lane's
+       codebook entry;
     3. the running column position and row count (the only loop-carried state), the
        column and length checks against them, the output registers. Each check is at
        most one carry chain from registers: offsets compare with registered bounds
@@ -203,6 +204,11 @@ class Decompressor(wiring.Component):
             seen_b = seen_b | (nz1[j] & ~first1[j])
         v2, e2, last2, split_err2 = Signal(), Signal(), Signal(), Signal()
         codes2 = Signal(CODE_BITS * L)
+        # Each lane's codebook entry, looked up here so that stage 3 only picks the mode's
+        # weight (the lookup and the mode choices together were one of stage 3's longest
+        # paths, issue 6).
+        entry2 = [Signal(signed(8), name=f"entry2_{j}") for j in range(L)]
+        codebook = Array(self.codebook[i] for i in range(16))
         # first-row lanes: the offset from the row's running position; the others: their
         # column in the next row
         offset2 = [Signal(pb, name=f"offset2_{j}") for j in range(L)]
@@ -215,6 +221,8 @@ class Decompressor(wiring.Component):
             m.d.sync += [
                 v2.eq(v1 & ~stop), e2.eq(e1), last2.eq(last1), split_err2.eq(split_err1),
                 codes2.eq(codes1), nz2.eq(nz1), first2.eq(first1),
+                *[e.eq(codebook[codes1[CODE_BITS * j:CODE_BITS * (j + 1)]])
+                  for j, e in enumerate(entry2)],
                 total2.eq(all_sums[-1]), tail2.eq(next_sums[-1]),
                 local_bad2.eq(Cat(*repeat_in_word).any() | low_delta1),
                 zero_delta_first2.eq(Cat(*zero_delta_first).any()),
@@ -263,10 +271,9 @@ class Decompressor(wiring.Component):
                 self.out_valid.eq(v2 & ~stop & (code == 0)),
                 self.out_end.eq(e2), self.out_nz.eq(nz2), self.out_first.eq(first2),
             ]
-            codebook = Array(self.codebook[i] for i in range(16))
             c2 = [codes2[CODE_BITS * j:CODE_BITS * (j + 1)] for j in range(L)]
             for j in range(L):
-                v4 = Mux(is4, c2[j].as_signed(), codebook[c2[j]])
+                v4 = Mux(is4, c2[j].as_signed(), entry2[j])
                 v8 = Cat(c2[2 * j + 1], c2[2 * j]).as_signed() if j < L // 2 else 0
                 m.d.sync += [
                     self.out_col[j].eq(Mux(first2[j], base + offset2[j], offset2[j])),

@@ -31,7 +31,8 @@ class MacArray(wiring.Component):
     meeting a zero activation is counted; lanes without a nonzero weight multiply by 0.
 
     Pipeline: activation read, activation register (block RAM output off the multiplier
-    path), multiply, adder trees, accumulate (5 stages, all held while ``ce`` is low).
+    path), multiply, adder trees but their last level, that level with the accumulate
+    (5 stages, all held while ``ce`` is low).
 
     Interface
     ---------
@@ -116,22 +117,29 @@ class MacArray(wiring.Component):
         ]
         m.d.comb += [self.macs.eq(macs), self.zero_acts.eq(zero_acts)]
 
-        # Stage 4: one tree for the row that ends here, one for the row that starts.
+        # Stage 4: one tree for the row that ends here, one for the row that starts, each
+        # registered as two halves: their last add joins stage 5's, so the masks and the
+        # tree's levels before it fit in a cycle (the tree was the deepest stage).
+        half = (L + 1) // 2
         s4_valid, s4_end = Signal(), Signal()
-        s4_a, s4_b = Signal(signed(32)), Signal(signed(32))
+        s4_a = [Signal(signed(32), name=f"s4_a{k}") for k in range(2)]
+        s4_b = [Signal(signed(32), name=f"s4_b{k}") for k in range(2)]
+        ends_here = [Mux(s3_first[j], s3_p[j], 0) for j in range(L)]
+        starts_here = [Mux(s3_first[j], 0, s3_p[j]) for j in range(L)]
         with m.If(ce):
-            m.d.sync += [
-                s4_valid.eq(s3_valid), s4_end.eq(s3_end),
-                s4_a.eq(adder_tree([Mux(s3_first[j], s3_p[j], 0) for j in range(L)])),
-                s4_b.eq(adder_tree([Mux(s3_first[j], 0, s3_p[j]) for j in range(L)])),
-            ]
+            m.d.sync += [s4_valid.eq(s3_valid), s4_end.eq(s3_end)]
+            for regs, terms in ((s4_a, ends_here), (s4_b, starts_here)):
+                halves = (terms[:half], terms[half:] or [0])
+                m.d.sync += [r.eq(adder_tree(list(h))) for r, h in zip(regs, halves)]
 
         # Stage 5: accumulate (32-bit wrap, as the golden model's wrap_int32).
         acc = Signal(signed(32))
+        row_sum = Signal(signed(32))
         m.d.comb += [
+            row_sum.eq(acc + s4_a[0] + s4_a[1]),
             self.row_valid.eq(ce & s4_valid & s4_end),
-            self.row_acc.eq(acc + s4_a),
+            self.row_acc.eq(row_sum),
         ]
         with m.If(ce & s4_valid):
-            m.d.sync += acc.eq(Mux(s4_end, s4_b, acc + s4_a))
+            m.d.sync += acc.eq(Mux(s4_end, s4_b[0] + s4_b[1], row_sum))
         return m

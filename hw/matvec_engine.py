@@ -119,19 +119,21 @@ class MatVecEngine(wiring.Component):
         # The header checks, registered every cycle so that CHECK decides on flip-flops
         # (issue 6: the compares, 32-bit for ``n_words``, sat between the header and
         # ``done``/``error``): in CHECK they hold the verdict on the start cycle's
-        # fields, which the run then uses unchanged.
-        check_bad = Signal()
-        check_error = Signal(4)
-        shape_bad = ((rows == 0) | (cols == 0) | (rows > cfg.max_rows)
-                     | (cols > cfg.max_cols) | (n_words == 0)
-                     | (n_words > cfg.weight_depth))
-        encoding_bad = encoding > Encoding.CODEBOOK
-        mode_bad = out_mode > MODE_INT16
-        m.d.sync += [
-            check_bad.eq(shape_bad | encoding_bad | mode_bad),
-            check_error.eq(Mux(shape_bad, EngineError.SHAPE,
-                               Mux(encoding_bad, EngineError.ENCODING, EngineError.MODE))),
-        ]
+        # fields, which the run then uses unchanged. One register per field, so no
+        # field's compare shares a cycle with the OR over all of them.
+        verdicts = {
+            "rows_bad": (rows == 0) | (rows > cfg.max_rows),
+            "cols_bad": (cols == 0) | (cols > cfg.max_cols),
+            "words_bad": (n_words == 0) | (n_words > cfg.weight_depth),
+            "encoding_bad": encoding > Encoding.CODEBOOK,
+            "mode_bad": out_mode > MODE_INT16,
+        }
+        flags = {name: Signal(name=name) for name in verdicts}
+        m.d.sync += [flags[name].eq(value) for name, value in verdicts.items()]
+        shape_bad = flags["rows_bad"] | flags["cols_bad"] | flags["words_bad"]
+        check_bad = shape_bad | flags["encoding_bad"] | flags["mode_bad"]
+        check_error = Mux(shape_bad, EngineError.SHAPE,
+                          Mux(flags["encoding_bad"], EngineError.ENCODING, EngineError.MODE))
 
         wr = MemoryReader(width=cfg.word_bits, addr_bits=cfg.waddr_bits,
                           depth=cfg.fifo_depth, pad_to=8 * word_bytes(cfg.lanes))
@@ -153,7 +155,6 @@ class MatVecEngine(wiring.Component):
         ce = Signal()
         out_count = Signal(17)
         rows_written = Signal()  # out_count == rows
-        words_done = Signal()  # wr.done
         error = Signal(4)
         done = Signal()
         cycles, macs, zero_acts, stalls = (Signal(32, name=n) for n in
@@ -213,12 +214,6 @@ class MatVecEngine(wiring.Component):
         out_next = Signal.like(out_count)
         m.d.comb += out_next.eq(out_count + self.out_we)
         m.d.sync += [out_count.eq(out_next), rows_written.eq(out_next == rows)]
-        # ``wr.done`` (its pop count == ``n_words``) a cycle ahead: set as the last word
-        # leaves the reader, so the stall count and RUN's end start from a flip-flop.
-        # Cleared at a start (a run that gets past CHECK has ``n_words >= 1``) and set
-        # only while running: in CHECK the reader still holds the last run's words.
-        with m.If(running & wr.out_valid & wr.out_ready & wr.out_last):
-            m.d.sync += words_done.eq(1)
 
         m.d.sync += restart.eq(0)  # a pulse, unless IDLE sets it below
         with m.FSM() as fsm:
@@ -226,7 +221,6 @@ class MatVecEngine(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [
                         error.eq(0), done.eq(0), out_count.eq(0), rows_written.eq(0),
-                        words_done.eq(0),
                         cycles.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
                     ]
                     m.d.sync += restart.eq(1)
@@ -245,12 +239,14 @@ class MatVecEngine(wiring.Component):
                     macs.eq(macs + mac.macs),
                     zero_acts.eq(zero_acts + mac.zero_acts),
                     # the MAC array starves: no word ready, or held by a full row FIFO
-                    stalls.eq(stalls + (~words_done & ~(ce & wr.out_valid))),
+                    stalls.eq(stalls + (~wr.done & ~(ce & wr.out_valid))),
                 ]
                 with m.If(dec.error != 0):
                     m.d.sync += [error.eq(dec.error), done.eq(1), running.eq(0)]
                     m.next = "IDLE"
-                with m.Elif(rows_written & words_done & ~dec.out_valid):
+                # ``wr.done`` is a register (the restart's load leaves it low: a run
+                # that gets past CHECK has ``n_words >= 1``)
+                with m.Elif(rows_written & wr.done & ~dec.out_valid):
                     m.d.sync += running.eq(0)
                     m.next = "FINISH"
             with m.State("FINISH"):

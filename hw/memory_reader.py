@@ -34,14 +34,14 @@ class MemoryReader(wiring.Component):
     base : In(addr_bits)
         Address of word 0, taken when ``load`` is high.
     load : In(1)
-        Set the address register to ``base``. The register is reset-less, so the
-        restart's reset does not undo the load; pulse it with that reset, before
-        ``enable`` rises (a load while requests are being issued would restart the
-        addresses, not the count).
+        Set the address register to ``base`` and ``done`` to ``count == 0``. Both
+        registers are reset-less, so the restart's reset does not undo the load; pulse it
+        with that reset, before ``enable`` rises (a load while requests are being issued
+        would restart the addresses, not the count).
     enable : In(1)
         Issue requests while high.
     count : In(count_bits)
-        Words to read.
+        Words to read, held from the ``load`` on.
     req_addr, req_valid : Out ; req_ready : In
         ``req_addr`` is ``base + k`` (modulo ``2**addr_bits``) for the next word ``k`` to
         request, whether or not a request is issued that cycle.
@@ -49,7 +49,9 @@ class MemoryReader(wiring.Component):
     out_data : Out(width) ; out_last : Out(1) ; out_valid : Out(1) ; out_ready : In(1)
         The words in order; ``out_last`` marks word ``count - 1``.
     done : Out(1)
-        All ``count`` words have left through ``out``.
+        All ``count`` words have left through ``out`` (``popped == count``), from a
+        register: set by the load for ``count == 0``, else as word ``count - 1`` leaves,
+        so a consumer's logic starts from a flip-flop, not from the count's compare.
     crc : Out(32)
         CRC-32 of the words received up to a cycle ago, each padded to ``pad_to`` bits.
         A response is folded as it arrives: the processor's memories answer from a
@@ -101,6 +103,8 @@ class MemoryReader(wiring.Component):
         # Reset-less: ``load`` comes with the restart's reset, which must not clear it.
         addr = Signal(self._addr_bits, reset_less=True)
         popped = Signal(n)
+        # Reset-less like ``addr``: the load in the restart's reset cycle sets it.
+        done = Signal(reset_less=True)
         inflight = Signal(range(self._depth + 1))
 
         can_issue = self.enable & (issued < self.count) & (inflight + q.level < self._depth)
@@ -117,7 +121,7 @@ class MemoryReader(wiring.Component):
             self.out_last.eq(popped + 1 == self.count),
             self.out_valid.eq(q.r_rdy),
             q.r_en.eq(self.out_ready),
-            self.done.eq(popped == self.count),
+            self.done.eq(done),
         ]
         m.d.sync += [
             inflight.eq(inflight + take - self.resp_valid),
@@ -128,6 +132,11 @@ class MemoryReader(wiring.Component):
             m.d.sync += addr.eq(self.base)
         with m.Elif(take):
             m.d.sync += addr.eq(addr + 1)
-        with m.If(q.r_rdy & self.out_ready):
+        pop = q.r_rdy & self.out_ready
+        with m.If(pop):
             m.d.sync += popped.eq(popped + 1)
+        with m.If(self.load):
+            m.d.sync += done.eq(self.count == 0)
+        with m.Elif(pop & self.out_last):
+            m.d.sync += done.eq(1)
         return m

@@ -129,3 +129,32 @@ def test_processor_flow_banks_the_ecp5_memories_only():
     assert banks["ecp5-85f"] == {**{f"b{i}@weight_mem": 1 for i in range(8)},
                                  "b0@param_mem": 1, "b1@param_mem": 1}
     assert banks["up5k"] == {}
+
+
+def test_banks_read_asynchronously_into_reset_less_registers_without_rw_check():
+    """Each bank is an asynchronous read port and two reset-less registers, the memory
+    marked ``no_rw_check``: Yosys (``memory_dff``) takes the first register into the
+    block RAM with "a read and a write of one word may return either", so it adds no
+    write delay, address compare or multiplexer in front of the bank register, which
+    stays a plain capture of the block RAM (issue 6). A synchronous port, or registers
+    with a reset, would bring them back."""
+    from amaranth.back import rtlil
+    ram = BankedRam(width=77, depth=96, bank_depth=32)
+    assert all(b.attrs == {"no_rw_check": 1} for b in ram.banks)
+    text = rtlil.convert(ram, name="ram")
+    reads = text.split("cell $memrd_v2")[1:]
+    assert len(reads) == 3
+    assert all("parameter \\CLK_ENABLE 0" in r.split("end")[0] for r in reads)
+    assert text.count("attribute \\no_rw_check 1") == 3
+    # The bank registers are plain flip-flops: the first takes the read port's data, the
+    # second the first (a reset or an enable would put a multiplexer on either D).
+    cells = {}
+    for cell in text.split("  cell ")[1:]:
+        conns = dict(line.split()[1:3] for line in cell.splitlines()
+                     if line.strip().startswith("connect"))
+        cells[cell.split()[1]] = (cell.split()[0], conns)
+    ram_data = {c["\\DATA"] for kind, c in cells.values() if kind == "$memrd_v2"}
+    for i in range(3):
+        d_of = {c["\\Q"]: c["\\D"] for kind, c in cells.values() if kind == "$dff"}
+        assert d_of[f"\\b{i}_q"] == f"\\b{i}_ram", d_of
+        assert d_of[f"\\b{i}_ram"] in ram_data, (i, d_of[f"\\b{i}_ram"], ram_data)

@@ -114,7 +114,7 @@ def test_every_malformed_input_errors_cleanly_and_the_next_run_recovers():
 STARTUP_STALLS = 3
 
 #: Header fields the CHECK cycle rejects, each with its error: every shape bound (32-bit
-#: ``n_words`` included), the encoding and the output mode.
+#: ``n_words`` included), the encoding and the output mode, alone and together.
 ILLEGAL_FIELDS = [
     ({"rows": 0}, EngineError.SHAPE), ({"cols": 0}, EngineError.SHAPE),
     ({"rows": CFG.max_rows + 1}, EngineError.SHAPE),
@@ -123,6 +123,10 @@ ILLEGAL_FIELDS = [
     ({"n_words": CFG.weight_depth + 1}, EngineError.SHAPE),
     ({"n_words": 2**32 - 1}, EngineError.SHAPE),
     ({"encoding": 3}, EngineError.ENCODING), ({"out_mode": 3}, EngineError.MODE),
+    # one register per field: the code still ranks shape over encoding over mode
+    ({"encoding": 3, "out_mode": 3}, EngineError.ENCODING),
+    ({"cols": 0, "encoding": 3, "out_mode": 3}, EngineError.SHAPE),
+    ({"n_words": 0, "out_mode": 3}, EngineError.SHAPE),
 ]
 
 

@@ -28,10 +28,11 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
     space = 1 << addr_bits
     res = {"addrs": [], "outs": [], "cycles_to_done": None, "crc": None}
 
-    async def start(ctx, at):
+    async def start(ctx, at, n):
         ctx.set(dut.enable, 0)
         ctx.set(dut.resp_valid, 0)
         ctx.set(dut.base, at)
+        ctx.set(dut.count, n)  # held from the load on
         ctx.set(restart, 1)
         ctx.set(dut.load, 1)
         await ctx.tick()
@@ -42,18 +43,20 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
     async def tb(ctx):
         if prior is not None:
             prior_base, prior_count = prior
-            await start(ctx, prior_base)
-            ctx.set(dut.count, prior_count)
+            await start(ctx, prior_base, prior_count)
             ctx.set(dut.req_ready, 1)
             ctx.set(dut.out_ready, 1)
             ctx.set(dut.enable, 1)
-            while not ctx.get(dut.done):
+            for _ in range(max_cycles):
+                if ctx.get(dut.done):
+                    break
                 take = ctx.get(dut.req_valid)  # answered the next cycle
                 await ctx.tick()
                 ctx.set(dut.resp_valid, take)
+            else:
+                raise AssertionError(f"prior read {prior} not done after {max_cycles} cycles")
             assert ctx.get(dut.req_addr) == (prior_base + prior_count) % space
-        await start(ctx, base)
-        ctx.set(dut.count, count)
+        await start(ctx, base, count)
         pending = []  # (cycle the response is driven, address), in order
         last_resp = -1
         popped = 0
@@ -232,7 +235,7 @@ def test_base_offsets_every_address_and_wraps_like_the_old_adder():
         check_result(res, mem, 40, 77, 80, base=base, addr_bits=6)
 
 
-@pytest.mark.parametrize("prior", [(0, 5), (50, 14), (9, 0)])
+@pytest.mark.parametrize("prior", [(0, 5), (50, 14), (9, 0), (3, 1)])
 def test_each_run_starts_at_its_own_base(prior):
     # The address register outlives the restart's reset, and a load in that reset cycle
     # replaces what the run before left (its base + count), whatever it was.
@@ -240,6 +243,16 @@ def test_each_run_starts_at_its_own_base(prior):
     res = run_reader(mem, 12, width=72, addr_bits=6, seed=30, p_req_ready=0.8,
                      base=21, prior=prior)
     check_result(res, mem, 12, 72, base=21, addr_bits=6)
+
+
+@pytest.mark.parametrize("prior", [(4, 3), (9, 0)])
+def test_count_zero_is_done_at_once_after_any_run(prior):
+    # ``done`` is a register the load sets to ``count == 0``: a run of nothing is done in
+    # the first cycle after the restart, whether the run before ended done (count 3) or
+    # was itself empty; run_reader checks ``done == (popped == count)`` every cycle.
+    mem = words(14, 4, 40)
+    res = run_reader(mem, 0, width=40, addr_bits=3, seed=31, base=5, prior=prior)
+    assert res["addrs"] == [] and res["outs"] == [] and res["cycles_to_done"] == 1
 
 
 def test_bad_widths_are_refused():
