@@ -637,8 +637,13 @@ class Processor(wiring.Component):
         binary = fop.matches(Op.VADD, Op.VMUL, Op.VMULQ8)
         uses_const = fop.matches(Op.VREQ8, Op.VMULQ8)
         # LOADROW's table size VN * VL, set with them (by SETVL from its register fields,
-        # 0 at a start) so that the next FETCH's checks see the new product.
-        table = Signal(32)
+        # 0 at a start) so that the next FETCH's checks see the new product. The product
+        # of ``word``'s fields is registered every cycle (FETCH's, the same word, is the
+        # one SETVL's DECODE takes): a multiply used only in one state is one Yosys's
+        # ``share`` merges with LOADROW's row address multiply, and the merged one's
+        # input mux then follows LR_ROW's index check (issue 6).
+        table, ab = Signal(32), Signal(32)
+        m.d.sync += ab.eq(fa * fb)
         # The scratch room after VL elements, ``depth - vl``, set with VL: ``x + vl >
         # depth`` is then the one compare ``x > room_vl``. Signed: a VL past the depth
         # leaves negative room, which every address exceeds.
@@ -707,7 +712,7 @@ class Processor(wiring.Component):
                             m.d.sync += sync_count.eq(sync_count + 1)  # units idle here
                             complete()
                         with m.Case(Op.SETVL):
-                            m.d.sync += [vl.eq(fa), vn.eq(fb), table.eq(fa * fb),
+                            m.d.sync += [vl.eq(fa), vn.eq(fb), table.eq(ab),
                                          room_vl.eq(depth - fa), vl_zero.eq(fa == 0),
                                          vn_zero.eq(fb == 0)]
                             complete()
@@ -790,10 +795,13 @@ class Processor(wiring.Component):
                 m.d.sync += state.eq(_State.LR_ROW)
 
             with m.Case(_State.LR_ROW):
+                # ``src`` is set whether or not the index passes (a fault ends the run), so
+                # its enable does not follow the index compare's carry chain.
+                m.d.sync += src.eq(a + rd_b * vl)
                 with m.If(rd_b >= vn):  # the index entry is unsigned
                     fault(ErrorCode.BAD_OPERAND)
                 with m.Else():
-                    m.d.sync += [src.eq(a + rd_b * vl), state.eq(_State.VEC_RUN)]
+                    m.d.sync += state.eq(_State.VEC_RUN)
 
             with m.Case(_State.VEC_RUN):
                 m.d.sync += [rk.eq(rk + 1), rk_last.eq(rk + 2 == vl)]
