@@ -44,6 +44,7 @@ from amaranth.lib.wiring import In, Out
 from compiler.isa import STREAM_READ_LATENCY, ProcessorConfig
 
 from .banked_ram import BankedRam, delayed
+from .bram_outreg import absorb_output_registers
 from .config import EngineConfig
 from .endpoint_slack import by_signal, endpoint_slacks, parse_sdf
 from .matvec_engine import MatVecEngine
@@ -705,6 +706,9 @@ def synthesize(design: Design, part: Part, workdir: Path, *,
 
     A memory with more read ports than ``part.max_read_ports`` fails the run at stage
     ``"precheck"``, before Yosys, which would crash on it.
+
+    On the ECP5, registers that capture block RAM read data move into the RAMs' output
+    registers between Yosys and nextpnr (``hw.bram_outreg``; record key ``outreg``).
     """
     seeds = list(seeds)
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 1
@@ -753,6 +757,11 @@ def synthesize(design: Design, part: Part, workdir: Path, *,
     rec["dsps"] = sum(cells.get(k, 0) for k in DSP_CELLS)
     rec["brams"] = sum(cells.get(k, 0) for k in BRAM_CELLS)
     rec["sprams"] = sum(cells.get(k, 0) for k in SPRAM_CELLS)
+    if part.family == "ecp5":
+        rec["outreg"] = absorb_ram_output_registers(workdir)
+        print(f"  outreg: {rec['outreg']['absorbed']} RAM ports took their output register "
+              f"({rec['outreg']['flip_flops']} flip-flops removed), refused "
+              f"{rec['outreg']['refused']}", flush=True)
 
     runs = []
     for seed in seeds:
@@ -787,6 +796,17 @@ def synthesize(design: Design, part: Part, workdir: Path, *,
                                         1000.0 / part.target_mhz)
     rec["fits"] = rec["ok"] = all(v["used"] <= v["available"] for v in util.values())
     return rec
+
+
+def absorb_ram_output_registers(workdir: Path) -> dict:
+    """Rewrite ``workdir/top.json`` with DP16KD output registers (``hw.bram_outreg``),
+    keeping Yosys's netlist as ``top.yosys.json``; returns the pass's counts (``absorbed``
+    ports, ``flip_flops`` removed, ``refused`` {reason: ports})."""
+    shutil.copyfile(workdir / "top.json", workdir / "top.yosys.json")
+    netlist = json.loads((workdir / "top.json").read_text())
+    report = absorb_output_registers(netlist)
+    (workdir / "top.json").write_text(json.dumps(netlist))
+    return {k: report[k] for k in ("absorbed", "flip_flops", "refused")}
 
 
 #: Signal groups kept in a record's ``endpoints`` (worst first).
