@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth import C, Cat, Module, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -21,16 +21,18 @@ class ActivationLut(wiring.Component):
     """int16 Q3.12 in, int16 Q0.15 out, one element per cycle, ``LATENCY`` (4) cycles.
 
     ``y = T[s] + (((T[s+1] - T[s]) * t + 128) >> 8)`` with ``u = z + 32768``,
-    ``s = u >> 8``, ``t = u & 255``: one ROM word per segment holds ``T[s]`` and the slope
-    ``T[s+1] - T[s]``, the sigmoid table's segments then the tanh table's (``golden.lstm``),
-    so the read goes straight into the multiplier (no subtraction, no address adder).
+    ``s = u >> 8``, ``t = u & 255``: two ROMs, read at the same address, hold ``T[s]`` and
+    the slope ``T[s+1] - T[s]`` per segment, the sigmoid table's segments then the tanh
+    table's (``golden.lstm``), so the read goes straight into the multiplier (no
+    subtraction, no address adder).
 
     Parameters
     ----------
     input_register : bool
         Register the inputs before the table's address (default). Without it the inputs
-        must come straight from flip-flops, and the cycle goes to the interpolation
-        instead: the product and the add in a stage each.
+        must come from flip-flops through at most one adder (the table's address is formed
+        in the cycle of the read), and the cycle goes to the interpolation instead: the
+        product and the add in a stage each.
 
     Interface
     ---------
@@ -51,11 +53,17 @@ class ActivationLut(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        entry = data.StructLayout({"value": signed(16), "slope": signed(17)})
-        init = [{"value": int(table[k]), "slope": int(table[k + 1]) - int(table[k])}
-                for table in (SIGMOID_TABLE, TANH_TABLE) for k in range(TABLE_SEGMENTS)]
-        m.submodules.rom = rom = Memory(shape=entry, depth=2 * TABLE_SEGMENTS, init=init)
-        port = rom.read_port()
+        # Two ROMs, the values and the slopes: one 33-bit word would be a 36-bit wide
+        # DP16KD, whose output registers hw.bram_outreg cannot use (issue 6).
+        tables = (SIGMOID_TABLE, TANH_TABLE)
+        values = [int(table[k]) for table in tables for k in range(TABLE_SEGMENTS)]
+        slopes = [int(table[k + 1]) - int(table[k])
+                  for table in tables for k in range(TABLE_SEGMENTS)]
+        m.submodules.value_rom = value_rom = Memory(
+            shape=signed(16), depth=2 * TABLE_SEGMENTS, init=values)
+        m.submodules.slope_rom = slope_rom = Memory(
+            shape=signed(17), depth=2 * TABLE_SEGMENTS, init=slopes)
+        value_port, slope_port = value_rom.read_port(), slope_rom.read_port()
 
         # 0: the inputs registered. In the processor z comes from the scratch block RAM
         # or the engine's output through a multiplexer, and the table is another block
@@ -69,13 +77,16 @@ class ActivationLut(wiring.Component):
             v0, z0, func0 = self.in_valid, self.z, self.func
         u = Signal(unsigned(16))
         m.d.comb += u.eq(z0.as_unsigned() ^ 0x8000)  # z + 32768 for int16 z
-        m.d.comb += port.addr.eq(Cat(u[SEGMENT_BITS:], func0))
+        m.d.comb += [port.addr.eq(Cat(u[SEGMENT_BITS:], func0))
+                     for port in (value_port, slope_port)]
         # 1: table read.
         v1 = Signal()
         t1 = Signal(SEGMENT_BITS)
         m.d.sync += [v1.eq(v0), t1.eq(u[:SEGMENT_BITS])]
         # 2: the entry registered, so the block RAM's slow clock-to-out and the multiplier
-        # do not share a cycle.
+        # do not share a cycle. value2 and slope2 are reset-less and the read data's only
+        # loads, so hw.bram_outreg moves them into the block RAMs (about 1 ns
+        # clock-to-out instead of 5.83 ns, issue 6).
         # The value is kept scaled, with the rounding half below it: ``T[s] * 256 + 128``
         # is a concatenation (its low 8 bits are free), so stage 3 is one multiply and
         # one add, and ``(slope * t + T[s] * 256 + 128) >> 8`` equals ``T[s] + ((slope *
@@ -83,10 +94,12 @@ class ActivationLut(wiring.Component):
         # multiple of 256).
         v2 = Signal()
         t2 = Signal(SEGMENT_BITS)
-        lo2, slope2 = Signal(signed(16 + SEGMENT_BITS)), Signal(signed(17))
+        value2 = Signal(signed(16), reset_less=True)
+        slope2 = Signal(signed(17), reset_less=True)
         half = 1 << (SEGMENT_BITS - 1)
-        m.d.sync += [v2.eq(v1), t2.eq(t1), slope2.eq(port.data.slope),
-                     lo2.eq(Cat(C(half, SEGMENT_BITS), port.data.value).as_signed())]
+        m.d.sync += [v2.eq(v1), t2.eq(t1), value2.eq(value_port.data),
+                     slope2.eq(slope_port.data)]
+        lo2 = Cat(C(half, SEGMENT_BITS), value2).as_signed()
         # 3: slope times position, plus the scaled value, rounded. Only the sum's bits
         # from SEGMENT_BITS - 1 (the rounding half) up to y's top are formed: below it
         # lo2 is zero, so the product's low bits carry nothing into the result, and the

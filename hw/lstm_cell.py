@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,6 +28,15 @@ H_LATENCY = _UPDATE_STAGES + LUT_LATENCY + _RQ_LATENCY
 _O_WAIT = LUT_LATENCY + 1
 
 
+def _saturating_left_shift(x, left):
+    """``saturate(x << left, INT16_MIN, INT16_MAX)`` for an int16 ``x`` without a carry
+    chain: ``x`` overflows when its ``left + 1`` top bits are not all equal (the compares
+    against the bounds were carry chains behind the shifter, issue 6)."""
+    overflows = Cat(~(x[15 - k:].all() | ~x[15 - k:].any()) for k in range(2 ** len(left)))
+    return Mux(overflows.bit_select(left, 1), Mux(x[15], INT16_MIN, INT16_MAX),
+               (x << left)[:16].as_signed())
+
+
 class LstmCell(wiring.Component):
     """The fused ``LSTM`` instruction's cell (``docs/isa.md`` 3.2, ``numerics.md``).
 
@@ -37,11 +46,12 @@ class LstmCell(wiring.Component):
     ``t = tanh(cell_to_q3_12(c'))`` and ``h' = sat8(MBQM(o t, M_h, s_h))``, bit-exact with
     ``golden.lstm``. Reset it before each instruction: the gate and unit counters start
     at 0. The first gate comes at least a cycle after the reset (unit 0's ``c`` is read
-    from the reset on and registered: it is there two cycles later, for ``f``).
+    from the reset on: it is there two cycles later, for ``f``).
 
     Pipeline: ``f c`` is multiplied when ``f`` arrives, ``i g`` when ``g`` arrives; the
     next four cycles round (quotient and round-up bit), saturate, add and convert ``c'``
-    to Q3.12 into its own tanh lookup (``hw.activation_lut.LATENCY``, 4 cycles); the
+    to Q3.12 (shifted, and a round-up bit the lookup's address adds) into its own tanh
+    lookup (``hw.activation_lut.LATENCY``, 4 cycles); the
     product ``o t`` enters a ``Requantizer`` as soon as both ``t`` and ``o`` are there.
     ``c'[j]`` is written the cycle before ``h'[j]``: units are at least 4 cycles apart, so
     the two writes of one unit never meet another unit's on the single write port. From
@@ -58,9 +68,11 @@ class LstmCell(wiring.Component):
     multiplier : In(signed(32)) ; shift : In(signed(8))
         ``(M_h, s_h)``; held for the whole instruction.
     c_index : Out(16) ; c_data : In(signed(16))
-        Cell state read: ``c_data`` is ``c[c_index]`` one cycle after the index (a
-        synchronous read port), registered the cycle after. The index runs a unit ahead:
-        the unit whose ``f`` comes next, from the cycle after the previous unit's ``f``.
+        Cell state read: ``c_data`` is ``c[c_index]`` two cycles after the index (a
+        synchronous read port's data, registered by the caller: the block RAM's output
+        then has one load, which ``hw.bram_outreg`` can take into the RAM). The index
+        runs a unit ahead: the unit whose ``f`` comes next, from the cycle after the
+        previous unit's ``f``.
     w_en, w_cell : Out(1) ; w_index : Out(16) ; w_data : Out(signed(16))
         One write per cycle: ``c'[w_index]`` if ``w_cell`` else ``h'[w_index]``
         (sign-extended int8). Every ``c'`` write is followed by its unit's ``h'`` write in
@@ -84,16 +96,15 @@ class LstmCell(wiring.Component):
         m.submodules.requantizer = rq = Requantizer(pipelined=True)
         n = self.cell_frac_bits
 
-        # Gate arrival. c is read a unit ahead and registered, so the block RAM's output
-        # does not feed the f*c multiplier directly: the index moves to the next unit as f
-        # takes this unit's c from c_q. That next unit's f comes at least 4 gates (cycles)
-        # later; its c is at the index from the cycle after this f, at the RAM's output a
-        # cycle later and in c_q the cycle after that. The index is always past the units
-        # whose c' is being written, so the read never meets a write.
+        # Gate arrival. c is read a unit ahead, and registered by the caller, so the block
+        # RAM's output does not feed the f*c multiplier directly: the index moves to the
+        # next unit as f takes this unit's c from c_data. That next unit's f comes at
+        # least 4 gates (cycles) later; its c is at the index from the cycle after this
+        # f, at the RAM's output a cycle later and in c_data the cycle after that. The
+        # index is always past the units whose c' is being written, so the read never
+        # meets a write.
         gate, c_unit = Signal(2), Signal(16)
-        c_q = Signal(signed(16))
         m.d.comb += self.c_index.eq(c_unit)
-        m.d.sync += c_q.eq(self.c_data)
         with m.If(self.in_valid):
             m.d.sync += gate.eq(gate + 1)
             with m.If(gate == 1):
@@ -116,7 +127,7 @@ class LstmCell(wiring.Component):
                 with m.Case(0):
                     m.d.sync += i_q.eq(self.y)
                 with m.Case(1):
-                    m.d.sync += fc_p.eq(self.y * c_q)
+                    m.d.sync += fc_p.eq(self.y * self.c_data)
                 with m.Case(2):
                     m.d.sync += ig_p.eq(i_q * self.y)
 
@@ -152,15 +163,18 @@ class LstmCell(wiring.Component):
         v3 = Signal()
         c_new = Signal(signed(16))
         m.d.sync += [v3.eq(v2), c_new.eq(saturate(fc2 + ig2, INT16_MIN, INT16_MAX))]
-        # 4: c' in Q3.12 (saturating left or rounding right shift), into the lookup. The
-        # mask is a register: computed here, its subtraction's carry chain was in front
-        # of the rounding add's (issue 6).
-        v4 = Signal()
-        t_in = Signal(signed(16))
+        # 4: c' in Q3.12 (saturating left or rounding right shift) as a shifted value and
+        # a round-up bit, both without a carry chain: the rounding add forms the lookup's
+        # address in the table read's cycle (with the shifts and saturation in this one,
+        # this stage missed the ECP5 clock, issue 6). The mask is a register: computed
+        # here, its subtraction's carry chain was in front of the rounding add's. The
+        # round-up bit is 0 unless the shift is right (right_mask is 0 otherwise).
+        v4, t_up = Signal(), Signal()
+        t_shifted = Signal(signed(16))
         quotient, round_up = rounding_parts(c_new, right, right_mask)
-        m.d.sync += [v4.eq(v3), t_in.eq(Mux(
-            narrow, saturate(c_new << left, INT16_MIN, INT16_MAX), quotient + round_up))]
-        m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_in), lut.func.eq(1)]
+        m.d.sync += [v4.eq(v3), t_up.eq(round_up),
+                     t_shifted.eq(Mux(narrow, _saturating_left_shift(c_new, left), quotient))]
+        m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_shifted + t_up), lut.func.eq(1)]
         # c' is held for its write from the lookup's input cycle: c_new keeps it for three
         # cycles (the next unit's f, 3 cycles after this g at the soonest, reaches c_new 4
         # cycles later), and the next unit's c' comes here only after this unit's t and o

@@ -484,7 +484,7 @@ class Processor(wiring.Component):
             cell.in_valid.eq(is_lstm & lut.out_valid), cell.y.eq(lut.y),
             cell.cell_frac_bits.eq(df["cell_frac_bits"]),
             cell.multiplier.eq(k_mult), cell.shift.eq(k_shift),
-            cell.c_data.eq(sc_b.data.as_signed()),
+            cell.c_data.eq(rd_b.as_signed()),
         ]
         # The cell is reset in every MV_CHECK, from a register set in DESC, not only when
         # MV_CHECK's checks pass: that condition (the checks' results, ``is_lstm``, the

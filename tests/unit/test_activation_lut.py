@@ -1,15 +1,20 @@
 """ActivationLut against golden.lstm's sigmoid/tanh lookups, on every int16 input."""
 
 import gc
+import json
+import subprocess
 import warnings
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from golden.lstm import sigmoid_q15, tanh_q15
 from hw.activation_lut import LATENCY, ActivationLut
+from hw.bram_outreg import ABSORBED, absorb_output_registers
+from hw.synth import tool
 
 
 def run_lut(zs, funcs, gaps, *, input_register=True):
@@ -104,3 +109,19 @@ def test_input_register_must_be_a_bool():
         with pytest.raises(TypeError, match="input_register must be a bool, got 0"):
             ActivationLut(input_register=0)
         gc.collect()
+
+
+@pytest.mark.parametrize("input_register", (True, False))
+def test_table_reads_move_into_the_block_rams(input_register, tmp_path):
+    """Through Yosys's ``synth_ecp5`` (as ``hw.synth``), each ROM's read data is captured
+    plainly (one reset-less register, no other load), so ``hw.bram_outreg`` moves the
+    captures into the DP16KDs: 18-bit ports (a 33-bit ROM word was a 36-bit one)."""
+    (tmp_path / "top.il").write_text(
+        rtlil.convert(ActivationLut(input_register=input_register), name="top"))
+    subprocess.run([tool("yosys"), "-q", "-p",
+                    "read_rtlil top.il; synth_ecp5 -no-rw-check -json top.json"],
+                   cwd=tmp_path, check=True)
+    netlist = json.loads((tmp_path / "top.json").read_text())
+    rams = absorb_output_registers(netlist)["rams"]
+    assert rams == {"value_rom.0.0": {"A": ABSORBED, "B": "no read data used"},
+                    "slope_rom.0.0": {"A": ABSORBED, "B": "no read data used"}}

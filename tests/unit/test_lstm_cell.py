@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from golden.lstm import CELL_FRAC_BITS_RANGE, cell_to_q3_12, cell_update, tanh_q15
 from golden.numerics import requantize_to_int8
-from hw.lstm_cell import H_LATENCY, LstmCell
+from hw.lstm_cell import H_LATENCY, LstmCell, _saturating_left_shift
 from sim import toolchain
 
 EXTREMES = (-32768, 32767, 0, -1, 1)
@@ -33,6 +34,7 @@ def run_cell(gates, c, n, mult, shift, gaps):
         for k, v in enumerate(gates.reshape(-1)):
             stream += [None] * int(gaps[k]) + [int(v)]
         stream += [None] * 20
+        read = 0  # the synchronous read port's data, registered by the caller next
         for cycle, v in enumerate(stream):
             ctx.set(dut.in_valid, v is not None)
             ctx.set(dut.y, 0 if v is None else v)
@@ -49,7 +51,8 @@ def run_cell(gates, c, n, mult, shift, gaps):
             if v is not None:
                 last["gate"] = cycle
             await ctx.tick()
-            ctx.set(dut.c_data, int(c[index]) if index < len(c) else 0)  # synchronous read
+            ctx.set(dut.c_data, read)  # the read data registered
+            read = int(c[index]) if index < len(c) else 0  # synchronous read
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -140,3 +143,49 @@ def test_t_and_o_join_in_either_order():
     assert len(set(h_ref.tolist())) > H // 2
     np.testing.assert_array_equal([writes[(1, j)] for j in range(H)], c_ref)
     np.testing.assert_array_equal([writes[(0, j)] for j in range(H)], h_ref)
+
+
+@pytest.mark.parametrize("left", range(5))
+def test_saturating_left_shift_at_its_edges(left):
+    """The Q3.12 conversion's left shift (``n = 12 - left``) without compares: the largest
+    and smallest ``c'`` that fit after the shift, and one past each (saturated)."""
+    edge = 1 << (15 - left)
+    cs = [c for c in (edge - 1, edge, -edge, -edge - 1, 32767, -32768, 0, -1)
+          if -32768 <= c <= 32767]
+    x, shift, out = Signal(signed(16)), Signal(3), Signal(signed(16))
+    m = Module()
+    m.d.comb += out.eq(_saturating_left_shift(x, shift))
+    got = []
+
+    async def bench(ctx):
+        ctx.set(shift, left)
+        for c in cs:
+            ctx.set(x, c)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    np.testing.assert_array_equal(got, cell_to_q3_12(cs, 12 - left))
+    if left:  # one past each edge saturates, the edge itself does not
+        assert got[:4] == [(edge - 1) << left, 32767, -32768, -32768]
+        assert -edge << left == -32768 and got[0] < 32767
+
+
+@pytest.mark.parametrize("n", (13, 14, 15))
+def test_q3_12_rounding_at_its_edges(n):
+    """The right shift's round-up bit, added in the tanh lookup's address: ``c'`` at half
+    an output step and one below (rounded up and down, away from zero below 0), with
+    ``h'`` about ``t / 4`` so one step of the Q3.12 input shows in ``h'``."""
+    half = 1 << (n - 13)
+    cs = [sign * (q * 2 * half + half - below)
+          for q in range(4) for sign in (1, -1) for below in (0, 1)]
+    gates = np.tile([0, 32767, 0, 32767], (len(cs), 1))  # c' = c (f = 1 - 2^-15, i g = 0)
+    c = np.array(cs, dtype=np.int64)
+    mult, shift = 1 << 30, -16  # o t (Q0.30) / 2^17: h' about t / 4
+    writes, _ = run_cell(gates, c, n, mult, shift, np.zeros(gates.size, int))
+    h_ref, c_ref = golden_cell(*gates.T.astype(np.int64), c, n, mult, shift)
+    np.testing.assert_array_equal([writes[(1, j)] for j in range(len(cs))], c)
+    np.testing.assert_array_equal([writes[(0, j)] for j in range(len(cs))], h_ref)
+    # Each pair at a rounding edge and one below differs (rounded apart) in h'.
+    assert all(h_ref[k] != h_ref[k + 1] for k in range(0, len(cs), 2))
