@@ -65,7 +65,10 @@ class MacArray(wiring.Component):
         })
         #: The activation buffer, one copy per lane (a testbench loading it directly writes
         #: every copy).
-        self.acts = [Memory(shape=signed(8), depth=cfg.max_cols, init=[]) for _ in range(L)]
+        #: ``no_rw_check``: the engine writes them only while not running (``ce`` low),
+        #: and reads them only with ``ce``, so a read never meets a write.
+        self.acts = [Memory(shape=signed(8), depth=cfg.max_cols, init=[],
+                            attrs={"no_rw_check": 1}) for _ in range(L)]
 
     def elaborate(self, platform):
         m = Module()
@@ -76,17 +79,21 @@ class MacArray(wiring.Component):
             wp = copy.write_port()
             m.d.comb += [wp.addr.eq(self.act_waddr), wp.data.eq(self.act_wdata),
                          wp.en.eq(self.act_we)]
-            read_ports.append(copy.read_port())
+            read_ports.append(copy.read_port(domain="comb"))
 
-        # Stage 1: read the activations (synchronous read ports, held while ce is low).
+        # Stage 1: read the activations: an asynchronous port and a reset-less register
+        # held while ce is low, which Yosys takes into the block RAM (its clock enable),
+        # so ``s2_x`` alone captures the RAM's output and ``hw.bram_outreg`` can take it
+        # in too. A synchronous port would keep Amaranth's "the old word" on a collision,
+        # which Yosys emulates with a LUT in front of ``s2_x`` (issue 6).
         s1_valid, s1_end = Signal(), Signal()
         s1_w = [Signal(signed(8), name=f"s1_w{j}") for j in range(L)]
         s1_nz, s1_first = Signal(L), Signal(L)
-        x = []
+        x = [Signal(signed(8), name=f"s1_x{j}", reset_less=True) for j in range(L)]
         for j, rp in enumerate(read_ports):
-            m.d.comb += [rp.addr.eq(self.in_col[j]), rp.en.eq(ce)]
-            x.append(rp.data)
+            m.d.comb += rp.addr.eq(self.in_col[j])
         with m.If(ce):
+            m.d.sync += [x[j].eq(rp.data) for j, rp in enumerate(read_ports)]
             m.d.sync += [s1_valid.eq(self.in_valid), s1_end.eq(self.in_end),
                          s1_nz.eq(self.in_nz), s1_first.eq(self.in_first)]
             m.d.sync += [s1_w[j].eq(self.in_weight[j]) for j in range(L)]
@@ -94,7 +101,7 @@ class MacArray(wiring.Component):
         # Stage 2: register the activations.
         s2_valid, s2_end = Signal(), Signal()
         s2_w = [Signal(signed(8), name=f"s2_w{j}") for j in range(L)]
-        s2_x = [Signal(signed(8), name=f"s2_x{j}") for j in range(L)]
+        s2_x = [Signal(signed(8), name=f"s2_x{j}", reset_less=True) for j in range(L)]
         s2_nz, s2_first = Signal(L), Signal(L)
         with m.If(ce):
             m.d.sync += [s2_valid.eq(s1_valid), s2_end.eq(s1_end), s2_nz.eq(s1_nz),

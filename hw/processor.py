@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed
+from amaranth import (Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal, Value,
+                      signed)
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -99,6 +100,43 @@ def _sum_equals(x, y, z):
     return (total_sum ^ Cat(Const(0, 1), carry)[:n]).all()
 
 
+class RegisteredRead(Elaboratable):
+    """A read port of a block RAM memory that reads like a synchronous one (``data``, a
+    cycle after ``addr``, always enabled), built as an asynchronous port and a reset-less
+    register without an enable: the register Yosys's ``memory_dff`` takes into the block
+    RAM. A synchronous port keeps Amaranth's "the old word" on a read and write of one
+    word in one cycle, which Yosys emulates with a LUT between the RAM and the next
+    register; this shape with the memory's ``no_rw_check`` leaves a reset-less register
+    that takes ``data`` a plain capture ``hw.bram_outreg`` moves into the RAM (issue 6).
+
+    Parameters
+    ----------
+    memory : amaranth.lib.memory.Memory
+        The memory read.
+    name : str
+        The register's name is ``{name}_ram``.
+
+    Attributes
+    ----------
+    addr : Signal
+        The word to read (the asynchronous port's address).
+    data : Signal
+        Its contents, a cycle later (the register).
+    """
+
+    def __init__(self, memory, *, name: str):
+        if not isinstance(memory, Memory):
+            raise TypeError(f"memory must be an amaranth.lib.memory.Memory, got {memory!r}")
+        self._port = memory.read_port(domain="comb")
+        self.addr = self._port.addr
+        self.data = Signal.like(self._port.data, name=f"{name}_ram", reset_less=True)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.data.eq(self._port.data)
+        return m
+
+
 class HostMem(enum.Enum, shape=2):
     """The core memory the host port addresses (``host_mem``)."""
 
@@ -170,6 +208,10 @@ class Processor(wiring.Component):
         A testbench may load them directly, except ``const_mem`` and ``desc_mem``: a
         constant's validity and whether a descriptor has a reserved bit set are recorded
         as they come through the host port, which the bus uses for all four.
+    prog_rd, desc_rd : RegisteredRead
+        The program and descriptor memories' read ports.
+    scratch_reads : tuple of RegisteredRead
+        The scratch's two read ports (``sc_a``: the ALU's a, loads, the host; ``sc_b``).
     engine_config : hw.config.EngineConfig
         The engine's: ``config``'s sizes, the 8-stage requantizer and read FIFOs deep
         enough for ``STREAM_READ_LATENCY``-cycle memories.
@@ -235,10 +277,28 @@ class Processor(wiring.Component):
             "p_req_addr": Out(pa), "p_req_valid": Out(1), "p_req_ready": In(1),
             "p_resp_data": In(8 * PARAM_BYTES), "p_resp_valid": In(1),
         })
-        self.program_mem = Memory(shape=64, depth=config.program_depth, init=[])
-        self.desc_mem = Memory(shape=512, depth=config.desc_depth, init=[])
+        # ``no_rw_check`` (Yosys's ``-no-rw-check`` for one memory): a read and a write of
+        # one word in one cycle may return either word. The host writes while idle, where
+        # a read's word is used only if the host asked for it in that cycle, one access
+        # at a time (``hw.host_interface``); a start's read ahead is repeated in START.
+        # The program and descriptor memories take no other writes. The scratch is also
+        # written while busy: its ports read every cycle, and a read meets the
+        # write of its word only where its data is not used (``sc_b`` at an idle LSTM
+        # cell's c address, a port left at address 0, LOADROW's ``rb``); every read a
+        # result takes precedes the write of its word (the write pipeline comment in
+        # ``elaborate``). tests/unit/test_processor.py returns a wrong word on each such
+        # collision of a program of every instruction kind and still matches the ISS.
+        rw_either = {"no_rw_check": 1}
+        self.program_mem = Memory(shape=64, depth=config.program_depth, init=[],
+                                  attrs=rw_either)
+        self.desc_mem = Memory(shape=512, depth=config.desc_depth, init=[], attrs=rw_either)
         self.const_mem = Memory(shape=64, depth=config.const_depth, init=[])
-        self.scratch_mem = Memory(shape=16, depth=config.scratch_depth, init=[])
+        self.scratch_mem = Memory(shape=16, depth=config.scratch_depth, init=[],
+                                  attrs=rw_either)
+        self.prog_rd = RegisteredRead(self.program_mem, name="prog")
+        self.desc_rd = RegisteredRead(self.desc_mem, name="desc")
+        self.scratch_reads = (RegisteredRead(self.scratch_mem, name="sc_a"),
+                              RegisteredRead(self.scratch_mem, name="sc_b"))
 
     def elaborate(self, platform):
         m = Module()
@@ -264,11 +324,15 @@ class Processor(wiring.Component):
         m.submodules.desc_mem = self.desc_mem
         m.submodules.const_mem = self.const_mem
         m.submodules.scratch_mem = self.scratch_mem
-        prog_rd = self.program_mem.read_port()
-        desc_rd = self.desc_mem.read_port()
+        # Each block RAM read port's data is captured by one reset-less register with
+        # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), which
+        # ``hw.bram_outreg`` takes into the RAM; the cycles are today's.
+        m.submodules.prog_rd = prog_rd = self.prog_rd
+        m.submodules.desc_rd = desc_rd = self.desc_rd
         # Constants are checked in the decode cycle: an asynchronous (LUT RAM) read.
         const_rd = self.const_mem.read_port(domain="comb")
-        sc_a, sc_b = self.scratch_mem.read_port(), self.scratch_mem.read_port()
+        sc_a, sc_b = self.scratch_reads
+        m.submodules.sc_a, m.submodules.sc_b = sc_a, sc_b
         sc_w = self.scratch_mem.write_port()
 
         # Architectural registers.
@@ -297,7 +361,7 @@ class Processor(wiring.Component):
         # unchanged. Only a run's first word has no instruction before it: START reads
         # start_pc again (the start cycle read it first), one cycle per run
         # (``compiler.isa.RUN_START_CYCLES``), so that ``word`` has it in FETCH.
-        word = Signal(64)
+        word = Signal(64, reset_less=True)
         m.d.comb += prog_rd.addr.eq(pc + 1)
         with m.If(state == _State.START):
             m.d.comb += prog_rd.addr.eq(pc)
@@ -328,11 +392,11 @@ class Processor(wiring.Component):
         # block RAMs' address does not hang off the program block RAM's output (issue 6,
         # item 6); reading the index after FETCH instead would cost a cycle per MATVEC
         # and LSTM. From DESC on the index is the latched p.
-        desc = desc_rd.data
-        dr = {name: desc[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()}
-        df = {name: Signal(w, name=f"desc_{name}") for name, (lo, w) in DESC_FIELDS.items()
+        # ``desc_q`` is also the host's descriptor read register: one capture per bit.
+        desc_q = Signal(512, reset_less=True)
+        m.d.sync += desc_q.eq(desc_rd.data)
+        df = {name: desc_q[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
-        m.d.sync += [df[name].eq(dr[name]) for name in df]
         # A reserved bit set: found when the host writes the descriptor and kept in
         # ``reserved_set``, one flag per descriptor (all-zero ones, the initial contents,
         # have none; like the memory it is not reset), so no OR of the 112 bits follows
@@ -414,7 +478,7 @@ class Processor(wiring.Component):
         # operands and the activation load are read a cycle ahead (below), so they
         # arrive when they did; ARGMAX, VCOPY and LOADROW registered the data already.
         # (The cell registers its c in ``c_q``, from the port.)
-        rd_a, rd_b = Signal(16), Signal(16)
+        rd_a, rd_b = Signal(16, reset_less=True), Signal(16, reset_less=True)
         m.d.sync += [rd_a.eq(sc_a.data), rd_b.eq(sc_b.data)]
         xa, xb = rd_a.as_signed(), rd_b.as_signed()
         m.d.comb += [
@@ -861,14 +925,12 @@ class Processor(wiring.Component):
         # registers, so the RAMs' 5.8 ns clock-to-out meets a flip-flop, not the mux and
         # the route across the die to the host block's read word (issue 6); the word
         # shows 2 cycles after ``host_re``. The program memory's register is the
-        # sequencer's ``word``, which takes its output every cycle, and the scratch's is
-        # ``rd_a``. One 512-bit register after the mux would take 64 flip-flops fewer
-        # (64 + 512 here) but keep the routes from the RAMs to the mux on their
+        # sequencer's ``word``, the descriptors' ``desc_q`` (``df``'s) and the scratch's
+        # ``rd_a``, each taking its RAM's output every cycle. One 512-bit register after
+        # the mux would take 64 flip-flops fewer (64 + 512 here) but keep the routes from the RAMs to the mux on their
         # clock-to-out. The constants' one register is ``host_const``, loaded with the read.
-        host_desc = Signal(512)
-        m.d.sync += host_desc.eq(desc_rd.data)
         with m.Switch(host_mem_q):
-            for mem, data in ((HostMem.PROGRAM, word), (HostMem.DESCRIPTORS, host_desc),
+            for mem, data in ((HostMem.PROGRAM, word), (HostMem.DESCRIPTORS, desc_q),
                               (HostMem.CONSTANTS, host_const), (HostMem.SCRATCH, rd_a)):
                 with m.Case(mem):
                     m.d.comb += self.host_rdata.eq(data)

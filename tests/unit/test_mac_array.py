@@ -237,3 +237,47 @@ def test_row_sum_wraps_at_32_bits():
     sim.add_testbench(tb)
     sim.run()
     assert got == want, f"row sums {got}, expected {want} (int32 wrap)"
+
+
+def test_a_words_activations_are_read_in_its_ce_cycle_and_held_while_ce_is_low():
+    """The activation read's register sits in the block RAM with ``ce`` its enable: a word
+    taken in a ``ce`` cycle multiplies the activations of its own columns even when the
+    column inputs change during the ``ce``-low cycles that follow, for 0, 1 and 3 such
+    cycles."""
+    lanes = 4
+    acts = [(5 * c + 1) % 97 - 40 for c in range(MAX_COLS)]
+    cols, other = [3, 17, 40, 63], [0, 1, 2, 5]
+    for stall in (0, 1, 3):
+        mac = MacArray(make_cfg(lanes))
+        got = []
+
+        async def tb(ctx, mac=mac, stall=stall):
+            await load_acts_direct(ctx, mac, acts)
+            ctx.set(mac.ce, 1)
+            ctx.set(mac.in_valid, 1)
+            ctx.set(mac.in_end, 1)
+            ctx.set(mac.in_nz, (1 << lanes) - 1)
+            ctx.set(mac.in_first, (1 << lanes) - 1)
+            for j in range(lanes):
+                ctx.set(mac.in_col[j], cols[j])
+                ctx.set(mac.in_weight[j], j + 1)
+            await ctx.tick()
+            ctx.set(mac.in_valid, 0)
+            for j in range(lanes):  # the next word's columns, waiting for ce
+                ctx.set(mac.in_col[j], other[j])
+            ctx.set(mac.ce, 0)
+            for _ in range(stall):
+                await ctx.tick()
+            ctx.set(mac.ce, 1)
+            for _ in range(8):
+                if ctx.get(mac.row_valid):
+                    got.append(ctx.get(mac.row_acc))
+                await ctx.tick()
+
+        sim = Simulator(mac)
+        sim.add_clock(1e-8)
+        sim.add_testbench(tb)
+        sim.run()
+        want = sum((j + 1) * acts[cols[j]] for j in range(lanes))
+        assert want != sum((j + 1) * acts[other[j]] for j in range(lanes))
+        assert got == [want], f"stall {stall}: rows {got}, expected [{want}]"
