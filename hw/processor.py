@@ -477,7 +477,7 @@ class Processor(wiring.Component):
         # before it (issue 6); every consumer takes these. The ALU's and lookup unit's
         # operands and the activation load are read a cycle ahead (below), so they
         # arrive when they did; ARGMAX, VCOPY and LOADROW registered the data already.
-        # (The cell registers its c in ``c_q``, from the port.)
+        # (The cell takes its c from ``rd_b``.)
         rd_a, rd_b = Signal(16, reset_less=True), Signal(16, reset_less=True)
         m.d.sync += [rd_a.eq(sc_a.data), rd_b.eq(sc_b.data)]
         xa, xb = rd_a.as_signed(), rd_b.as_signed()
@@ -620,7 +620,7 @@ class Processor(wiring.Component):
             m.d.sync += [src.eq(src + 1), ra.eq(ra + 1), rb.eq(rb + 1)]
         # LSTM: c's address registered from the cell's index, a cycle after it moves. The
         # next unit's f comes 4 cycles after this one's at the earliest, and takes c from
-        # ``c_q`` (the index, its register here, the RAM, ``c_q``): just in time.
+        # ``rd_b`` (the index, its register here, the RAM, ``rd_b``): just in time.
         c_base, c_addr = Signal(aw), Signal(aw)  # c_base: d + H, c[0]'s entry
         m.d.sync += [c_base.eq(d + hidden), c_addr.eq(c_base + cell.c_index)]
         with m.Switch(state):
