@@ -207,13 +207,16 @@ class MatVecEngine(wiring.Component):
             self.out_data.eq(rq.out),
             self.out_we.eq(running & rq.out_valid & ~rows_written),
         ]
-        # ``out_count == rows`` found a cycle ahead from its next value, so that neither
-        # the row write nor RUN's end waits on the compare (``out_count`` never passes
-        # ``rows``, so ``~rows_written`` is ``out_count < rows``). Cleared at a start:
-        # a run that gets past CHECK has ``rows >= 1``.
-        out_next = Signal.like(out_count)
-        m.d.comb += out_next.eq(out_count + self.out_we)
-        m.d.sync += [out_count.eq(out_next), rows_written.eq(out_next == rows)]
+        # ``out_count == rows``, kept in a register, so that neither the row write nor
+        # RUN's end waits on a compare (``out_count`` never passes ``rows``, so
+        # ``~rows_written`` is ``out_count < rows``). It is set by the write of row
+        # ``rows - 1``: the compare against ``rows_last`` (``rows - 1``, registered; the
+        # header holds from the start) runs beside the write enable, not after an add of
+        # it (issue 6). Cleared at a start: a run that gets past CHECK has ``rows >= 1``.
+        rows_last = Signal(17)
+        m.d.sync += [rows_last.eq(rows - 1), out_count.eq(out_count + self.out_we)]
+        with m.If(self.out_we & (out_count == rows_last)):
+            m.d.sync += rows_written.eq(1)
 
         m.d.sync += restart.eq(0)  # a pulse, unless IDLE sets it below
         with m.FSM() as fsm:

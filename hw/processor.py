@@ -46,6 +46,10 @@ DESC_FIELDS = {
     "reserved96": (416, 96),
 }
 
+#: LOADROW's table size (VN * VL) as the DECODE checks keep it, saturated here: past
+#: the largest scratch depth (2**16) and any 16-bit address, so no check can tell.
+TABLE_MAX = (1 << 17) - 1
+
 #: Cycles from the engine's last output row to its ``done``.
 _LAST_ROW_TO_DONE = 3
 #: ``LSTM`` cycles after the engine's ``done`` (``MATVEC`` completes there). The worst
@@ -137,6 +141,19 @@ class RegisteredRead(Elaboratable):
         return m
 
 
+def _one_hot_select(pairs):
+    """The value whose flag is set, 0 if none: an OR of the values each ANDed with its
+    flag. The flags must be one-hot (at most one set); the select then needs no priority
+    chain, unlike nested ``Mux``es or a ``Switch`` on an encoded state."""
+    if not pairs:
+        raise ValueError("no (flag, value) pairs to select from")
+    width = max(len(Value.cast(v)) for _, v in pairs)
+    out = Const(0, width)
+    for flag, value in pairs:
+        out = out | Mux(flag, value, 0)
+    return out
+
+
 class HostMem(enum.Enum, shape=2):
     """The core memory the host port addresses (``host_mem``)."""
 
@@ -154,8 +171,8 @@ class _State(enum.Enum, shape=4):
     MV_CHECK = 4  # fault on the checks or start: first activation read
     MV_LOAD = 5  # activation load, one entry per cycle
     MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
-    LR_INDEX = 7  # LOADROW: index arrives, registered
-    LR_ROW = 8  # LOADROW: index checked, row address multiply
+    LR_INDEX = 7  # LOADROW: index arrives, registered; row offset multiply
+    LR_ROW = 8  # LOADROW: index checked, row address add
     VEC_RUN = 9  # one element read per cycle
     VEC_DRAIN = 10  # unit pipeline drains
     AM_WRITE = 11  # ARGMAX: index to RESULT and scratch
@@ -337,14 +354,30 @@ class Processor(wiring.Component):
 
         # Architectural registers.
         state = Signal(_State)
+        # State flags registered with ``state`` (``goto`` sets both), one per group of
+        # states the scratch ports choose their addresses by: the RAMs' address pins
+        # then see a one-hot select of flip-flops, not ``state``'s compares fanned out
+        # to every address bit (issue 6). Each equals ``state`` in its group, always.
+        groups = {
+            "fetch": (_State.FETCH,), "word": (_State.FETCH, _State.DECODE),
+            "decode": (_State.DECODE,), "desc": (_State.DESC,),
+            "load": (_State.MV_CHECK, _State.MV_LOAD),
+            "run": (_State.MV_RUN, _State.LSTM_TAIL), "vec": (_State.VEC_RUN,),
+        }
+        at = {name: Signal(name=f"at_{name}") for name in groups}
+
+        def goto(next_state):
+            return [state.eq(next_state),
+                    *(at[name].eq(next_state in members) for name, members in groups.items())]
+
         pc = Signal(17)  # 17 bits: running off a full 65536-word program is PC_OVERRUN
-        busy, done, error, fault_pc = Signal(), Signal(), Signal(8), Signal(16)
+        busy, done, error = Signal(), Signal(), Signal(8)
         vl, vn, result = Signal(16), Signal(16), Signal(16)
         sync_count, cycles, instructions = Signal(32), Signal(32), Signal(32)
         macs, zero_acts, stalls = Signal(32), Signal(32), Signal(32)
         m.d.comb += [
             self.busy.eq(busy), self.done.eq(done), self.error.eq(error),
-            self.fault_pc.eq(fault_pc), self.result.eq(result), self.vl.eq(vl),
+            self.result.eq(result), self.vl.eq(vl),
             self.vn.eq(vn), self.sync_count.eq(sync_count), self.cycles.eq(cycles),
             self.instructions.eq(instructions), self.macs.eq(macs),
             self.zero_acts.eq(zero_acts), self.stalls.eq(stalls),
@@ -372,13 +405,19 @@ class Processor(wiring.Component):
         d, a, b = Signal(16), Signal(16), Signal(16)
         f = {name: word[lo:lo + w] for name, (lo, w) in FIELDS.items()}
 
+        # ``FAULT_PC`` is the PC while ``faulted``: a fault ends the run and nothing moves
+        # the PC until the next start, which clears the flag. One flip-flop written by
+        # the fault conditions, not 16 enables fanned out from them (issue 6).
+        faulted = Signal()
+        m.d.comb += self.fault_pc.eq(Mux(faulted, pc[:16], 0))
+
         def fault(code):
-            m.d.sync += [error.eq(code), fault_pc.eq(pc), busy.eq(0), done.eq(1),
-                         state.eq(_State.IDLE)]
+            m.d.sync += [error.eq(code), faulted.eq(1), busy.eq(0), done.eq(1),
+                         *goto(_State.IDLE)]
 
         def complete(next_state=_State.FETCH):
             m.d.sync += [pc.eq(pc + 1), instructions.eq(instructions + 1),
-                         state.eq(next_state)]
+                         *goto(next_state)]
 
         def partial_overlap(dst, src, n):
             """``dst != src & dst < src + n & src < dst + n``, each sum compare one carry
@@ -456,7 +495,7 @@ class Processor(wiring.Component):
         rk, wk = Signal(16), Signal(16)
         src = Signal(17)  # a's read address (LOADROW: the selected table row's), stepped
         v1 = Signal()
-        m.d.sync += v1.eq(state == _State.VEC_RUN)
+        m.d.sync += v1.eq(at["vec"])
         # The opcode's decodes, registered in DECODE from the word's fields (``decode_flags``)
         # where the opcode was latched: the units' control and the scratch address and
         # write muxes start at flip-flops, not at a latched opcode through its compares
@@ -557,10 +596,10 @@ class Processor(wiring.Component):
         # instruction's tail waited for its last write), and after a fault the run is
         # over, the cell's outputs are read only in MV_RUN / LSTM_TAIL of an LSTM, and
         # the next one's MV_CHECK resets it again.
-        m.d.sync += cell_reset.eq(state == _State.DESC)
+        m.d.sync += cell_reset.eq(at["desc"])
         tail_k = Signal(range(CELL_TAIL_CYCLES))
         h_now = cell.w_en & ~cell.w_cell
-        with m.If(is_lstm & ((state == _State.MV_RUN) | (state == _State.LSTM_TAIL))):
+        with m.If(is_lstm & at["run"]):
             m.d.sync += wk.eq(wk + h_now)
         # The tail's end, a cycle ahead into a register: the compare and the cell's write
         # enable before complete()'s fan-out to pc, state and the counters missed the ECP5
@@ -600,7 +639,7 @@ class Processor(wiring.Component):
         # lk_last; DESC sets both for lk = 0.
         ld_addr, at_split = Signal(aw), Signal()
         ld_b = Mux(is_lstm, d, b)
-        with m.If(state == _State.DESC):
+        with m.If(at["desc"]):
             m.d.sync += [ld_addr.eq(Mux(df["split"] > 1, a + 1,
                                         Mux(df["split"] == 0, ld_b + 1, ld_b))),
                          at_split.eq(df["split"] == 2)]
@@ -614,33 +653,33 @@ class Processor(wiring.Component):
         # LR_ROW load it).
         ra, rb = Signal(aw), Signal(aw)
         early = is_alu | is_lut
-        with m.If(state == _State.DECODE):
+        with m.If(at["decode"]):
             m.d.sync += [ra.eq(f["a"] + 1), rb.eq(f["b"] + 1)]
-        with m.If(state == _State.VEC_RUN):
+        with m.If(at["vec"]):
             m.d.sync += [src.eq(src + 1), ra.eq(ra + 1), rb.eq(rb + 1)]
         # LSTM: c's address registered from the cell's index, a cycle after it moves. The
         # next unit's f comes 4 cycles after this one's at the earliest, and takes c from
         # ``rd_b`` (the index, its register here, the RAM, ``rd_b``): just in time.
         c_base, c_addr = Signal(aw), Signal(aw)  # c_base: d + H, c[0]'s entry
         m.d.sync += [c_base.eq(d + hidden), c_addr.eq(c_base + cell.c_index)]
-        with m.Switch(state):
-            with m.Case(_State.DECODE):  # element 0; LOADROW's index
-                m.d.comb += [sc_a.addr.eq(f["a"]), sc_b.addr.eq(f["b"])]
-            with m.Case(_State.DESC):
-                m.d.comb += [sc_a.addr.eq(a), sc_b.addr.eq(ld_b)]
-            with m.Case(_State.MV_CHECK, _State.MV_LOAD):
-                m.d.comb += sc_a.addr.eq(ld_addr)
-            with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
-                m.d.comb += sc_b.addr.eq(c_addr)
-            with m.Case(_State.VEC_RUN):
-                m.d.comb += [sc_a.addr.eq(Mux(early, ra, src)), sc_b.addr.eq(rb)]
+        # DECODE: element 0, LOADROW's index; FETCH the same, for LOADROW's row offset
+        # (below; the other reads' data goes unused); other states read nothing.
+        m.d.comb += [
+            sc_a.addr.eq(_one_hot_select([
+                (at["word"], f["a"]), (at["desc"], a), (at["load"], ld_addr),
+                (at["vec"] & early, ra), (at["vec"] & ~early, src)])),
+            sc_b.addr.eq(_one_hot_select([
+                (at["word"], f["b"]), (at["desc"], ld_b), (at["run"], c_addr),
+                (at["vec"], rb)])),
+        ]
         # Writes land a cycle after the sequencer makes them. Within an instruction every
         # read that must see a write follows it by more than that: none does (a vector
         # destination equals its sources or is disjoint from them, and its element k is
         # read before it is written; MATVEC/LSTM load their input before the engine
         # starts; the cell reads each c before it writes c'). An instruction's last write
         # lands in the next one's FETCH, before its first read (DECODE: LOADROW's index,
-        # the ALU's or lookup unit's element 0; DESC: a MATVEC's entry 0).
+        # the ALU's or lookup unit's element 0; DESC: a MATVEC's entry 0), except FETCH's
+        # early read of LOADROW's index, which forwards it (below).
         w_en, w_addr, w_data = Signal(), Signal(aw), Signal(16)
         with m.Switch(state):
             with m.Case(_State.MV_RUN, _State.LSTM_TAIL):
@@ -659,6 +698,18 @@ class Processor(wiring.Component):
             with m.Default():
                 m.d.sync += w_en.eq(0)
         m.d.comb += [sc_w.en.eq(w_en), sc_w.addr.eq(w_addr), sc_w.data.eq(w_data)]
+        # LOADROW's row offset, index * VL, from the index read in FETCH (``rd_b`` in
+        # LR_INDEX), registered every cycle (so Yosys's ``share`` leaves the multiply
+        # alone): LR_ROW then only adds a, where a multiply and an add after ``rd_b``
+        # missed the ECP5 clock (issue 6). FETCH's read misses the write landing with it
+        # (the last of the instruction before: the port reads the old word), so that
+        # write is forwarded. The index check stays on DECODE's read, in LR_ROW.
+        index_fwd, index_fwd_data = Signal(), Signal(16)
+        with m.If(at["fetch"]):
+            m.d.sync += [index_fwd.eq(w_en & (w_addr == f["b"][:aw])),
+                         index_fwd_data.eq(w_data)]
+        row_offset = Signal(17)
+        m.d.sync += row_offset.eq(Mux(index_fwd, index_fwd_data, rd_b) * vl)
 
         # DECODE's checks, found in FETCH from ``word`` (this instruction's) and ``vl``,
         # ``vn``, ``table`` (SETVL changes them in its DECODE, so FETCH sees the values
@@ -705,8 +756,11 @@ class Processor(wiring.Component):
         # of ``word``'s fields is registered every cycle (FETCH's, the same word, is the
         # one SETVL's DECODE takes): a multiply used only in one state is one Yosys's
         # ``share`` merges with LOADROW's row address multiply, and the merged one's
-        # input mux then follows LR_ROW's index check (issue 6).
-        table, ab = Signal(32), Signal(32)
+        # input mux then follows LR_ROW's index check (issue 6). ``table`` saturates at
+        # ``TABLE_MAX``: every check against it stays exact (a table that large exceeds
+        # any scratch depth and any address either way), and its sum compares in
+        # ``decode_bad`` are 18-bit carry chains, not 33-bit (issue 6).
+        table, ab = Signal(range(TABLE_MAX + 1)), Signal(32)
         m.d.sync += ab.eq(fa * fb)
         # The scratch room after VL elements, ``depth - vl``, set with VL: ``x + vl >
         # depth`` is then the one compare ``x > room_vl``. Signed: a VL past the depth
@@ -749,7 +803,7 @@ class Processor(wiring.Component):
 
         with m.Switch(state):
             with m.Case(_State.START):
-                m.d.sync += state.eq(_State.FETCH)
+                m.d.sync += goto(_State.FETCH)
 
             with m.Case(_State.FETCH):
                 with m.If((pc >= self.prog_len) | (pc >= cfg.program_depth)):
@@ -757,7 +811,7 @@ class Processor(wiring.Component):
                 with m.Elif(instructions >= self.watchdog):
                     fault(ErrorCode.WATCHDOG)
                 with m.Else():
-                    m.d.sync += state.eq(_State.DECODE)
+                    m.d.sync += goto(_State.DECODE)
 
             with m.Case(_State.DECODE):
                 m.d.sync += [*decode_flags(), p.eq(fp), d.eq(fd), a.eq(fa), b.eq(fb),
@@ -771,21 +825,22 @@ class Processor(wiring.Component):
                         with m.Case(Op.HALT):
                             m.d.sync += [instructions.eq(instructions + 1), busy.eq(0),
                                          done.eq(1), error.eq(ErrorCode.OK),
-                                         state.eq(_State.IDLE)]
+                                         *goto(_State.IDLE)]
                         with m.Case(Op.SYNC):
                             m.d.sync += sync_count.eq(sync_count + 1)  # units idle here
                             complete()
                         with m.Case(Op.SETVL):
-                            m.d.sync += [vl.eq(fa), vn.eq(fb), table.eq(ab),
+                            m.d.sync += [vl.eq(fa), vn.eq(fb),
+                                         table.eq(Mux(ab[len(table):].any(), TABLE_MAX, ab)),
                                          room_vl.eq(depth - fa), vl_zero.eq(fa == 0),
                                          vn_zero.eq(fb == 0)]
                             complete()
                         with m.Case(Op.MATVEC, Op.LSTM):
-                            m.d.sync += state.eq(_State.DESC)
+                            m.d.sync += goto(_State.DESC)
                         with m.Case(Op.LOADROW):
-                            m.d.sync += state.eq(_State.LR_INDEX)
+                            m.d.sync += goto(_State.LR_INDEX)
                         with m.Default():  # element-wise and ARGMAX
-                            m.d.sync += state.eq(_State.VEC_RUN)
+                            m.d.sync += goto(_State.VEC_RUN)
 
             with m.Case(_State.DESC):
                 rows, cols, split = df["rows"], df["cols"], df["split"]
@@ -808,7 +863,7 @@ class Processor(wiring.Component):
                                        _sum_exceeds(cols, ~split, b_room)
                                        | (rows > room_d))),
                     short_load.eq(cols <= 1),
-                    k_mult.eq(cm), k_shift.eq(cs), state.eq(_State.MV_CHECK),
+                    k_mult.eq(cm), k_shift.eq(cs), *goto(_State.MV_CHECK),
                 ]
 
             with m.Case(_State.MV_CHECK):
@@ -822,15 +877,15 @@ class Processor(wiring.Component):
                     # lands in the engine's CHECK cycle, before it reads the buffer.
                     with m.If(short_load):
                         m.d.comb += eng.start.eq(1)
-                        m.d.sync += state.eq(_State.MV_RUN)
+                        m.d.sync += goto(_State.MV_RUN)
                     with m.Else():
-                        m.d.sync += state.eq(_State.MV_LOAD)
+                        m.d.sync += goto(_State.MV_LOAD)
 
             with m.Case(_State.MV_LOAD):
                 m.d.comb += load.eq(1)
                 with m.If(lk_last):
                     m.d.comb += eng.start.eq(1)
-                    m.d.sync += state.eq(_State.MV_RUN)
+                    m.d.sync += goto(_State.MV_RUN)
 
             with m.Case(_State.MV_RUN):
                 with m.If(eng.done):
@@ -840,7 +895,7 @@ class Processor(wiring.Component):
                     with m.If(eng.error != 0):
                         fault(eng.error)
                     with m.Elif(is_lstm):
-                        m.d.sync += [tail_k.eq(0), state.eq(_State.LSTM_TAIL)]
+                        m.d.sync += [tail_k.eq(0), *goto(_State.LSTM_TAIL)]
                     with m.Else():
                         complete()
 
@@ -852,30 +907,30 @@ class Processor(wiring.Component):
                     m.d.sync += tail_k.eq(tail_k + 1)
 
             # The index is checked from ``rd_b``, not the scratch block RAM's output: the
-            # compare's carry chain and the fault's fan-out (state, busy, fault_pc) would
+            # compare's carry chain and the fault's fan-out (state, busy, error) would
             # follow the RAM's 5.8 ns clock-to-out (issue 6). No cycle is added: the row
-            # address waits for the register anyway; a bad index faults a cycle later.
+            # offset is formed in LR_INDEX; a bad index faults a cycle later.
             with m.Case(_State.LR_INDEX):
-                m.d.sync += state.eq(_State.LR_ROW)
+                m.d.sync += goto(_State.LR_ROW)
 
             with m.Case(_State.LR_ROW):
                 # ``src`` is set whether or not the index passes (a fault ends the run), so
                 # its enable does not follow the index compare's carry chain.
-                m.d.sync += src.eq(a + rd_b * vl)
+                m.d.sync += src.eq(a + row_offset)
                 with m.If(rd_b >= vn):  # the index entry is unsigned
                     fault(ErrorCode.BAD_OPERAND)
                 with m.Else():
-                    m.d.sync += state.eq(_State.VEC_RUN)
+                    m.d.sync += goto(_State.VEC_RUN)
 
             with m.Case(_State.VEC_RUN):
                 m.d.sync += [rk.eq(rk + 1), rk_last.eq(rk + 2 == vl)]
                 with m.If(rk_last):
-                    m.d.sync += state.eq(_State.VEC_DRAIN)
+                    m.d.sync += goto(_State.VEC_DRAIN)
 
             with m.Case(_State.VEC_DRAIN):
                 with m.If(is_argmax):
                     with m.If(v1 & wk_last):
-                        m.d.sync += state.eq(_State.AM_WRITE)
+                        m.d.sync += goto(_State.AM_WRITE)
                 with m.Elif(vec_we & wk_last):
                     complete()
 
@@ -941,11 +996,11 @@ class Processor(wiring.Component):
         with m.If(self.start & ~self.soft_reset):
             m.d.comb += prog_rd.addr.eq(self.start_pc)
         with m.If(self.soft_reset):
-            m.d.sync += [state.eq(_State.IDLE), busy.eq(0), done.eq(0)]
+            m.d.sync += [*goto(_State.IDLE), busy.eq(0), done.eq(0)]
         with m.Elif(self.start):
             m.d.sync += [
-                state.eq(_State.START), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
-                error.eq(0), fault_pc.eq(0), vl.eq(0), vn.eq(0), table.eq(0),
+                *goto(_State.START), pc.eq(self.start_pc), busy.eq(1), done.eq(0),
+                error.eq(0), faulted.eq(0), vl.eq(0), vn.eq(0), table.eq(0),
                 room_vl.eq(depth), vl_zero.eq(1), vn_zero.eq(1), cycles.eq(0),
                 instructions.eq(0), macs.eq(0), zero_acts.eq(0), stalls.eq(0),
             ]

@@ -282,3 +282,16 @@ def test_lend_requantizer_must_be_a_bool():
         assert "requant" in lending.signature.members
         del plain, lending
         gc.collect()
+
+
+@pytest.mark.parametrize("wait_level", [0, 200])
+def test_the_last_row_ends_the_writes_at_one_two_and_max_rows(wait_level):
+    """``rows_written`` is set by the write of row ``rows - 1`` (``out_count`` against
+    ``rows - 1``, registered): 1, 2, ``max_rows - 1`` and ``max_rows`` rows, each after
+    a run with other rows, write every row and none past (the sentinel stays), with
+    row writes spaced by wait states or back to back."""
+    rng = np.random.default_rng(31 + wait_level)
+    jobs = [make_job(rng, rows=r, cols=5, sparsity=0.3, encoding=Encoding.INT8,
+                     lanes=CFG.lanes)
+            for r in (CFG.max_rows, 1, 2, CFG.max_rows - 1, CFG.max_rows, 1)]
+    _check_all(jobs, run_jobs(CFG, jobs, wait_level=wait_level))

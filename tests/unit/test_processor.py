@@ -1334,8 +1334,6 @@ def test_lstm_tail_ends_with_the_last_h_write_at_its_edge_and_past_it(lag, monke
     assert seen["completed"] == seen["h_last"] + 1
 
 
-
-
 async def _scratch_collisions_read_wrong(ctx, bench, found):
     """Watch the scratch's ports every cycle: where a read port addresses the word the
     write port writes, record ``(cycle, port, address, busy)`` in ``found`` and make the
@@ -1394,3 +1392,131 @@ def test_scratch_reads_that_meet_a_write_of_their_word_are_never_used():
     simulate(body, watch=lambda ctx, bench: _scratch_collisions_read_wrong(ctx, bench, found))
     assert any(busy for *_, busy in found), found  # during the run
     assert any(not busy and addr == 200 for _, _, addr, busy in found), found  # the host
+
+
+# ------------------------------------------------ state fan-out (issue 6, step fsmfan)
+
+def test_fault_pc_shows_with_done_and_stays_until_the_next_start():
+    """``FAULT_PC`` is the PC while a registered ``faulted`` flag is set: 0 in the cycle
+    before the fault lands, the faulting PC in the cycle ``done`` rises and after it,
+    through a soft reset, and 0 again from the cycle after the next start (a clean run
+    then ends with 0)."""
+    async def body(rig):
+        ctx, cpu = rig.ctx, rig.cpu
+        rig.registers(prog_len=CFG.program_depth)
+        rig.program(0, [I(Op.SYNC)] * 5 + [I(0x7E), I(Op.HALT)])
+        rig.program(20, [I(Op.SYNC), I(Op.HALT)])
+        ctx.set(cpu.start_pc, 0)
+        ctx.set(cpu.start, 1)
+        await ctx.tick()
+        ctx.set(cpu.start, 0)
+        seen = []
+        for _ in range(100):
+            seen.append((ctx.get(cpu.done), ctx.get(cpu.fault_pc)))
+            if seen[-1][0]:
+                break
+            await ctx.tick()
+        assert seen[-1] == (1, 5) and seen[-2] == (0, 0), seen[-3:]
+        assert all(pc == 0 for _, pc in seen[:-1])
+        assert ctx.get(cpu.error) == ErrorCode.ILLEGAL_OPCODE
+        await ctx.tick().repeat(3)
+        assert ctx.get(cpu.fault_pc) == 5
+        ctx.set(cpu.soft_reset, 1)
+        await ctx.tick()
+        ctx.set(cpu.soft_reset, 0)
+        await ctx.tick()
+        assert ctx.get(cpu.fault_pc) == 5 and not ctx.get(cpu.done)
+        ctx.set(cpu.start_pc, 20)
+        ctx.set(cpu.start, 1)
+        assert ctx.get(cpu.fault_pc) == 5  # the start lands with the clock edge
+        await ctx.tick()
+        ctx.set(cpu.start, 0)
+        assert ctx.get(cpu.fault_pc) == 0
+        for _ in range(100):
+            await ctx.tick()
+            if ctx.get(cpu.done):
+                break
+        assert (ctx.get(cpu.error), ctx.get(cpu.fault_pc)) == (ErrorCode.OK, 0)
+
+    simulate(body)
+
+
+def test_one_hot_select_takes_the_flagged_value_and_zero_without_one():
+    """The scratch ports' address select: each flag alone picks its value (at the
+    widest value's width), no flag gives 0; no pairs is an error."""
+    flags = [Signal(name=f"flag{i}") for i in range(3)]
+    values = [Signal(4, init=0xA), Signal(9, init=0x1F3), Signal(1, init=1)]
+    out = hw.processor._one_hot_select(list(zip(flags, values)))
+    assert len(out) == 9
+    m = Module()
+    probe = Signal(9)
+    m.d.comb += probe.eq(out)
+    got = []
+
+    async def bench(ctx):
+        for i in range(-1, 3):
+            for k, flag in enumerate(flags):
+                ctx.set(flag, int(k == i))
+            got.append(ctx.get(probe))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [0, 0xA, 0x1F3, 1]
+    with pytest.raises(ValueError, match="no .flag, value. pairs"):
+        hw.processor._one_hot_select([])
+
+
+def test_loadrow_table_saturates_past_17_bits_with_the_isss_verdicts():
+    """DECODE keeps VN * VL saturated at ``TABLE_MAX`` (2**17 - 1): products below it,
+    at 2**17 and past it (where a truncated table would wrap to a small one and pass)
+    fault as the ISS does, with only the table check failing; a small table passes."""
+    assert hw.processor.TABLE_MAX == (1 << 17) - 1
+    cases = [(2, 0xFFFF), (4, 0x7FFF), (4, 0x8000), (8, 0x4000), (3, 0xAAAB), (4, 0xFFFF),
+             (4, 3)]
+
+    async def body(rig):
+        rig.registers(prog_len=CFG.program_depth)
+        rig.scratch(0, np.arange(64) % 5)
+        for vl, vn in cases:
+            rig.program(0, [I(Op.SETVL, a=vl, b=vn), I(Op.LOADROW, d=100, a=8, b=1),
+                            I(Op.HALT)])
+            run = await rig.run(0, f"VL {vl}, VN {vn}")
+            assert run.error == (ErrorCode.OK if vl * vn < 64 else ErrorCode.SCRATCH_RANGE)
+
+    simulate(body)
+
+
+def test_loadrow_row_offset_forwards_only_the_write_landing_in_its_fetch():
+    """LOADROW's row offset is formed from its index read in FETCH, which misses the
+    write landing then (the instruction before's last): that write is forwarded. The
+    index just written (the edge), the entry one past it and one before it (not written
+    or written earlier), and a stale write address with no write (a SETVL between, the
+    entry then changed by the host between runs) all take the row the ISS takes."""
+    rng = np.random.default_rng(41)
+
+    async def body(rig):
+        rig.registers(prog_len=CFG.program_depth)
+        rig.scratch(40, rand16(rng, 16))  # the table, VN 4 x VL 4
+        for b in (63, 64, 62):
+            rig.scratch(60, [3, 1, 2, 0, 2])
+            rig.scratch(74, rng.permutation(4))
+            rig.program(0, [I(Op.SETVL, a=4, b=4), I(Op.VCOPY, d=60, a=74),
+                            I(Op.LOADROW, d=84, a=40, b=b), I(Op.HALT)])
+            await rig.run(0, f"VCOPY to 60..63, LOADROW index at {b}")
+            s = rig.iss.scratch
+            assert np.array_equal(s[84:88], s[40 + 4 * s[b]:44 + 4 * s[b]]), b
+        # A run whose last write is entry 63's (3 - value), then a SETVL and LOADROW
+        # from 63 with the host's new value there: no write lands in LOADROW's FETCH.
+        for value in (0, 3):
+            rig.scratch(74, [0, 1, 2, 3 - value])
+            rig.program(0, [I(Op.SETVL, a=4, b=4), I(Op.VCOPY, d=60, a=74), I(Op.HALT)])
+            await rig.run(0, f"VCOPY {3 - value} to 63")
+            rig.scratch(63, [value])
+            rig.program(0, [I(Op.SETVL, a=4, b=4), I(Op.LOADROW, d=84, a=40, b=63),
+                            I(Op.HALT)])
+            await rig.run(0, f"stale write address, index {value}")
+            assert np.array_equal(rig.iss.scratch[84:88],
+                                  rig.iss.scratch[40 + 4 * value:44 + 4 * value])
+
+    simulate(body)
