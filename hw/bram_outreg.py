@@ -20,8 +20,11 @@ is the reason it is refused):
 - each of those flip-flops is clocked by the port's ``CLKx`` net with ``CLKMUX "CLK"``;
   its reset never acts (``LSR`` constant 0 with ``LSRMUX "LSR"``, or constant 1 with
   ``"INV"``); its ``REGSET`` is ``RESET`` (its initial value is the output register's, 0);
-  its ``GSR`` is the RAM's; and its clock enable is ``CE`` or constant 1
-  (``CEMUX "CE"`` or ``"1"``), the same for every flip-flop of the port.
+  its ``GSR`` is the RAM's; its clock enable is ``CE`` or constant 1
+  (``CEMUX "CE"`` or ``"1"``), the same for every flip-flop of the port; and its signal
+  does not carry the ``no_outreg`` attribute (a register the design keeps near its loads,
+  e.g. a multiplier's operand: inside the RAM it would start that path with the route
+  from the RAM's column instead).
 
 Absorbing sets ``REGMODE_x = "OUTREG"``, ties ``OCEx`` to the flip-flops' enable, puts
 each flip-flop's Q net on its DO pin and deletes the flip-flops. Nothing else changes;
@@ -36,6 +39,9 @@ from collections import Counter, defaultdict
 
 #: Why a port was absorbed (the one non-refusal outcome).
 ABSORBED = "absorbed"
+#: The signal attribute that keeps a register out of the RAM: one that feeds a multiplier
+#: or a wide fan-out is better placed near its loads than inside the block RAM.
+NO_OUTREG = "no_outreg"
 
 
 def _width(value) -> int:
@@ -89,7 +95,19 @@ def _enable(ff: dict):
     return None
 
 
-def _check_port(module: dict, sinks, ram: dict, port: str):
+def _marked_bits(module: dict) -> set[int]:
+    """Net bits of signals given the ``no_outreg`` attribute (``Signal(attrs=
+    {"no_outreg": 1})``): registers the design keeps in the fabric, near their loads."""
+    marked = set()
+    for net in module.get("netnames", {}).values():
+        value = net.get("attributes", {}).get(NO_OUTREG, 0)
+        # Yosys writes an integer attribute as a binary string ("000...01").
+        if value if isinstance(value, int) else str(value).strip("0 "):
+            marked.update(b for b in net["bits"] if isinstance(b, int))
+    return marked
+
+
+def _check_port(module: dict, sinks, ram: dict, port: str, marked: set[int] = frozenset()):
     """The flip-flops (DO pin -> flip-flop cell) port ``port`` of ``ram`` can absorb
     and their enable, or the reason it cannot."""
     p, conn = ram["parameters"], ram["connections"]
@@ -133,6 +151,8 @@ def _check_port(module: dict, sinks, ram: dict, port: str):
         if enable is None:
             return "flip-flop clock enable inverted or off (CEMUX)"
         enables.add(enable)
+        if any(b in marked for b in ff["connections"].get("Q", [])):
+            return "register marked no_outreg (kept in the fabric)"
     if len(enables) > 1:
         return "flip-flops' clock enables differ"
     return ffs, enables.pop()
@@ -166,14 +186,14 @@ def absorb_output_registers(netlist: dict, *, module: str = "top") -> dict:
         raise ValueError(f"netlist has no module {module!r}; it has "
                          f"{sorted(netlist['modules'])}")
     mod = netlist["modules"][module]
-    sinks = _sinks(mod)
+    sinks, marked = _sinks(mod), _marked_bits(mod)
     rams: dict[str, dict[str, str]] = {}
     refused: Counter = Counter()
     absorbed = removed = 0
     for name in [n for n, c in mod["cells"].items() if c["type"] == "DP16KD"]:
         ram = mod["cells"][name]
         for port in "AB":
-            found = _check_port(mod, sinks, ram, port)
+            found = _check_port(mod, sinks, ram, port, marked)
             if isinstance(found, str):
                 rams.setdefault(name, {})[port] = found
                 refused[found] += 1

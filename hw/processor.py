@@ -28,6 +28,7 @@ from golden.weights import PARAM_BYTES
 
 from .activation_lut import LATENCY as LUT_LATENCY
 from .activation_lut import ActivationLut
+from .bram_outreg import NO_OUTREG
 from .config import EngineConfig
 from .lstm_cell import H_LATENCY, LstmCell
 from .matvec_engine import MatVecEngine
@@ -394,7 +395,10 @@ class Processor(wiring.Component):
         # unchanged. Only a run's first word has no instruction before it: START reads
         # start_pc again (the start cycle read it first), one cycle per run
         # (``compiler.isa.RUN_START_CYCLES``), so that ``word`` has it in FETCH.
-        word = Signal(64, reset_less=True)
+        # ``word`` stays in the fabric (``no_outreg``): its decodes fan out across the
+        # sequencer, and from inside the RAM they started at the RAM's column (run m25:
+        # -1.4 ns into the ALU's shift, -0.79 into ``decode_bad``).
+        word = Signal(64, reset_less=True, attrs={NO_OUTREG: 1})
         m.d.comb += prog_rd.addr.eq(pc + 1)
         with m.If(state == _State.START):
             m.d.comb += prog_rd.addr.eq(pc)

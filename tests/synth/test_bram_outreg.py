@@ -30,7 +30,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.bram_outreg import absorb_output_registers
+from hw.bram_outreg import ABSORBED, NO_OUTREG, absorb_output_registers
 from hw.endpoint_slack import endpoint_slacks, parse_sdf
 from hw.synth import PARTS, Design, _place_and_route, synthesize, tool
 from sim import toolchain
@@ -173,6 +173,25 @@ def test_refuses_and_leaves_the_netlist_alone(change, reason):
     assert report["rams"]["ram"]["B"] == reason
     assert report["absorbed"] == 0 and report["flip_flops"] == 0
     assert net == before
+
+
+@pytest.mark.parametrize("value, absorbed", [
+    ("00000000000000000000000000000001", False), (1, False),
+    ("00000000000000000000000000000000", True), (0, True)])
+def test_a_register_marked_no_outreg_stays_in_the_fabric(value, absorbed):
+    """``Signal(attrs={"no_outreg": 1})`` on the capture register (Yosys writes it on the
+    net as a binary string) keeps it out of the RAM; a zero value is no mark. One marked
+    bit of the sixteen is enough."""
+    net = _netlist()
+    net["modules"]["top"]["netnames"]["mark"] = {"hide_name": 0, "bits": [Q[5]],
+                                                  "attributes": {NO_OUTREG: value}}
+    before = copy.deepcopy(net)
+    report = absorb_output_registers(net)
+    if absorbed:
+        assert report["rams"]["ram"]["B"] == ABSORBED
+    else:
+        assert report["rams"]["ram"]["B"] == "register marked no_outreg (kept in the fabric)"
+        assert net == before
 
 
 def test_a_capture_register_that_is_a_module_output_bit_is_refused():

@@ -114,8 +114,10 @@ def test_input_register_must_be_a_bool():
 @pytest.mark.parametrize("input_register", (True, False))
 def test_table_reads_move_into_the_block_rams(input_register, tmp_path):
     """Through Yosys's ``synth_ecp5`` (as ``hw.synth``), each ROM's read data is captured
-    plainly (one reset-less register, no other load), so ``hw.bram_outreg`` moves the
-    captures into the DP16KDs: 18-bit ports (a 33-bit ROM word was a 36-bit one)."""
+    plainly (one reset-less register, no other load), 18-bit ports (a 33-bit ROM word was
+    a 36-bit one): ``hw.bram_outreg`` moves the value's capture into its DP16KD and keeps
+    the slope's, the multiplier's operand, in the fabric by its ``no_outreg`` attribute
+    (which therefore survives Yosys)."""
     (tmp_path / "top.il").write_text(
         rtlil.convert(ActivationLut(input_register=input_register), name="top"))
     subprocess.run([tool("yosys"), "-q", "-p",
@@ -124,4 +126,5 @@ def test_table_reads_move_into_the_block_rams(input_register, tmp_path):
     netlist = json.loads((tmp_path / "top.json").read_text())
     rams = absorb_output_registers(netlist)["rams"]
     assert rams == {"value_rom.0.0": {"A": ABSORBED, "B": "no read data used"},
-                    "slope_rom.0.0": {"A": ABSORBED, "B": "no read data used"}}
+                    "slope_rom.0.0": {"A": "register marked no_outreg (kept in the fabric)",
+                                      "B": "no read data used"}}
