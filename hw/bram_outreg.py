@@ -107,7 +107,7 @@ def _marked_bits(module: dict) -> set[int]:
     return marked
 
 
-def _check_port(module: dict, sinks, ram: dict, port: str, marked: set[int] = frozenset()):
+def _check_port(module: dict, sinks, ram: dict, port: str, marked: set[int]):
     """The flip-flops (DO pin -> flip-flop cell) port ``port`` of ``ram`` can absorb
     and their enable, or the reason it cannot."""
     p, conn = ram["parameters"], ram["connections"]

@@ -46,7 +46,7 @@ class LstmCell(wiring.Component):
     ``t = tanh(cell_to_q3_12(c'))`` and ``h' = sat8(MBQM(o t, M_h, s_h))``, bit-exact with
     ``golden.lstm``. Reset it before each instruction: the gate and unit counters start
     at 0. The first gate comes at least a cycle after the reset (unit 0's ``c`` is read
-    from the reset on: it is there two cycles later, for ``f``).
+    from the reset on: it is in ``c_data`` by unit 0's ``f``).
 
     Pipeline: ``f c`` is multiplied when ``f`` arrives, ``i g`` when ``g`` arrives; the
     next four cycles round (quotient and round-up bit), saturate, add and convert ``c'``
@@ -68,11 +68,11 @@ class LstmCell(wiring.Component):
     multiplier : In(signed(32)) ; shift : In(signed(8))
         ``(M_h, s_h)``; held for the whole instruction.
     c_index : Out(16) ; c_data : In(signed(16))
-        Cell state read: ``c_data`` is ``c[c_index]`` two cycles after the index (a
-        synchronous read port's data, registered by the caller: the block RAM's output
-        then has one load, which ``hw.bram_outreg`` can take into the RAM). The index
-        runs a unit ahead: the unit whose ``f`` comes next, from the cycle after the
-        previous unit's ``f``.
+        Cell state read: ``c_data`` is ``c[c_index]`` at most three cycles after the
+        index moves (the processor registers the index, reads the block RAM and
+        registers its output), in time for that unit's ``f``, which comes at least four
+        cycles later. The index runs a unit ahead: the unit whose ``f`` comes next,
+        from the cycle after the previous unit's ``f``.
     w_en, w_cell : Out(1) ; w_index : Out(16) ; w_data : Out(signed(16))
         One write per cycle: ``c'[w_index]`` if ``w_cell`` else ``h'[w_index]``
         (sign-extended int8). Every ``c'`` write is followed by its unit's ``h'`` write in
@@ -90,8 +90,9 @@ class LstmCell(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # The lookup's input is t_in, a register: its own input register is left out,
-        # for a multiply and an add in separate stages at the same latency.
+        # The lookup's input is ``t_shifted + t_up``, registers and a 1-bit add: its own
+        # input register is left out, for a multiply and an add in separate stages at
+        # the same latency.
         m.submodules.tanh = lut = ActivationLut(input_register=False)
         m.submodules.requantizer = rq = Requantizer(pipelined=True)
         n = self.cell_frac_bits
@@ -99,8 +100,8 @@ class LstmCell(wiring.Component):
         # Gate arrival. c is read a unit ahead, and registered by the caller, so the block
         # RAM's output does not feed the f*c multiplier directly: the index moves to the
         # next unit as f takes this unit's c from c_data. That next unit's f comes at
-        # least 4 gates (cycles) later; its c is at the index from the cycle after this
-        # f, at the RAM's output a cycle later and in c_data the cycle after that. The
+        # least 4 gates (cycles) later; its c is in c_data at most 3 cycles after the
+        # index moves (the caller's index register, the RAM, its output register). The
         # index is always past the units whose c' is being written, so the read never
         # meets a write.
         gate, c_unit = Signal(2), Signal(16)

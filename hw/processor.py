@@ -111,8 +111,9 @@ class RegisteredRead(Elaboratable):
     register without an enable: the register Yosys's ``memory_dff`` takes into the block
     RAM. A synchronous port keeps Amaranth's "the old word" on a read and write of one
     word in one cycle, which Yosys emulates with a LUT between the RAM and the next
-    register; this shape with the memory's ``no_rw_check`` leaves a reset-less register
-    that takes ``data`` a plain capture ``hw.bram_outreg`` moves into the RAM (issue 6).
+    register; with this shape and the memory's ``no_rw_check`` the register that takes
+    ``data`` is a plain capture of the RAM's output, which ``hw.bram_outreg`` can move
+    into the RAM (issue 6).
 
     Parameters
     ----------
@@ -132,6 +133,8 @@ class RegisteredRead(Elaboratable):
     def __init__(self, memory, *, name: str):
         if not isinstance(memory, Memory):
             raise TypeError(f"memory must be an amaranth.lib.memory.Memory, got {memory!r}")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"name must be an identifier string, got {name!r}")
         self._port = memory.read_port(domain="comb")
         self.addr = self._port.addr
         self.data = Signal.like(self._port.data, name=f"{name}_ram", reset_less=True)
@@ -168,8 +171,8 @@ class _State(enum.Enum, shape=4):
     IDLE = 0
     FETCH = 1
     DECODE = 2
-    DESC = 3  # descriptor read, its checks registered
-    MV_CHECK = 4  # fault on the checks or start: first activation read
+    DESC = 3  # descriptor read, its checks registered; activation entry 0 read
+    MV_CHECK = 4  # fault on the checks or start: activation entry 1 read
     MV_LOAD = 5  # activation load, one entry per cycle
     MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
     LR_INDEX = 7  # LOADROW: index arrives, registered; row offset multiply
@@ -343,8 +346,10 @@ class Processor(wiring.Component):
         m.submodules.const_mem = self.const_mem
         m.submodules.scratch_mem = self.scratch_mem
         # Each block RAM read port's data is captured by one reset-less register with
-        # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), which
-        # ``hw.bram_outreg`` takes into the RAM; the cycles are today's.
+        # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a
+        # synchronous port's. ``hw.bram_outreg`` takes ``rd_a`` into its RAM; ``word`` and
+        # ``rd_b`` stay in the fabric (``no_outreg``, below) and ``desc_q``'s 36-bit ports
+        # are refused.
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
         # Constants are checked in the decode cycle: an asynchronous (LUT RAM) read.
@@ -519,9 +524,12 @@ class Processor(wiring.Component):
         # 5.8 ns clock-to-out meets a flip-flop with nothing but the RAM's own depth mux
         # before it (issue 6); every consumer takes these. The ALU's and lookup unit's
         # operands and the activation load are read a cycle ahead (below), so they
-        # arrive when they did; ARGMAX, VCOPY and LOADROW registered the data already.
-        # (The cell takes its c from ``rd_b``.)
-        rd_a, rd_b = Signal(16, reset_less=True), Signal(16, reset_less=True)
+        # arrive when they did; ARGMAX, VCOPY and LOADROW take ``rd_a`` directly, and the
+        # cell takes its c from ``rd_b``. ``rd_b`` stays in the fabric (``no_outreg``):
+        # it feeds LOADROW's row multiply, which from inside the RAM started with the
+        # route from the RAM's column to the DSP (run m26: -2.38 ns).
+        rd_a = Signal(16, reset_less=True)
+        rd_b = Signal(16, reset_less=True, attrs={NO_OUTREG: 1})
         m.d.sync += [rd_a.eq(sc_a.data), rd_b.eq(sc_b.data)]
         xa, xb = rd_a.as_signed(), rd_b.as_signed()
         m.d.comb += [
@@ -632,10 +640,12 @@ class Processor(wiring.Component):
         ]
 
         # Scratch addresses and write data. Each read address is a register (a pointer,
-        # a sum registered a cycle ahead, the word's a or b field in DECODE, d or b by a
-        # flag in DESC), and the write port's enable, address and data are registered, so the RAMs' pins see flip-flops through the state mux
-        # (and the host's) only: no add after the descriptor or operand registers, no
-        # nested write data mux (issue 6). No cycle is added (below).
+        # a sum registered a cycle ahead, the word's a or b field in FETCH and DECODE, d
+        # or b by a flag in DESC), chosen by a one-hot select of the ``at_*`` state flags,
+        # and the write port's enable, address and data are registered, so the RAMs' pins
+        # see flip-flops through that select (and the host's mux) only: no add after the
+        # descriptor or operand registers, no nested write data mux (issue 6). No cycle
+        # is added (below).
         aw = len(sc_a.addr)
         # Activation load: DESC reads entry 0 (above); ``ld_addr``, entry lk + 1's, is a
         # pointer through a's entries, moving to b's (LSTM: d's) first after a's split
@@ -985,9 +995,9 @@ class Processor(wiring.Component):
         # the route across the die to the host block's read word (issue 6); the word
         # shows 2 cycles after ``host_re``. The program memory's register is the
         # sequencer's ``word``, the descriptors' ``desc_q`` (``df``'s) and the scratch's
-        # ``rd_a``, each taking its RAM's output every cycle. One 512-bit register after
-        # the mux would take 64 flip-flops fewer (64 + 512 here) but keep the routes from the RAMs to the mux on their
-        # clock-to-out. The constants' one register is ``host_const``, loaded with the read.
+        # ``rd_a``, each taking its RAM's output every cycle: the host adds no register
+        # of its own but ``host_const``, the constants' (an asynchronous read), loaded
+        # with the read.
         with m.Switch(host_mem_q):
             for mem, data in ((HostMem.PROGRAM, word), (HostMem.DESCRIPTORS, desc_q),
                               (HostMem.CONSTANTS, host_const), (HostMem.SCRATCH, rd_a)):

@@ -750,7 +750,6 @@ def synthesize(design: Design, part: Part, workdir: Path, *,
     cells = _yosys_cells(workdir / "stat.json")
     rec["cells"] = cells
     rec["memories"] = memory_mapping(workdir / "yosys.log")
-    rec["by_block"] = cells_by_block(workdir / "top.json")
     rec["luts"] = sum(v for k, v in cells.items() if _LUT.match(k))
     rec["ffs"] = sum(v for k, v in cells.items() if _FF.match(k))
     rec["carries"] = sum(cells.get(k, 0) for k in CARRY_CELLS)
@@ -762,6 +761,9 @@ def synthesize(design: Design, part: Part, workdir: Path, *,
         print(f"  outreg: {rec['outreg']['absorbed']} RAM ports took their output register "
               f"({rec['outreg']['flip_flops']} flip-flops removed), refused "
               f"{rec['outreg']['refused']}", flush=True)
+        # The flip-flops nextpnr places: those the pass moved into RAMs are gone.
+        rec["ffs"] -= rec["outreg"]["flip_flops"]
+    rec["by_block"] = cells_by_block(workdir / "top.json")
 
     runs = []
     for seed in seeds:
