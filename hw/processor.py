@@ -347,9 +347,9 @@ class Processor(wiring.Component):
         m.submodules.scratch_mem = self.scratch_mem
         # Each block RAM read port's data is captured by one reset-less register with
         # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a
-        # synchronous port's. ``hw.bram_outreg`` takes ``rd_a`` into its RAM; ``word`` and
-        # ``rd_b`` stay in the fabric (``no_outreg``, below) and ``desc_q``'s 36-bit ports
-        # are refused.
+        # synchronous port's (port B's also by ``cell_c`` and ``row_index``, below).
+        # ``hw.bram_outreg`` takes ``rd_a`` into its RAM; ``word`` and ``rd_b`` stay in the
+        # fabric (``no_outreg``, below) and ``desc_q``'s 36-bit ports are refused.
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
         # Constants are checked in the decode cycle: an asynchronous (LUT RAM) read.
@@ -524,10 +524,11 @@ class Processor(wiring.Component):
         # 5.8 ns clock-to-out meets a flip-flop with nothing but the RAM's own depth mux
         # before it (issue 6); every consumer takes these. The ALU's and lookup unit's
         # operands and the activation load are read a cycle ahead (below), so they
-        # arrive when they did; ARGMAX, VCOPY and LOADROW take ``rd_a`` directly, and the
-        # cell takes its c from ``rd_b``. ``rd_b`` stays in the fabric (``no_outreg``):
-        # it feeds LOADROW's row multiply, which from inside the RAM started with the
-        # route from the RAM's column to the DSP (run m26: -2.38 ns).
+        # arrive when they did; ARGMAX, VCOPY and LOADROW take ``rd_a`` directly. The
+        # cell's c and LOADROW's index take port B's data into registers of their own
+        # (below). ``rd_b`` stays in the fabric (``no_outreg``): it fed LOADROW's row
+        # multiply, which from inside the RAM started with the route from the RAM's
+        # column to the DSP (run m26: -2.38 ns).
         rd_a = Signal(16, reset_less=True)
         rd_b = Signal(16, reset_less=True, attrs={NO_OUTREG: 1})
         m.d.sync += [rd_a.eq(sc_a.data), rd_b.eq(sc_b.data)]
@@ -594,12 +595,18 @@ class Processor(wiring.Component):
             m.d.sync += [lk.eq(lk + 1), lk_last.eq(lk + 2 == df["cols"])]
 
         # LSTM: state at d (h, then c at d + H); gate rows through sigmoid (gates 0, 1,
-        # 3) or tanh (gate 2) on the shared lookup unit, into the cell unit.
+        # 3) or tanh (gate 2) on the shared lookup unit, into the cell unit. The cell's c
+        # is port B's data in a register of its own, the same cycle as ``rd_b``, that
+        # the placer can put near the cell's f * c multiplier: from ``rd_b`` the path
+        # had 7.4 ns of routing (run m27: -2.25 ns). Its reset keeps Yosys from merging
+        # it back into the reset-less ``rd_b``.
+        cell_c = Signal(signed(16))
+        m.d.sync += cell_c.eq(sc_b.data.as_signed())
         m.d.comb += [
             cell.in_valid.eq(is_lstm & lut.out_valid), cell.y.eq(lut.y),
             cell.cell_frac_bits.eq(df["cell_frac_bits"]),
             cell.multiplier.eq(k_mult), cell.shift.eq(k_shift),
-            cell.c_data.eq(rd_b.as_signed()),
+            cell.c_data.eq(cell_c),
         ]
         # The cell is reset in every MV_CHECK, from a register set in DESC, not only when
         # MV_CHECK's checks pass: that condition (the checks' results, ``is_lstm``, the
@@ -673,7 +680,7 @@ class Processor(wiring.Component):
             m.d.sync += [src.eq(src + 1), ra.eq(ra + 1), rb.eq(rb + 1)]
         # LSTM: c's address registered from the cell's index, a cycle after it moves. The
         # next unit's f comes 4 cycles after this one's at the earliest, and takes c from
-        # ``rd_b`` (the index, its register here, the RAM, ``rd_b``): just in time.
+        # ``cell_c`` (the index, its register here, the RAM, ``cell_c``): just in time.
         c_base, c_addr = Signal(aw), Signal(aw)  # c_base: d + H, c[0]'s entry
         m.d.sync += [c_base.eq(d + hidden), c_addr.eq(c_base + cell.c_index)]
         # DECODE: element 0, LOADROW's index; FETCH the same, for LOADROW's row offset
@@ -722,8 +729,15 @@ class Processor(wiring.Component):
         with m.If(at["fetch"]):
             m.d.sync += [index_fwd.eq(w_en & (w_addr == f["b"][:aw])),
                          index_fwd_data.eq(w_data)]
+        # The index from a register of its own, loaded in DECODE (as ``rd_b`` is then)
+        # and holding: the placer can put it near the multiplier, where ``rd_b`` (many
+        # loads, near the RAM) gave 7.3 ns of routing into the DSP (run m27: -2.39 ns).
+        # Its enable keeps Yosys from merging it back into ``rd_b``.
+        row_index = Signal(16)
+        with m.If(at["decode"]):
+            m.d.sync += row_index.eq(sc_b.data)
         row_offset = Signal(17)
-        m.d.sync += row_offset.eq(Mux(index_fwd, index_fwd_data, rd_b) * vl)
+        m.d.sync += row_offset.eq(Mux(index_fwd, index_fwd_data, row_index) * vl)
 
         # DECODE's checks, found in FETCH from ``word`` (this instruction's) and ``vl``,
         # ``vn``, ``table`` (SETVL changes them in its DECODE, so FETCH sees the values
