@@ -112,21 +112,23 @@ def test_engine_top_fifo_covers_read_latency():
     memory latency (latency + 3 credits, ``tests/unit/test_memory_reader.py``); a
     shallower FIFO is refused rather than silently slowing the engine."""
     part = PARTS["ecp5-85f"]
-    # Built to be checked only: collected here, so Amaranth's never-elaborated warning is
-    # dropped in this test rather than reported under a later one.
+    # Built to be checked only (or refused half-built): collected here, so Amaranth's
+    # never-elaborated warning is dropped in this test rather than reported under a
+    # later one.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
         for lanes in (4, 8, 16):
             cfg = EngineConfig(lanes=lanes, **CONFIGS[(part.name, lanes)])
             assert cfg.fifo_depth >= part.read_latency + 3
             EngineSynthTop(cfg, read_latency=part.read_latency)
+        with pytest.raises(ValueError, match="fifo_depth 6 cannot keep one word per cycle"):
+            EngineSynthTop(EngineConfig(lanes=4, fifo_depth=6), read_latency=4)
+        with pytest.raises(ValueError, match="read_latency must be an int >= 1"):
+            EngineSynthTop(EngineConfig(lanes=4), read_latency=0)
+        with pytest.raises(ValueError, match="read_latency 3 is too short"):
+            EngineSynthTop(EngineConfig(lanes=4, fifo_depth=7), read_latency=3,
+                           bank_depth=32)
         gc.collect()
-    with pytest.raises(ValueError, match="fifo_depth 6 cannot keep one word per cycle"):
-        EngineSynthTop(EngineConfig(lanes=4, fifo_depth=6), read_latency=4)
-    with pytest.raises(ValueError, match="read_latency must be an int >= 1"):
-        EngineSynthTop(EngineConfig(lanes=4), read_latency=0)
-    with pytest.raises(ValueError, match="read_latency 3 is too short"):
-        EngineSynthTop(EngineConfig(lanes=4, fifo_depth=7), read_latency=3, bank_depth=32)
 
 
 def _run_engine_top(top, job):
