@@ -6,15 +6,17 @@ from amaranth import Mux, Signal
 
 
 def rounding_parts(x, e, mask):
-    """``RoundingDivideByPOT`` of a signed 32-bit ``x`` by ``2**e`` as its two halves, for
-    pipelines that add them a stage later: ``(x >> e, round_up)``, where ``mask`` is
-    ``2**e - 1`` (a signal or a register computed ahead) and the quotient is their sum."""
+    """``RoundingDivideByPOT`` of a signed ``x`` (32 bits or more) by ``2**e`` as its two
+    halves, for pipelines that add them a stage later: ``(x >> e, round_up)``, where
+    ``mask`` is ``2**e - 1`` (a signal or a register computed ahead) and the quotient is
+    their sum."""
     return x >> e, round_away_bit(x, mask)
 
 
 def rounding_divide_by_pot(m, x, e, *, name: str):
-    """TFLite ``RoundingDivideByPOT`` of a signed 32-bit ``x`` by ``2**e`` (``e`` 0..31):
-    rounded half away from zero. Adds its mask signal to ``m``; returns the expression."""
+    """TFLite ``RoundingDivideByPOT`` of a signed ``x`` (32 bits or more) by ``2**e``
+    (``e`` 0..31): rounded half away from zero. Adds its mask signal to ``m``; returns the
+    expression."""
     mask = Signal(32, name=f"{name}_mask")
     m.d.comb += mask.eq((1 << e) - 1)
     quotient, round_up = rounding_parts(x, e, mask)

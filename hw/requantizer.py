@@ -25,13 +25,13 @@ def split_shift(shift):
 
 
 def saturate_to_mode(q, mode):
-    """A signed 32-bit ``q`` saturated to ``mode``'s range (``MODE_INT8``, ``MODE_RELU``,
-    ``MODE_INT16``; the last, unused value is int8), as 16 bits.
+    """A signed ``q`` (32 or more bits) saturated to ``mode``'s range (``MODE_INT8``,
+    ``MODE_RELU``, ``MODE_INT16``; the last, unused value is int8), as 16 bits.
 
     ``q`` fits n bits if its bits from n - 1 up are all equal: AND trees beside the
     result, where compares against the bounds the mode selects were 32-bit carry chains
     behind the mode register (issue 6)."""
-    negative = q[31]
+    negative = q[-1]
     fits8 = q[7:].all() | ~q[7:].any()
     fits16 = q[15:].all() | ~q[15:].any()
     int8 = Mux(fits8, q[:16], Mux(negative, -128, 127))
@@ -71,16 +71,18 @@ class Requantizer(wiring.Component):
     """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding) as a 6- or 8-stage pipeline.
 
     Stages: add bias (wrap); saturating left shift; 32x32 multiply; doubling high half with
-    TFLite's nudge (``INT32_MIN^2`` saturates); rounding right shift; saturate. One result
+    TFLite's nudge (33 bits: ``INT32_MIN^2`` gives ``2^31``, which the last two stages
+    treat as TFLite's saturated ``2^31 - 1``); rounding right shift; saturate. One result
     per cycle, no back-pressure. ``docs/numerics.md`` gives the formulas.
 
     Parameters
     ----------
     pipelined : bool
         Two more stages (``latency`` 8 instead of 6), for a faster clock: the product is
-        formed from four unsigned 16 x 16 partial products (one DSP each) in one stage and
-        added up in the next, and the rounding shift computes its shifted value and rounding
-        bit in one stage (its mask decoded a stage earlier) and adds them in the next.
+        formed from four partial products of the operands' 16-bit halves (signed high,
+        unsigned low; one DSP each) in one stage and added up in the next, and the
+        rounding shift computes its shifted value and rounding bit in one stage (its mask
+        decoded a stage earlier) and adds them in the next.
     lend : bool
         Add the ``lend`` input and the ``lent`` port: another unit's elements enter the
         second stage in place of the first stage's (``MatVecEngine(lend_requantizer=True)``
@@ -164,49 +166,52 @@ class Requantizer(wiring.Component):
             x2.eq(Mux(top.all() | ~top.any(), wide[:32],
                       Mux(x1[31], INT32_MIN, INT32_MAX))),
         ]
-        # 3: full product.
+        # 3: full product. x2 and m2 feed the multipliers alone: a sign correction and an
+        # INT32_MIN^2 compare beside them loaded them too (36 loads on m2's sign bit) when
+        # m2 -> lh missed the ECP5 clock by 0.98 ns (issue 6).
         v3 = Signal()
         p3 = Signal(signed(64))
-        ovf3 = Signal()
         right3 = Signal(5)
-        ovf = (x2 == INT32_MIN) & (m2 == INT32_MIN)
         if self.pipelined:
-            # x m = xu mu - 2^32 ((x < 0 ? mu : 0) + (m < 0 ? xu : 0))  (mod 2^64), with xu mu
-            # from unsigned 16-bit halves; the exact product fits 64 signed bits.
-            xu, mu = x2.as_unsigned(), m2.as_unsigned()
-            ll, lh, hl, hh = (Signal(32, name=n) for n in ("ll", "lh", "hl", "hh"))
-            corr = Signal(33)
-            v3a, ovf3a = Signal(), Signal()
+            # x m = xh mh 2^32 + (xl mh + xh ml) 2^16 + xl ml, with xh, mh the signed high
+            # halves and xl, ml the unsigned low ones: each product is at most 17 x 16
+            # signed bits (one MULT18X18D) and fits 32 (|xl mh|, |xh ml| < 2^31).
+            xl, xh = x2[:16], x2[16:].as_signed()
+            ml, mh = m2[:16], m2[16:].as_signed()
+            ll = Signal(32, name="ll")
+            lh, hl, hh = (Signal(signed(32), name=n) for n in ("lh", "hl", "hh"))
+            v3a = Signal()
             right3a = Signal(5)
             m.d.sync += [
-                v3a.eq(v2 & keep), right3a.eq(right2), ovf3a.eq(ovf),
-                ll.eq(xu[:16] * mu[:16]), lh.eq(xu[:16] * mu[16:]),
-                hl.eq(xu[16:] * mu[:16]), hh.eq(xu[16:] * mu[16:]),
-                corr.eq(Mux(x2 < 0, mu, 0) + Mux(m2 < 0, xu, 0)),
+                v3a.eq(v2 & keep), right3a.eq(right2),
+                ll.eq(xl * ml), lh.eq(xl * mh), hl.eq(xh * ml), hh.eq(xh * mh),
             ]
             m.d.sync += [
-                v3.eq(v3a & keep), right3.eq(right3a), ovf3.eq(ovf3a),
-                p3.eq(Cat(ll, (hh - corr)[:32]) + ((lh + hl) << 16)),
+                v3.eq(v3a & keep), right3.eq(right3a),
+                p3.eq(Cat(ll, hh).as_signed() + ((lh + hl) << 16)),
             ]
         else:
-            m.d.sync += [v3.eq(v2 & keep), right3.eq(right2), p3.eq(x2 * m2), ovf3.eq(ovf)]
+            m.d.sync += [v3.eq(v2 & keep), right3.eq(right2), p3.eq(x2 * m2)]
         # 4: doubling high half. TFLite nudges by 2^30 (1 - 2^30 below zero) and divides by
         # 2^31 truncating; both cases equal floor((p + 2^30) / 2^31), so one 34-bit add.
+        # INT32_MIN^2 gives 2^31 where TFLite saturates to 2^31 - 1: kept in 33 bits, it
+        # rounds to the same 2^(31 - right) for right >= 1 and saturates in every mode at
+        # right = 0, so no flag is needed.
         v4 = Signal()
-        h4 = Signal(signed(32))
+        h4 = Signal(signed(33))
         right4 = Signal(5)
         m.d.sync += [
             v4.eq(v3 & keep), right4.eq(right3),
-            h4.eq(Mux(ovf3, INT32_MAX, ((p3 >> 30) + 1) >> 1)),
+            h4.eq(((p3 >> 30) + 1) >> 1),
         ]
         # 5: rounding divide by 2^right.
         v5 = Signal()
-        q5 = Signal(signed(32))
+        q5 = Signal(signed(33))
         if self.pipelined:
             mask4 = Signal(32)
             m.d.sync += mask4.eq((1 << right3) - 1)
             v5a, up5a = Signal(), Signal()
-            shifted5a = Signal(signed(32))
+            shifted5a = Signal(signed(33))
             m.d.sync += [v5a.eq(v4 & keep), shifted5a.eq(h4 >> right4),
                          up5a.eq(round_away_bit(h4, mask4))]
             m.d.sync += [v5.eq(v5a & keep), q5.eq(shifted5a + up5a)]

@@ -174,6 +174,18 @@ def test_relu_and_int16_modes(pipelined):
     check(inputs, pipelined, wide, mode=2)
 
 
+def test_int32_min_squared_in_every_mode_and_shift(pipelined):
+    """``INT32_MIN^2`` (given, and from a left shift that saturates to ``INT32_MIN``) at
+    every shift in every mode: the requantizer keeps its doubling high half as ``2^31``,
+    not TFLite's saturated ``2^31 - 1``, and must still give golden's result."""
+    inputs = [(acc, 0, INT32_MIN, shift) for acc in (INT32_MIN, -(1 << 28) - 1)
+              for shift in range(-31, 8)]
+    for mode, (lo, hi) in enumerate([(-128, 127), (0, 127), (-(1 << 15), (1 << 15) - 1)]):
+        want = [int(saturate(multiply_by_quantized_multiplier(a, m, s), lo, hi))
+                for a, _, m, s in inputs]
+        check(inputs, pipelined, want, mode=mode)
+
+
 def test_clear_drops_everything_in_flight(pipelined):
     """``clear`` for one cycle with the pipeline full: nothing in flight comes out, the
     element presented with ``clear`` neither; the next ones come out on time and exact."""
