@@ -9,15 +9,19 @@ from amaranth.lib.wiring import In, Out
 
 from compiler.isa import STREAM_READ_LATENCY
 
+from .registered_read import RegisteredRead
+
 __all__ = ["BankedRam", "delayed"]
 
 
 def delayed(m, value, cycles: int, *, name: str = "delayed"):
-    """``value`` registered ``cycles`` times in ``m``'s sync domain (``value`` itself for 0)."""
+    """``value`` registered ``cycles`` times in ``m``'s sync domain (``value`` itself for 0),
+    in plain registers with a reset: not copies of a signal ``value``'s reset-less kind or
+    attributes (``BankedRam``'s reset-less read register, a ``no_outreg`` mark)."""
     if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 0:
         raise ValueError(f"cycles must be an int >= 0, got {cycles!r}")
     for k in range(cycles):
-        reg = Signal.like(Value.cast(value), name=f"{name}{k}")
+        reg = Signal(Value.cast(value).shape(), name=f"{name}{k}")
         m.d.sync += reg.eq(value)
         value = reg
     return value
@@ -128,23 +132,21 @@ class BankedRam(wiring.Component):
             m.submodules[f"b{i}"] = mem
             # Read every cycle (``ren`` is not needed to choose the answer): a read enable
             # would make Yosys hold the DP16KD's unregistered output in a LUT and a
-            # flip-flop of its own in front of the bank register. The read port is
-            # asynchronous, followed by a register Yosys takes into the block RAM
-            # (``memory_dff``): only such a port gets ``-no-rw-check``'s "a read and a
-            # write of one word may return either", which this class allows. A
-            # synchronous port keeps Amaranth's "the old word", which Yosys emulates on
-            # the DP16KD by delaying the writes a cycle and registering
-            # ``raddr == waddr``, with a multiplexer between the block RAM and the bank
-            # register (issue 6: the compare from the engine's read address was a
-            # failing path, the multiplexer another). Both registers are reset-less, so
-            # the bank register is a plain capture of the block RAM's output.
-            wp, rp = mem.write_port(), mem.read_port(domain="comb")
+            # flip-flop of its own in front of the bank register. The read is a
+            # ``RegisteredRead`` (its register taken into the block RAM) for the memory's
+            # ``no_rw_check``, which this class allows: a synchronous port's "the old
+            # word" is emulated on the DP16KD with a registered ``raddr == waddr`` and a
+            # multiplexer between the block RAM and the bank register (issue 6: the
+            # compare from the engine's read address was a failing path, the
+            # multiplexer another). The bank register is reset-less, so it is a plain
+            # capture of the block RAM's output.
+            wp = mem.write_port()
+            m.submodules[f"b{i}_read"] = rd = RegisteredRead(memory=mem)
             m.d.comb += [wp.addr.eq(self.waddr[:low]), wp.data.eq(self.wdata),
                          wp.en.eq(self.we & (self.waddr[low:] == i)),
-                         rp.addr.eq(self.raddr[:low])]
-            ram_q = Signal(self.width, name=f"b{i}_ram", reset_less=True)
+                         rd.addr.eq(self.raddr[:low])]
             bank_q = Signal(self.width, name=f"b{i}_q", reset_less=True)
-            m.d.sync += [ram_q.eq(rp.data), bank_q.eq(ram_q)]
+            m.d.sync += bank_q.eq(rd.data)
             outs.append(bank_q)
         # The bank that answers: the read address's upper bits, as old as the bank registers.
         which = delayed(m, self.raddr[low:], 2, name="bank")
@@ -163,7 +165,10 @@ class BankedRam(wiring.Component):
                 i_waddr=self.waddr, i_we=self.we, i_wdata=self.wdata)
             return data
         m.submodules.ram = mem = self.banks[0]
-        wp, rp = mem.write_port(), mem.read_port()
+        wp = mem.write_port()
+        # Without ``no_rw_check`` on the memory, Yosys keeps "the old word" for this read
+        # as for a synchronous port with an enable: the same logic.
+        m.submodules.ram_read = rd = RegisteredRead(memory=mem, enable=True)
         m.d.comb += [wp.addr.eq(self.waddr), wp.data.eq(self.wdata), wp.en.eq(self.we),
-                     rp.addr.eq(self.raddr), rp.en.eq(self.ren)]
-        return rp.data
+                     rd.addr.eq(self.raddr), rd.en.eq(self.ren)]
+        return rd.data

@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .bram_outreg import NO_OUTREG
 from .config import EngineConfig
 from .decompressor import popcount
+from .registered_read import RegisteredRead
 
 
 def adder_tree(values):
@@ -74,27 +75,23 @@ class MacArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L, ce = self.cfg.lanes, self.ce
-        read_ports = []
+        # Stage 1: read the activations, each a ``RegisteredRead`` held while ce is low:
+        # Yosys takes its register into the block RAM (with its clock enable), so
+        # ``s2_x`` alone captures the RAM's output. A synchronous port would keep
+        # Amaranth's "the old word" on a collision, which Yosys emulates with a LUT in
+        # front of ``s2_x`` (issue 6).
+        x = []
         for j, copy in enumerate(self.acts):
             m.submodules[f"acts{j}"] = copy
             wp = copy.write_port()
+            m.submodules[f"acts{j}_read"] = rd = RegisteredRead(memory=copy, enable=True)
             m.d.comb += [wp.addr.eq(self.act_waddr), wp.data.eq(self.act_wdata),
-                         wp.en.eq(self.act_we)]
-            read_ports.append(copy.read_port(domain="comb"))
-
-        # Stage 1: read the activations: an asynchronous port and a reset-less register
-        # held while ce is low, which Yosys takes into the block RAM (its clock enable),
-        # so ``s2_x`` alone captures the RAM's output. A synchronous port would keep
-        # Amaranth's "the old word" on a collision, which Yosys emulates with a LUT in
-        # front of ``s2_x`` (issue 6).
+                         wp.en.eq(self.act_we), rd.addr.eq(self.in_col[j]), rd.en.eq(ce)]
+            x.append(rd.data)
         s1_valid, s1_end = Signal(), Signal()
         s1_w = [Signal(signed(8), name=f"s1_w{j}") for j in range(L)]
         s1_nz, s1_first = Signal(L), Signal(L)
-        x = [Signal(signed(8), name=f"s1_x{j}", reset_less=True) for j in range(L)]
-        for j, rp in enumerate(read_ports):
-            m.d.comb += rp.addr.eq(self.in_col[j])
         with m.If(ce):
-            m.d.sync += [x[j].eq(rp.data) for j, rp in enumerate(read_ports)]
             m.d.sync += [s1_valid.eq(self.in_valid), s1_end.eq(self.in_end),
                          s1_nz.eq(self.in_nz), s1_first.eq(self.in_first)]
             m.d.sync += [s1_w[j].eq(self.in_weight[j]) for j in range(L)]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import (Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal, Value,
-                      signed)
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -32,6 +31,7 @@ from .bram_outreg import NO_OUTREG
 from .config import EngineConfig
 from .lstm_cell import H_LATENCY, LstmCell
 from .matvec_engine import MatVecEngine
+from .registered_read import RegisteredRead
 from .requantizer import MODE_INT16
 from .vector_alu import OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
 
@@ -103,46 +103,6 @@ def _sum_equals(x, y, z):
     is the other's complement (no carry arises)."""
     n, total_sum, carry = _carry_save_difference(x, y, z)
     return (total_sum ^ Cat(Const(0, 1), carry)[:n]).all()
-
-
-class RegisteredRead(Elaboratable):
-    """A read port of a block RAM memory that reads like a synchronous one (``data``, a
-    cycle after ``addr``, always enabled), built as an asynchronous port and a reset-less
-    register without an enable: the register Yosys's ``memory_dff`` takes into the block
-    RAM. A synchronous port keeps Amaranth's "the old word" on a read and write of one
-    word in one cycle, which Yosys emulates with a LUT between the RAM and the next
-    register; with this shape and the memory's ``no_rw_check`` the register that takes
-    ``data`` is a plain capture of the RAM's output, which ``hw.bram_outreg`` can move
-    into the RAM (issue 6).
-
-    Parameters
-    ----------
-    memory : amaranth.lib.memory.Memory
-        The memory read.
-    name : str
-        The register's name is ``{name}_ram``.
-
-    Attributes
-    ----------
-    addr : Signal
-        The word to read (the asynchronous port's address).
-    data : Signal
-        Its contents, a cycle later (the register).
-    """
-
-    def __init__(self, memory, *, name: str):
-        if not isinstance(memory, Memory):
-            raise TypeError(f"memory must be an amaranth.lib.memory.Memory, got {memory!r}")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"name must be an identifier string, got {name!r}")
-        self._port = memory.read_port(domain="comb")
-        self.addr = self._port.addr
-        self.data = Signal.like(self._port.data, name=f"{name}_ram", reset_less=True)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.sync += self.data.eq(self._port.data)
-        return m
 
 
 def _one_hot_select(pairs):
@@ -229,9 +189,9 @@ class Processor(wiring.Component):
         A testbench may load them directly, except ``const_mem`` and ``desc_mem``: a
         constant's validity and whether a descriptor has a reserved bit set are recorded
         as they come through the host port, which the bus uses for all four.
-    prog_rd, desc_rd : RegisteredRead
+    prog_rd, desc_rd : hw.registered_read.RegisteredRead
         The program and descriptor memories' read ports.
-    scratch_reads : tuple of RegisteredRead
+    scratch_reads : tuple of hw.registered_read.RegisteredRead
         The scratch's two read ports (``sc_a``: the ALU's a, loads, the host; ``sc_b``).
     engine_config : hw.config.EngineConfig
         The engine's: ``config``'s sizes, the 8-stage requantizer and read FIFOs deep
@@ -316,10 +276,10 @@ class Processor(wiring.Component):
         self.const_mem = Memory(shape=64, depth=config.const_depth, init=[])
         self.scratch_mem = Memory(shape=16, depth=config.scratch_depth, init=[],
                                   attrs=rw_either)
-        self.prog_rd = RegisteredRead(self.program_mem, name="prog")
-        self.desc_rd = RegisteredRead(self.desc_mem, name="desc")
-        self.scratch_reads = (RegisteredRead(self.scratch_mem, name="sc_a"),
-                              RegisteredRead(self.scratch_mem, name="sc_b"))
+        self.prog_rd = RegisteredRead(memory=self.program_mem)
+        self.desc_rd = RegisteredRead(memory=self.desc_mem)
+        self.scratch_reads = (RegisteredRead(memory=self.scratch_mem),
+                              RegisteredRead(memory=self.scratch_mem))
 
     def elaborate(self, platform):
         m = Module()

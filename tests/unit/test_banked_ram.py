@@ -8,6 +8,7 @@ after its request. The words are distinct, so an answer a cycle early or late fa
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
@@ -117,6 +118,16 @@ def test_cell_and_delayed_refuse_bad_arguments():
         delayed(None, 0, -1)
 
 
+def test_delayed_registers_are_plain_whatever_the_value():
+    """``delayed`` makes registers with a reset and no attributes even from a reset-less,
+    marked signal: a one-block ``BankedRam`` delays its reset-less ``RegisteredRead``
+    register, and ``rdata``'s registers keep their reset."""
+    m = Module()
+    src = Signal(signed(8), init=5, reset_less=True, attrs={"no_outreg": 1})
+    out = delayed(m, src, 2)
+    assert (out.shape(), out.init, out.reset_less, out.attrs) == (signed(8), 0, False, {})
+
+
 def test_processor_flow_banks_the_ecp5_memories_only():
     """``hw.synth``'s processor flow: on the ECP5 the 8-lane weight memory (16384 words)
     is 8 banks of 2048 and the parameter memory (4096) 2, one read port each; on the UP5K
@@ -129,6 +140,20 @@ def test_processor_flow_banks_the_ecp5_memories_only():
     assert banks["ecp5-85f"] == {**{f"b{i}@weight_mem": 1 for i in range(8)},
                                  "b0@param_mem": 1, "b1@param_mem": 1}
     assert banks["up5k"] == {}
+
+
+def _rtlil_cells(text: str) -> dict[str, dict[str, tuple[str, dict[str, str]]]]:
+    """RTLIL ``text``'s cells by module: name -> (kind, port -> the signal it connects,
+    without its bit slice)."""
+    modules = {}
+    for module in text.split("\nmodule ")[1:]:
+        cells = {}
+        for cell in module.split("  cell ")[1:]:
+            conns = dict(line.split()[1:3] for line in cell.split("  end")[0].splitlines()
+                         if line.strip().startswith("connect"))
+            cells[cell.split()[1]] = (cell.split()[0], conns)
+        modules[module.split()[0]] = cells
+    return modules
 
 
 def test_banks_read_asynchronously_into_reset_less_registers_without_rw_check():
@@ -146,15 +171,16 @@ def test_banks_read_asynchronously_into_reset_less_registers_without_rw_check():
     assert len(reads) == 3
     assert all("parameter \\CLK_ENABLE 0" in r.split("end")[0] for r in reads)
     assert text.count("attribute \\no_rw_check 1") == 3
-    # The bank registers are plain flip-flops: the first takes the read port's data, the
-    # second the first (a reset or an enable would put a multiplexer on either D).
-    cells = {}
-    for cell in text.split("  cell ")[1:]:
-        conns = dict(line.split()[1:3] for line in cell.splitlines()
-                     if line.strip().startswith("connect"))
-        cells[cell.split()[1]] = (cell.split()[0], conns)
-    ram_data = {c["\\DATA"] for kind, c in cells.values() if kind == "$memrd_v2"}
+    # The bank registers are plain flip-flops: the first (each bank's ``RegisteredRead``)
+    # takes the read port's data, the second the first (a reset or an enable would put a
+    # multiplexer on either D). The read ports stay in the banks' module.
+    modules = _rtlil_cells(text)
+    top = modules["\\ram"]
+    ram_data = {c["\\DATA"] for kind, c in top.values() if kind == "$memrd_v2"}
+    d_of = {c["\\Q"]: c["\\D"] for kind, c in top.values() if kind == "$dff"}
     for i in range(3):
-        d_of = {c["\\Q"]: c["\\D"] for kind, c in cells.values() if kind == "$dff"}
-        assert d_of[f"\\b{i}_q"] == f"\\b{i}_ram", d_of
-        assert d_of[f"\\b{i}_ram"] in ram_data, (i, d_of[f"\\b{i}_ram"], ram_data)
+        kind, read = top[f"\\b{i}_read"]
+        assert list(modules[kind].values()) == [
+            ("$dff", {"\\D": "\\ram__data", "\\CLK": "\\clk", "\\Q": "\\data"})], i
+        assert d_of[f"\\b{i}_q"] == read["\\data"], (i, d_of)
+        assert read["\\ram__data"] in ram_data, (i, read, ram_data)
