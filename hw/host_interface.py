@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 from functools import reduce
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,6 +51,23 @@ _STREAM_WINDOWS = {"weights": "weight", "params": "param"}
 def _log2(n: int) -> int:
     assert n & (n - 1) == 0, n
     return n.bit_length() - 1
+
+
+def _window_picks(windows) -> dict[str, dict[int, int]]:
+    """Per window, word address bit -> value: the bits that tell it from every other
+    window, for an address known to be in one of them. Of each pair, the highest bit
+    above both spans where their bases differ (the windows are disjoint and aligned)."""
+    picks = {}
+    for w in windows:
+        bits = {}
+        for v in windows:
+            if v is not w:
+                low = max(_log2(w.span), _log2(v.span))
+                top = low + ((w.base ^ v.base) >> low).bit_length() - 1
+                assert top >= low, (w.name, v.name)
+                bits[top - 2] = w.base >> top & 1
+        picks[w.name] = bits
+    return picks
 
 
 def _strobe_mask(wstrb):
@@ -151,18 +168,30 @@ class HostInterface(wiring.Component):
         # write-only CTRL) read their reset value.
         values = {"STATUS": status, "IRQ_ENABLE": irq_enable, "IRQ_STATUS": irq_status,
                   **{n.upper(): getattr(self, n) for n in CORE_STATUS + CORE_CONTROL[2:]}}
+        # The registers sit at the bottom of the block: the low ``low_bits`` of the word
+        # address tell them apart, the bits above must be 0. The read value and the
+        # read-only flag are tables indexed by those low bits alone (a mux tree: no compare
+        # of the whole address and no synchronous reset on these registers, issue 6); they
+        # are used only with ``reg_hit`` (otherwise ``err``, and the slave answers 0).
+        low_bits = max(reg.offset >> 2 for reg in self.map.registers).bit_length()
+        low = word[:low_bits]
+        table = [Const(0, 32)] * (1 << low_bits)
+        mapped, read_only = 0, 0
+        for reg in self.map.registers:
+            value = Value.cast(values.get(reg.name, reg.reset))
+            table[reg.offset >> 2] = Cat(value, Const(0, 32 - len(value)))
+            mapped |= 1 << (reg.offset >> 2)
+            read_only |= (reg.access == Access.RO) << (reg.offset >> 2)
+        m.d.sync += [reg_sel.eq(is_reg),
+                     reg_hit.eq((word[low_bits:] == 0)
+                                & Const(mapped, len(table)).bit_select(low, 1)),
+                     reg_ro.eq(Const(read_only, len(table)).bit_select(low, 1)),
+                     reg_rdata.eq(Cat(*table).word_select(low, 32))]
+        # The write selects: a whole-address compare each, as a write must hit exactly.
         hits = {reg.name: Signal(name=f"hit_{reg.name.lower()}")
                 for reg in self.map.registers if reg.access != Access.RO}
-        m.d.sync += [reg_sel.eq(is_reg), reg_hit.eq(0), reg_ro.eq(0), reg_rdata.eq(0),
-                     *(hit.eq(0) for hit in hits.values())]
-        with m.If(is_reg):
-            with m.Switch(word[:reg_bits]):
-                for reg in self.map.registers:
-                    with m.Case(reg.offset >> 2):
-                        m.d.sync += [reg_hit.eq(1), reg_ro.eq(reg.access == Access.RO),
-                                     reg_rdata.eq(values.get(reg.name, reg.reset))]
-                        if reg.name in hits:
-                            m.d.sync += hits[reg.name].eq(1)
+        m.d.sync += [hit.eq(word == self.map.register(name).offset >> 2)
+                     for name, hit in hits.items()]
         for name, hit in hits.items():
             reg = self.map.register(name)
             with m.If(self.we & hit):
@@ -187,30 +216,33 @@ class HostInterface(wiring.Component):
         # the cycle before ``we``/``re``, so the decode is registered and the bus state,
         # the address compares and the 512-bit staging and memory port enables they
         # drive do not share a cycle.
-        # The windows are disjoint, so at most one ``hit`` is set: each registered field
-        # is a flat OR of the windows' values masked by their hits, not a priority chain
-        # of one mux per window between the address and the registers (issue 6).
+        # The selects compare the whole address above each span. The fields below are used
+        # only with a select set (a write's merge and commit, a read, ``win_ok``), so they
+        # may assume the address is in some window: then a few bits tell the windows apart
+        # (``_window_picks``), and each field is a flat OR of the windows' values masked by
+        # those picks, loaded every cycle: no compare of the whole address, no priority
+        # chain and no hold enable between the address and these registers (issue 6). The
+        # memory ports' addresses follow ``index`` between accesses; the slave holds a
+        # read's address until its ``rvalid``, so they hold while the read is in flight.
         index, part, last = Signal(20), Signal(4), Signal()
         win_hit, win_ok = Signal(), Signal()
         sel = {}
         fields = [(index, []), (part, []), (last, []), (win_ok, [])]
-        hits = []
+        picks = _window_picks(self.map.windows)
         for w in self.map.windows:
             span_bits = _log2(w.span) - 2
             part_bits = _log2(w.stride) - 2
             sel[w.name] = s = Signal(name=f"sel_{w.name}")
+            m.d.sync += s.eq(word[span_bits:] == w.base >> _log2(w.span))
             offset = word[:span_bits]
             w_index = offset[part_bits:]
             w_part = offset[:part_bits] if part_bits else Const(0, 1)
-            hit = word[span_bits:] == w.base >> _log2(w.span)
-            m.d.sync += s.eq(hit)
-            hits.append(hit)
+            bits = picks[w.name]
+            pick = Cat(word[j] for j in bits) == Cat(Const(b, 1) for b in bits.values())
             for (_, values), value in zip(fields, (w_index, w_part, w_part == w.parts - 1,
                                                    (w_index < w.depth) & (w_part < w.parts))):
-                values.append(Mux(hit, value, 0))
-        with m.If(Cat(*hits).any()):  # no window: the fields hold (the read's address)
-            m.d.sync += [field.eq(reduce(operator.or_, values))
-                         for field, values in fields]
+                values.append(Mux(pick, value, 0))
+        m.d.sync += [field.eq(reduce(operator.or_, values)) for field, values in fields]
         m.d.comb += win_hit.eq(Cat(*sel.values()).any())
         win_go = win_hit & win_ok & ~self.busy
         core_sel = Signal()

@@ -581,3 +581,40 @@ def test_every_window_decodes_its_last_word_and_part_and_refuses_one_past():
             assert await bus.ok_read(MAP.address(w.name, last, w.parts - 1)) == got, w.name
 
     simulate(body)
+
+
+def test_one_address_bit_off_a_window_or_register_is_refused_and_changes_nothing():
+    """Every address one bit off the last part of a window's word 0 (a bit above the
+    span) or off a writable register (a bit above the registers' offsets), where that is
+    no mapped address, is refused for reads and writes and changes nothing: the decode
+    compares the whole address for every select, though the fields under a window's
+    select (index, part, last) are decoded from fewer bits."""
+    rng = np.random.default_rng(5)
+    width = MAP.addr_width
+    targets = [MAP.address(w.name, 0, w.parts - 1) for w in MAP.windows]
+    for r in MAP.registers:
+        if r.access == Access.RW:
+            targets.append(r.offset)
+    span_of = {MAP.address(w.name, 0, w.parts - 1): w.span for w in MAP.windows}
+    off = sorted({t ^ 1 << j for t in targets for j in range(width)
+                  if 1 << j >= span_of.get(t, 0x100) and MAP.decode(t ^ 1 << j) is None})
+    assert len(off) > 40
+
+    async def body(ctx, dut, bus):
+        words = {w.name: int.from_bytes(rng.bytes(64), "little") & ((1 << w.word_bits) - 1)
+                 for w in MAP.windows}
+        for name, word in words.items():
+            await bus.writes(word_writes(name, 0, word))
+        rw = [r for r in MAP.registers if r.access == Access.RW]
+        for r in rw:
+            await bus.ok_write(r.offset, 0x5A5A_5A5A)
+        for addr in off:
+            assert await bus.write(addr, 0xFFFF_FFFF) == SLVERR, hex(addr)
+            assert await bus.read(addr) == (0, SLVERR), hex(addr)
+        for w in MAP.windows:
+            parts = [await bus.ok_read(MAP.address(w.name, 0, k)) for k in range(w.parts)]
+            assert parts == w.split(words[w.name]), w.name
+        for r in rw:
+            assert await bus.ok_read(r.offset) == 0x5A5A_5A5A & r.mask, r.name
+
+    simulate(body)
