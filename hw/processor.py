@@ -325,13 +325,15 @@ class Processor(wiring.Component):
         # Architectural registers.
         state = Signal(_State)
         # State flags registered with ``state`` (``goto`` sets both), one per group of
-        # states the scratch ports choose their addresses by: the RAMs' address pins
-        # then see a one-hot select of flip-flops, not ``state``'s compares fanned out
-        # to every address bit (issue 6); ``mv_run`` likewise selects the lookup unit's
-        # input. Each equals ``state`` in its group, always.
+        # states that a select or an enable depends on (the scratch ports' and the
+        # constant's addresses, the lookup unit's input, the constant's and DECODE's
+        # registers, the fetch checks): the RAMs' address pins and those registers then
+        # see flip-flops, not ``state``'s compares fanned out to every bit (issue 6).
+        # Each equals ``state`` in its group, always.
         groups = {
-            "fetch": (_State.FETCH,), "word": (_State.FETCH, _State.DECODE),
-            "decode": (_State.DECODE,), "desc": (_State.DESC,),
+            "start": (_State.START,), "fetch": (_State.FETCH,),
+            "word": (_State.FETCH, _State.DECODE), "decode": (_State.DECODE,),
+            "desc": (_State.DESC,), "const": (_State.FETCH, _State.DESC),
             "load": (_State.MV_CHECK, _State.MV_LOAD),
             "run": (_State.MV_RUN, _State.LSTM_TAIL), "mv_run": (_State.MV_RUN,),
             "vec": (_State.VEC_RUN,),
@@ -371,7 +373,7 @@ class Processor(wiring.Component):
         # -1.4 ns into the ALU's shift, -0.79 into ``decode_bad``).
         word = Signal(64, reset_less=True, attrs={NO_OUTREG: 1})
         m.d.comb += prog_rd.addr.eq(pc + 1)
-        with m.If(state == _State.START):
+        with m.If(at["start"]):
             m.d.comb += prog_rd.addr.eq(pc)
         m.d.sync += word.eq(prog_rd.data)
         # The current instruction, latched at decode. The opcode is kept only as the
@@ -424,30 +426,36 @@ class Processor(wiring.Component):
         reserved_set = Signal(cfg.desc_depth, reset_less=True)
         p_reserved = Signal()
         m.d.sync += p_reserved.eq(reserved_set.bit_select(p[:desc_aw], 1))
-        ahead = (state == _State.FETCH) | (state == _State.DECODE)
-        m.d.comb += desc_rd.addr.eq(Mux(ahead, f["p"], p))
+        m.d.comb += desc_rd.addr.eq(Mux(at["word"], f["p"], p))
 
-        # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``):
-        # the instruction's p at decode, the descriptor's const_index for LSTM after.
+        # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``).
+        # The constant is read a cycle ahead into ``k_mult``/``k_shift``: by the
+        # instruction's p from ``word`` in FETCH (VREQ8/VMULQ8: DECODE takes the ALU's
+        # shift from ``k_shift``), by the descriptor's const_index from ``df`` in DESC
+        # (LSTM: the cell uses them from the engine's first row on, long after
+        # MV_CHECK). The LUT RAM's read then goes straight into registers, its address
+        # chosen by flags, and not through a state compare and on into the ALU's shift
+        # (issue 6). The read data also feeds ``host_const`` (below), a register with
+        # another enable, so Yosys's ``memory_dff`` cannot take either into the memory
+        # as a synchronous port, which would make it a block RAM
+        # (tests/synth/test_read_ports.py).
         # Each entry's validity is found when the host writes it and kept in ``const_ok``
         # (all-zero entries, the initial contents, are valid; like the memory it is not
         # reset), so the decode cycle checks one bit, not the LUT RAM's 64.
-        cm, cs = Signal(signed(32)), Signal(signed(32))
-        const_index = Signal(8)
         const_aw = max(1, (cfg.const_depth - 1).bit_length())
         const_ok = Signal(cfg.const_depth, init=(1 << cfg.const_depth) - 1, reset_less=True)
-        m.d.comb += [const_index.eq(Mux(state == _State.DECODE, f["p"], df["const_index"])),
-                     const_rd.addr.eq(const_index), cm.eq(const_rd.data[:32]),
-                     cs.eq(const_rd.data[32:])]
-        # Both checks a cycle ahead of their use: the instruction's p from ``word`` in
-        # FETCH, with DECODE's other checks, the descriptor's const_index from ``df`` in
-        # DESC for MV_CHECK. Not the state-selected ``const_index``: the state, that
-        # mux, the compare's carry chain and the fault fan-out took a cycle of their own.
+        k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
+        m.d.comb += const_rd.addr.eq(Mux(at["desc"], df["const_index"], f["p"]))
+        with m.If(at["const"]):
+            m.d.sync += [k_mult.eq(const_rd.data[:32]), k_shift.eq(const_rd.data[32:40])]
+        # Both checks a cycle ahead of their use too, with the same indices: the
+        # instruction's p in FETCH, with DECODE's other checks, the descriptor's
+        # const_index in DESC for MV_CHECK: the compare's carry chain and the fault's
+        # fan-out take a cycle each.
         def const_bad(index):
             return (index >= self.const_count) | ~const_ok.bit_select(index[:const_aw], 1)
         lstm_const_bad = Signal()
         m.d.sync += lstm_const_bad.eq(const_bad(df["const_index"]))
-        k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
         desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
         # The scratch room after each operand, from the instruction word, registered
         # every cycle (``word`` holds this instruction in DECODE, so these hold its room
@@ -471,8 +479,8 @@ class Processor(wiring.Component):
         src = Signal(17)  # a's read address (LOADROW: the selected table row's), stepped
         v1 = Signal()
         m.d.sync += v1.eq(at["vec"])
-        # The opcode's decodes, registered in DECODE from the word's fields (``decode_flags``)
-        # where the opcode was latched: the units' control and the scratch address and
+        # The opcode's decodes, registered in DECODE from the word's fields (below) where
+        # the opcode was latched: the units' control and the scratch address and
         # write muxes start at flip-flops, not at a latched opcode through its compares
         # (issue 6). Each holds the current instruction's value from DESC / VEC_RUN /
         # LR_INDEX until the next DECODE, as the opcode did; no cycle is added.
@@ -729,19 +737,22 @@ class Processor(wiring.Component):
 
         fop, fd, fa, fb, fp = f["opcode"], f["d"], f["a"], f["b"], f["p"]
 
-        def decode_flags():
-            """The flags' values for this word, the ALU's shift from its p or constant."""
-            amount = fp & VSHIFT_AMOUNT_MASK
-            right, sat8 = (fp & VSHIFT_RIGHT).any(), (fp & VSHIFT_SAT8).any()
-            code = 0
-            for o, c in _ALU_OPS.items():
-                code = Mux(fop == o, c, code)
-            return [
+        # The opcode's flags for this word, in DECODE, the ALU's shift from its p or (from
+        # ``k_shift``, read in FETCH) its constant. Enabled by DECODE's flag, not inside
+        # the state ``Switch``: the state compare fanned out to their enables (issue 6).
+        amount = fp & VSHIFT_AMOUNT_MASK
+        right, sat8 = (fp & VSHIFT_RIGHT).any(), (fp & VSHIFT_SAT8).any()
+        code = 0
+        for o, c in _ALU_OPS.items():
+            code = Mux(fop == o, c, code)
+        with m.If(at["decode"]):
+            m.d.sync += [
                 is_alu.eq(fop.matches(*_ALU_OPS)), is_lut.eq(fop.matches(*_LUT_OPS)),
                 is_copy.eq(fop.matches(*_COPY_OPS)), is_argmax.eq(fop == Op.ARGMAX),
                 is_lstm.eq(fop == Op.LSTM), alu_op.eq(code), alu_b_one.eq(fop == Op.VREQ8),
                 alu_shift.eq(Mux(fop == Op.VMUL, amount,
-                                 Mux(fop == Op.VSHIFT, Mux(right, -amount, amount), cs))),
+                                 Mux(fop == Op.VSHIFT, Mux(right, -amount, amount),
+                                     k_shift))),
                 alu_sat8.eq(Mux(fop == Op.VSHIFT, sat8, fop.matches(Op.VREQ8, Op.VMULQ8))),
                 lut_tanh.eq(fop == Op.TANH),
             ]
@@ -797,23 +808,34 @@ class Processor(wiring.Component):
                           Mux(bad_reserved, ErrorCode.RESERVED_FIELD,
                               Mux(bad_operand, ErrorCode.BAD_OPERAND, ErrorCode.SCRATCH_RANGE)))
 
+        # FETCH's checks, found in the cycle before it and registered: FETCH's fault
+        # starts at a flip-flop, not at the compares' carry chains (issue 6). That cycle
+        # is START (PC and the count as the start set them) or one that completes an
+        # instruction (FETCH's are each one more), so ``x + step > limit`` is FETCH's
+        # ``x >= limit`` either way. PROG_LEN and WATCHDOG are taken as they are in that
+        # cycle (``docs/register-map.md``).
+        step = Mux(at["start"], 1, 2)
+        pc_over, count_over = Signal(), Signal()
+        m.d.sync += [pc_over.eq(_sum_exceeds(pc, step, self.prog_len)
+                                | _sum_exceeds(pc, step, cfg.program_depth)),
+                     count_over.eq(_sum_exceeds(instructions, step, self.watchdog))]
+
         with m.Switch(state):
             with m.Case(_State.START):
                 m.d.sync += goto(_State.FETCH)
 
             with m.Case(_State.FETCH):
-                with m.If((pc >= self.prog_len) | (pc >= cfg.program_depth)):
+                with m.If(pc_over):
                     fault(ErrorCode.PC_OVERRUN)
-                with m.Elif(instructions >= self.watchdog):
+                with m.Elif(count_over):
                     fault(ErrorCode.WATCHDOG)
                 with m.Else():
                     m.d.sync += goto(_State.DECODE)
 
             with m.Case(_State.DECODE):
-                m.d.sync += [*decode_flags(), p.eq(fp), d.eq(fd), a.eq(fa), b.eq(fb),
+                m.d.sync += [p.eq(fp), d.eq(fd), a.eq(fa), b.eq(fb),
                              rk.eq(0), wk.eq(0), lk.eq(0), src.eq(fa),
-                             rk_last.eq(vl == 1), wk_last.eq(vl == 1),
-                             k_mult.eq(cm), k_shift.eq(cs)]
+                             rk_last.eq(vl == 1), wk_last.eq(vl == 1)]
                 with m.If(decode_bad):
                     fault(decode_code)
                 with m.Else():
@@ -858,8 +880,7 @@ class Processor(wiring.Component):
                                  | Mux(is_lstm, (units << 1) > room_d,
                                        _sum_exceeds(cols, ~split, b_room)
                                        | (rows > room_d))),
-                    short_load.eq(cols <= 1),
-                    k_mult.eq(cm), k_shift.eq(cs), *goto(_State.MV_CHECK),
+                    short_load.eq(cols <= 1), *goto(_State.MV_CHECK),
                 ]
 
             with m.Case(_State.MV_CHECK):

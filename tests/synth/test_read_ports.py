@@ -4,16 +4,23 @@ Yosys 0.70's ``memory_libmap`` crashed on the processor at 16 lanes: the activat
 was one memory with 16 read ports. The MAC array now has one memory per lane, and
 ``hw.synth.synthesize`` refuses a design with too many read ports on a part with a limit
 (``Part.max_read_ports``) with a clear reason, rather than a Yosys crash a minute later.
-These tests elaborate to RTLIL only; no Yosys.
+These tests elaborate to RTLIL only, except the last: Yosys's memory passes (a few
+seconds), for where the processor's memories go.
 """
 
-from amaranth import Module, Signal
+import re
+import subprocess
+
+from amaranth import Module
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.synth import PARTS, Design, memory_read_ports, processor_design, synthesize
+from compiler.isa import ProcessorConfig
+from hw.processor import Processor
+from hw.synth import (PARTS, PROCESSOR_CONFIGS, Design, memory_read_ports, processor_design,
+                      synthesize, tool)
 
 
 class ManyReaders(wiring.Component):
@@ -54,3 +61,22 @@ def test_too_many_read_ports_stop_before_yosys(tmp_path):
     assert rec["ok"] is False and rec["stage"] == "precheck"
     assert "top/mem" in rec["reason"] and f"more than {part.max_read_ports}" in rec["reason"]
     assert not (tmp_path / "yosys.log").exists()
+
+
+def test_processor_memories_map_to_block_ram_and_the_constants_to_lut_ram(tmp_path):
+    """The 8-lane ECP5 processor through ``synth_ecp5`` up to ``memory_libmap``. The
+    constants are read asynchronously into registers (``hw.processor``): if Yosys's
+    ``memory_dff`` took one into the port, the synchronous port would go to block RAM
+    instead of 64 LUT RAMs. The program, descriptor and scratch memories' registers go
+    into their block RAMs, as meant."""
+    cfg = ProcessorConfig(lanes=8, **PROCESSOR_CONFIGS[("ecp5-85f", 8)])
+    (tmp_path / "top.il").write_text(
+        rtlil.convert(Processor(config=cfg), name="top", emit_src=False))
+    proc = subprocess.run([tool("yosys"), "-p", "read_rtlil top.il; synth_ecp5 -top top "
+                           "-run :map_ffram"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mapped = dict(re.findall(r"mapping memory top\.(\S+) via (\S+)", proc.stdout))
+    assert mapped["const_mem"] == "$__TRELLIS_DPR16X4_", mapped
+    for name in ("program_mem", "scratch_mem"):
+        assert mapped[name] == "$__DP16KD_", mapped
+    assert mapped["desc_mem"] == "$__PDPW16KD_", mapped

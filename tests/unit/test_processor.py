@@ -842,6 +842,89 @@ def test_every_vector_op_right_after_every_kind_of_instruction():
     simulate(body)
 
 
+def test_each_instruction_takes_its_own_constant_read_a_cycle_ahead():
+    """The constant is read a cycle ahead into ``k_mult``/``k_shift`` (``hw.processor``):
+    by the instruction's p in FETCH, by an LSTM descriptor's const_index in DESC. Back to
+    back ``VREQ8``/``VMULQ8`` with a different constant each, a ``VMUL`` (shift from p)
+    between two, an ``LSTM`` whose const_index (2) is neither its own p (1) nor its
+    predecessor's (3), and constant users right after it: each must use its own
+    constant, bit-exact with the ISS, cycles exact."""
+    rng = np.random.default_rng(31)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    # The LSTM's constant 2 scales its Q30 o * t into int8 unsaturated; the others would
+    # saturate it.
+    consts = [pack_constant(int(rng.integers(1 << 30, 1 << 31)), s) for s in (-4, 0, -24, -1)]
+    prog = [I(Op.SETVL, a=3),
+            I(Op.VREQ8, p=0, d=440, a=300), I(Op.VREQ8, p=1, d=444, a=300),
+            I(Op.VMULQ8, p=3, d=448, a=300, b=20), I(Op.VREQ8, p=2, d=452, a=300),
+            I(Op.VMUL, p=7, d=456, a=300, b=20), I(Op.VREQ8, p=3, d=460, a=300),
+            I(Op.LSTM, p=1, d=420, a=0), I(Op.VREQ8, p=0, d=464, a=420),
+            I(Op.VMULQ8, p=1, d=468, a=420, b=20), I(Op.HALT)]
+
+    async def body(rig):
+        await _matvec_and_lstm_layers(rig, job, consts)
+        rig.program(0, prog)
+        for trial in range(2):
+            rig.scratch(0, rng.integers(-128, 128, 100))
+            rig.scratch(300, rng.integers(-60, 60, 3))
+            rig.scratch(420, rng.integers(-300, 300, 6))  # LSTM state: h (3), c (3)
+            await rig.run(0, f"constants trial {trial}")
+            outs = {tuple(rig.iss.scratch[d:d + 3]) for d in (440, 444, 452, 460)}
+            assert len(outs) == 4, f"trial {trial}: constants not told apart {outs}"
+            h = rig.iss.scratch[420:423]
+            assert np.any(h != 0) and np.all(np.abs(h) < 127), f"trial {trial}: h' {h}"
+
+    simulate(body)
+
+
+def test_pc_overrun_and_watchdog_end_a_run_after_each_kind_of_instruction():
+    """FETCH's ``PROG_LEN`` and ``WATCHDOG`` checks are found in the cycle before it (START,
+    or the cycle that completes an instruction) and registered (``hw.processor``). Each
+    kind of instruction, after a SETVL at a nonzero start: cut by ``PROG_LEN`` right
+    after it (a HALT lies past the end), then by ``WATCHDOG``, then run to the HALT; and
+    at the entry: ``START_PC`` at, and one before, ``PROG_LEN``, ``WATCHDOG`` 0 and 1.
+    Code, ``FAULT_PC`` and counts as the ISS's."""
+    rng = np.random.default_rng(32)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    consts = [pack_constant(1 << 30, -3), pack_constant(5, 0), pack_constant(1 << 30, 1)]
+    kinds = [I(Op.SYNC), I(Op.SETVL, a=2, b=1), I(Op.VCOPY, d=200, a=0),
+             I(Op.VADD, d=200, a=0, b=4), I(Op.VREQ8, p=0, d=200, a=0),
+             I(Op.SIGMOID, d=200, a=0), I(Op.ARGMAX, d=200, a=0),
+             I(Op.LOADROW, d=200, a=0, b=116), I(Op.MATVEC, p=0, d=300, a=0, b=0),
+             I(Op.LSTM, p=1, d=420, a=0)]
+    base = 5
+    E = ErrorCode
+
+    async def body(rig):
+        await _matvec_and_lstm_layers(rig, job, consts)
+        rig.scratch(0, rng.integers(-128, 128, 100))
+        rig.scratch(116, [1])
+        rig.scratch(420, rng.integers(-300, 300, 6))
+        for kind in kinds:
+            rig.program(base, [I(Op.SETVL, a=3, b=3), kind, I(Op.HALT)])
+            for regs, want in (({"prog_len": base + 2}, E.PC_OVERRUN),
+                               ({"watchdog": 2}, E.WATCHDOG), ({}, E.OK)):
+                rig.registers(**{"prog_len": base + 3, "watchdog": CFG.program_depth, **regs})
+                label = f"{kind.op.name} then {want.name}"
+                run = await rig.run(base, label)
+                assert run.error == want, label
+                if want:
+                    assert (run.fault_pc, run.instructions) == (base + 2, 2), label
+        rig.program(base, [I(Op.HALT)])
+        for regs, pc, want in (({"prog_len": base}, base, E.PC_OVERRUN),
+                               ({"prog_len": base + 1}, base, E.OK),
+                               ({"watchdog": 0}, base, E.WATCHDOG),
+                               ({"watchdog": 1}, base, E.OK)):
+            rig.registers(**{"prog_len": base + 1, "watchdog": CFG.program_depth, **regs})
+            label = f"entry {regs}"
+            run = await rig.run(pc, label)
+            assert run.error == want, label
+            if want:
+                assert (run.fault_pc, run.instructions) == (base, 0), label
+
+    simulate(body)
+
+
 def test_lstm_units_take_their_own_c_with_rows_back_to_back():
     """The cell reads ``c`` a unit ahead of the gates. One-word rows (int4, 8 columns at 8
     lanes) reach it one per cycle, the fastest the engine runs, and every unit's ``c``
