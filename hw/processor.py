@@ -500,7 +500,8 @@ class Processor(wiring.Component):
         # 5.8 ns clock-to-out meets a flip-flop with nothing but the RAM's own depth mux
         # before it (issue 6); every consumer takes these. The ALU's and lookup unit's
         # operands and the activation load are read a cycle ahead (below), so they
-        # arrive when they did; ARGMAX, VCOPY and LOADROW take ``rd_a`` directly. The
+        # arrive when they did; VCOPY and LOADROW take ``rd_a`` directly, ARGMAX a
+        # cycle earlier than it did (read ahead too) and its compares registered. The
         # cell's c and LOADROW's index take port B's data into registers of their own
         # (below). ``rd_b`` stays in the fabric (``no_outreg``): it fed LOADROW's row
         # multiply, which from inside the RAM started with the route from the RAM's
@@ -540,19 +541,27 @@ class Processor(wiring.Component):
         with m.If(in_vec & ((vec_we & ~is_argmax) | (v1 & is_argmax))):
             m.d.sync += [wk.eq(wk + 1), wk_last.eq(wk + 2 == vl)]
 
-        # ARGMAX: signed running maximum, strict compare keeps the lowest index.
-        # Each element is compared the cycle after it arrives, from ``rd_a``: the
-        # compare's carry chain and best_k's enable no longer follow the scratch block
-        # RAM's output (issue 6). AM_WRITE, the cycle after the last arrival, takes the
-        # last compare's outcome directly, so no cycle is added.
+        # ARGMAX: signed running maximum, strict compare keeps the lowest index. Its
+        # elements are read a cycle ahead (``early``, below), so element k is in ``rd_a``
+        # with ``v1`` and ``wk`` = k, and each compare's outcome is registered
+        # (``better_q``, with the element in ``am_x`` / ``am_k``) and merged into ``best``
+        # a cycle later: no carry chain reaches ``best``'s enable, the scratch write
+        # data or ``result`` (issue 6: -1.28 / -0.91 / -0.54 ns on seed 2 of run m34).
+        # Until it is merged, an element that beat ``best`` is the maximum so far, so
+        # the next one is compared with it instead (both compares side by side).
+        # AM_WRITE, the cycle after the last compare, takes the last element or
+        # ``best_k`` by the registered outcome; no cycle is added.
         best, best_k = Signal(signed(16)), Signal(16)
-        am_v, am_k = Signal(), Signal(16)
-        m.d.sync += [am_v.eq(in_vec & is_argmax & v1), am_k.eq(wk)]
-        better = am_v & ((am_k == 0) | (xa > best))
-        argmax_k = Signal(16)  # the index of the maximum so far, this cycle's compare included
-        m.d.comb += argmax_k.eq(Mux(better, am_k, best_k))
-        with m.If(better):
-            m.d.sync += [best.eq(xa), best_k.eq(am_k)]
+        better_q = Signal()
+        am_x, am_k = Signal(signed(16)), Signal(16)
+        am_v = in_vec & is_argmax & v1
+        m.d.sync += [
+            better_q.eq(am_v & ((wk == 0) | Mux(better_q, xa > am_x, xa > best))),
+            am_x.eq(xa), am_k.eq(wk),
+        ]
+        with m.If(better_q):
+            m.d.sync += [best.eq(am_x), best_k.eq(am_k)]
+        argmax_k = Mux(better_q, am_k, best_k)  # AM_WRITE: the index of the maximum
 
         # MATVEC activation load: split entries from a, the rest from b. Entry lk is
         # written from the registered read data, so it is read a cycle ahead of the
@@ -643,13 +652,13 @@ class Processor(wiring.Component):
         with m.If(load):
             m.d.sync += [ld_addr.eq(Mux(at_split, ld_b, ld_addr + 1)),
                          at_split.eq(lk + 3 == df["split"])]
-        # Vector operands: pointers stepped with rk. The ALU's and lookup unit's
+        # Vector operands: pointers stepped with rk. The ALU's, lookup unit's and ARGMAX's
         # (``early``) are read a cycle ahead, element 0 in DECODE: ``ra`` and ``rb``, one
-        # entry on from a and b. ARGMAX, VCOPY and LOADROW take ``rd_a`` a cycle after
-        # the data anyway and read in step: ``src`` from a (LOADROW: its row; DECODE and
-        # LR_ROW load it).
+        # entry on from a and b. VCOPY and LOADROW take ``rd_a`` a cycle after the data
+        # anyway and read in step: ``src`` from a (LOADROW: its row; DECODE and LR_ROW
+        # load it).
         ra, rb = Signal(aw), Signal(aw)
-        early = is_alu | is_lut
+        early = is_alu | is_lut | is_argmax
         with m.If(at["decode"]):
             m.d.sync += [ra.eq(f["a"] + 1), rb.eq(f["b"] + 1)]
         with m.If(at["vec"]):

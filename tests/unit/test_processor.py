@@ -1603,3 +1603,32 @@ def test_loadrow_row_offset_forwards_only_the_write_landing_in_its_fetch():
                                   rig.iss.scratch[40 + 4 * value:44 + 4 * value])
 
     simulate(body)
+
+
+def test_argmax_runs_that_rise_tie_and_fall_back_to_back():
+    """ARGMAX compares each element with the element before it while that one's win is
+    not yet merged into the running maximum: rising runs (every element wins), ties with
+    a pending winner (the lower index stays), falls after one, the maximum first or last,
+    at every VL from 1 up, each ARGMAX straight after the one before. Index and result
+    bit-exact with the ISS, cycles exact."""
+    patterns = [[0, 1, 2, 3, 4, 5, 6, 7], [0, 0, 1, 1, 2, 2, 3, 3], [7, 6, 5, 4, 3, 2, 1, 0],
+                [3, 3, 3, 3, 3, 3, 3, 3], [-5, 7, 7, 3, 9, 9, -1, 9], [1, 3, 2, 3, 1, 4, 4, 5],
+                [-32768, -32768, 32767, -1, 32767, 0, 1, 2], [2, 5, 4, 5, 6, 1, 6, 0]]
+
+    async def body(rig):
+        rig.registers(prog_len=CFG.program_depth)
+        for trial, values in enumerate(patterns):
+            rig.scratch(128, values)
+            prog = []
+            for n in range(1, len(values) + 1):
+                prog += [I(Op.SETVL, a=n, b=1), I(Op.ARGMAX, d=300 + n, a=128),
+                         I(Op.ARGMAX, d=310 + n, a=128 + len(values) - n)]
+            rig.program(0, prog + [I(Op.HALT)])
+            await rig.run(0, f"ARGMAX pattern {trial}")
+            got = rig.read_scratch()
+            for n in range(1, len(values) + 1):
+                assert got[300 + n] == int(np.argmax(values[:n])), (trial, n)
+                tail = values[len(values) - n:]
+                assert got[310 + n] == int(np.argmax(tail)), (trial, n, "tail")
+
+    simulate(body)
