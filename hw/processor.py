@@ -501,9 +501,8 @@ class Processor(wiring.Component):
         # before it (issue 6); every consumer takes these. The ALU's and lookup unit's
         # operands and the activation load are read a cycle ahead (below), so they
         # arrive when they did; VCOPY and LOADROW take ``rd_a`` directly, ARGMAX a
-        # cycle earlier than it did (read ahead too) and its compares registered. The
-        # cell's c and LOADROW's index take port B's data into registers of their own
-        # (below). ``rd_b`` stays in the fabric (``no_outreg``): it fed LOADROW's row
+        # register of its own from it (read ahead too). The cell's c and LOADROW's
+        # index take port B's data into registers of their own (below). ``rd_b`` stays in the fabric (``no_outreg``): it fed LOADROW's row
         # multiply, which from inside the RAM started with the route from the RAM's
         # column to the DSP (run m26: -2.38 ns).
         rd_a = Signal(16, reset_less=True)
@@ -542,26 +541,22 @@ class Processor(wiring.Component):
             m.d.sync += [wk.eq(wk + 1), wk_last.eq(wk + 2 == vl)]
 
         # ARGMAX: signed running maximum, strict compare keeps the lowest index. Its
-        # elements are read a cycle ahead (``early``, below), so element k is in ``rd_a``
-        # with ``v1`` and ``wk`` = k, and each compare's outcome is registered
-        # (``better_q``, with the element in ``am_x`` / ``am_k``) and merged into ``best``
-        # a cycle later: no carry chain reaches ``best``'s enable, the scratch write
-        # data or ``result`` (issue 6: -1.28 / -0.91 / -0.54 ns on seed 2 of run m34).
-        # Until it is merged, an element that beat ``best`` is the maximum so far, so
-        # the next one is compared with it instead (both compares side by side).
-        # AM_WRITE, the cycle after the last compare, takes the last element or
-        # ``best_k`` by the registered outcome; no cycle is added.
+        # elements are read a cycle ahead (``early``, below) and copied from ``rd_a``
+        # into ``am_x``, a register of its own that the placer can put by the compare:
+        # from ``rd_a`` (in the scratch RAM's output register, with loads across the
+        # die) the compare, ``best_k``'s enable and AM_WRITE's result had 7-8.5 ns of
+        # routing (issue 6: -1.28 / -0.91 / -0.54 ns into ``w_data`` / ``best_k`` /
+        # ``result`` on seed 2 of run m34). Each element is compared the cycle after it
+        # is copied, as before the read ahead; AM_WRITE, the cycle after the last
+        # arrival, takes the last compare's outcome directly, so no cycle is added.
         best, best_k = Signal(signed(16)), Signal(16)
-        better_q = Signal()
-        am_x, am_k = Signal(signed(16)), Signal(16)
-        am_v = in_vec & is_argmax & v1
-        m.d.sync += [
-            better_q.eq(am_v & ((wk == 0) | Mux(better_q, xa > am_x, xa > best))),
-            am_x.eq(xa), am_k.eq(wk),
-        ]
-        with m.If(better_q):
+        am_v, am_x, am_k = Signal(), Signal(signed(16)), Signal(16)
+        m.d.sync += [am_v.eq(in_vec & is_argmax & v1), am_x.eq(xa), am_k.eq(wk)]
+        better = am_v & ((am_k == 0) | (am_x > best))
+        argmax_k = Signal(16)  # the index of the maximum so far, this cycle's compare included
+        m.d.comb += argmax_k.eq(Mux(better, am_k, best_k))
+        with m.If(better):
             m.d.sync += [best.eq(am_x), best_k.eq(am_k)]
-        argmax_k = Mux(better_q, am_k, best_k)  # AM_WRITE: the index of the maximum
 
         # MATVEC activation load: split entries from a, the rest from b. Entry lk is
         # written from the registered read data, so it is read a cycle ahead of the

@@ -1606,11 +1606,11 @@ def test_loadrow_row_offset_forwards_only_the_write_landing_in_its_fetch():
 
 
 def test_argmax_runs_that_rise_tie_and_fall_back_to_back():
-    """ARGMAX compares each element with the element before it while that one's win is
-    not yet merged into the running maximum: rising runs (every element wins), ties with
-    a pending winner (the lower index stays), falls after one, the maximum first or last,
-    at every VL from 1 up, each ARGMAX straight after the one before. Index and result
-    bit-exact with the ISS, cycles exact."""
+    """ARGMAX, read ahead and compared from a copy of the read data: rising runs (every
+    element wins), ties right after a win (the lower index stays), falls after one, the
+    maximum first or last, the int16 extremes, at every VL from 1 up, each ARGMAX
+    straight after the one before. Index and result bit-exact with the ISS, cycles
+    exact."""
     patterns = [[0, 1, 2, 3, 4, 5, 6, 7], [0, 0, 1, 1, 2, 2, 3, 3], [7, 6, 5, 4, 3, 2, 1, 0],
                 [3, 3, 3, 3, 3, 3, 3, 3], [-5, 7, 7, 3, 9, 9, -1, 9], [1, 3, 2, 3, 1, 4, 4, 5],
                 [-32768, -32768, 32767, -1, 32767, 0, 1, 2], [2, 5, 4, 5, 6, 1, 6, 0]]
