@@ -56,7 +56,9 @@ class ActivationLut(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         # Two ROMs, the values and the slopes: one 33-bit word would be a 36-bit wide
-        # DP16KD, whose output registers hw.bram_outreg cannot use (issue 6).
+        # DP16KD, whose output register hw.bram_outreg takes for all its bits or none,
+        # and the value's capture belongs in the RAM, the slope's near the multiplier
+        # (issue 6).
         tables = (SIGMOID_TABLE, TANH_TABLE)
         values = [int(table[k]) for table in tables for k in range(TABLE_SEGMENTS)]
         slopes = [int(table[k + 1]) - int(table[k])

