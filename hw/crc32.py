@@ -1,4 +1,5 @@
-"""CRC-32 (the zlib polynomial) over a whole word per cycle."""
+"""CRC-32 (the zlib polynomial) over a whole word per cycle, the data's part of each step a
+cycle ahead of the state's."""
 
 from __future__ import annotations
 
@@ -30,15 +31,23 @@ class Crc32(wiring.Component):
 
     Matches ``zlib.crc32`` over the little-endian bytes of the padded words.
 
+    The step is linear, ``next = A*state ^ B*data``: ``B*data`` is registered in the cycle
+    a word is taken and XORed into the state the cycle after (issue 6: the whole step was
+    four LUT levels from the word's register, up to 32 state bits and ~77 data bits per
+    bit at 8 lanes; now a path XORs the data bits alone, or up to 32 state bits and one
+    partial bit).
+
     Interface
     ---------
     clear : In(1)
-        Restart (takes priority over ``en``).
+        Restart (takes priority over ``en``): ``value`` is the CRC of nothing from the
+        next cycle on, and a word taken in the cycle before is dropped with the rest.
     en : In(1)
-        Fold ``data`` into the CRC this cycle.
+        Take ``data`` as the next word this cycle.
     data : In(width)
     value : Out(32)
-        The CRC of the words folded since the last ``clear``.
+        The CRC of the words taken since the last ``clear``, two cycles after each: a
+        word taken in cycle ``t`` is included from cycle ``t + 2`` on.
     """
 
     def __init__(self, *, width: int, pad_to: int | None = None):
@@ -46,20 +55,26 @@ class Crc32(wiring.Component):
         if width < 1 or pad_to < width:
             raise ValueError(f"need 1 <= width <= pad_to, got width={width} pad_to={pad_to}")
         self._matrix = crc32_step_matrix(pad_to)
-        self._width = width
         super().__init__({"clear": In(1), "en": In(1), "data": In(width), "value": Out(32)})
 
     def elaborate(self, platform):
         m = Module()
         state = Signal(32, init=0xFFFFFFFF)
-        bits = Cat(state, self.data)
-        nxt = []
-        for mask in self._matrix:
-            terms = [bits[i] for i in range(32 + self._width) if (mask >> i) & 1]
-            nxt.append(reduce(xor, terms) if terms else 0)
+        # ``B*data`` of the word taken last cycle, if ``pending``; reset-less and loaded
+        # every cycle, since ``pending`` alone says whether it is a word.
+        part = Signal(32, reset_less=True)
+        pending = Signal()
+
+        def fold(mask, bits, offset):
+            """XOR of the ``bits`` in ``mask``, whose bit ``offset`` is ``bits[0]``."""
+            terms = [b for i, b in enumerate(bits) if (mask >> (offset + i)) & 1]
+            return reduce(xor, terms) if terms else 0
+
+        m.d.sync += part.eq(Cat(*(fold(mask, self.data, 32) for mask in self._matrix)))
+        m.d.sync += pending.eq(self.en & ~self.clear)
         with m.If(self.clear):
             m.d.sync += state.eq(0xFFFFFFFF)
-        with m.Elif(self.en):
-            m.d.sync += state.eq(Cat(*nxt))
+        with m.Elif(pending):
+            m.d.sync += state.eq(Cat(*(fold(mask, state, 0) for mask in self._matrix)) ^ part)
         m.d.comb += self.value.eq(~state)
         return m

@@ -53,12 +53,13 @@ class MemoryReader(wiring.Component):
         register: set by the load for ``count == 0``, else as word ``count - 1`` leaves,
         so a consumer's logic starts from a flip-flop, not from the count's compare.
     crc : Out(32)
-        CRC-32 of the words received up to a cycle ago, each padded to ``pad_to`` bits.
-        A response is folded as it arrives: the processor's memories answer from a
-        register (``hw.banked_ram.BankedRam``), so the CRC logic starts from flip-flops
-        without a copy of the word here (on the UP5K such a copy cost a logic cell per
-        bit). It is complete by the time ``done`` rises (the FIFO takes at least two
-        cycles to pass the last word out).
+        CRC-32 of the words received up to two cycles ago, each padded to ``pad_to`` bits
+        (``Crc32``). A response is taken into it as it arrives: the processor's memories
+        answer from a register (``hw.banked_ram.BankedRam``), so the CRC logic starts
+        from flip-flops without a copy of the word here (on the UP5K such a copy cost a
+        logic cell per bit). It is complete by the time ``done`` rises: the last word
+        leaves the FIFO two cycles after it arrives at the earliest, and ``done`` is set
+        as it leaves, a cycle later still.
 
     Parameters
     ----------

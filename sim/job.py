@@ -162,11 +162,14 @@ def corrupt(job: MatVecJob, kind: str, cfg) -> MatVecJob:
     h = job.header
     per_word = gw.entries_per_word(h.lanes, h.encoding)
     words, params, ov = list(job.words), list(job.params), dict(job.overrides)
+    # The CRC corruptions hit the last row and the last stream word that can take one
+    # (the last word of a dense layer): the readers' CRCs include a word two cycles after
+    # it arrives (``hw.crc32.Crc32``), so those are the last to reach them.
     if kind == "crc_stream":
         k, bit = _flippable_code_bit(job)
         words[k] ^= 1 << bit
     elif kind == "crc_params":
-        params[0] ^= 1  # the bias LSB of row 0
+        params[-1] ^= 1  # the bias LSB of the last row
     elif kind == "nnz":
         ov["nnz"] = h.nnz + 1
     elif kind == "truncated":
@@ -229,11 +232,12 @@ def _second_weight_of_a_row(job: MatVecJob) -> tuple[int, int]:
 
 
 def _flippable_code_bit(job: MatVecJob) -> tuple[int, int]:
-    """A (word, bit) whose flip changes a nonzero weight into another nonzero weight."""
+    """A (word, bit) whose flip changes a nonzero weight into another nonzero weight, in
+    the last word that has one."""
     h = job.header
     sb = gw.split_bits(h.lanes)
     step = 2 if h.encoding == gw.Encoding.INT8 else 1
-    for k, word in enumerate(job.words):
+    for k, word in reversed(list(enumerate(job.words))):
         _, _, slots = gw.unpack_word(word, h.lanes)
         for e in range(0, h.lanes, step):
             codes = [c for _, c in slots[e:e + step]]

@@ -62,14 +62,19 @@ def run_crc(width, pad_to, script):
 
 
 def reference_values(script, pad_to):
-    """``zlib.crc32`` of the padded words folded since the last clear, after every edge."""
+    """``zlib.crc32`` of the padded words taken since the last clear, after every edge: a
+    word taken (``en``) in cycle ``t`` is in the value from cycle ``t + 2`` on, and a clear
+    drops the words taken before it, the one a cycle before included."""
     out = [0]
     words = []
+    pending = None  # the word taken in the last cycle, not yet in the value
     for clear, en, data in script:
         if clear:
-            words = []
-        elif en:
-            words.append(data)
+            words, pending = [], None
+        else:
+            if pending is not None:
+                words.append(pending)
+            pending = data if en else None
         out.append(zlib.crc32(padded_bytes(words, pad_to)) & 0xFFFFFFFF)
     return out
 
@@ -81,13 +86,15 @@ def random_script(rng, width, n):
         clear = int(r < 0.08)
         en = int(rng.random() < 0.7)  # clear together with en: clear wins
         script.append((clear, en, rng.getrandbits(width)))
-    return script
+    return script + [(0, 0, rng.getrandbits(width))]  # the last word reaches the value
 
 
 def test_known_check_value_bytewise():
     # The CRC-32 check value from docs/weight-format.md, one byte per cycle.
-    script = [(0, 1, b) for b in b"123456789"]
-    assert run_crc(8, None, script)[-1] == 0xCBF43926
+    script = [(0, 1, b) for b in b"123456789"] + [(0, 0, 0)]
+    got = run_crc(8, None, script)
+    assert got[-2] == zlib.crc32(b"12345678"), "the last byte is not in the value yet"
+    assert got[-1] == 0xCBF43926
 
 
 def test_width72_random_words_clear_and_enable():
@@ -101,7 +108,7 @@ def test_width77_padded_to_80_random_words_clear_and_enable():
     rng = random.Random(77)
     script = random_script(rng, 77, 120)
     # a long unbroken run too, so the CRC covers many words after one clear
-    script += [(1, 0, 0)] + [(0, 1, rng.getrandbits(77)) for _ in range(30)]
+    script += [(1, 0, 0)] + [(0, 1, rng.getrandbits(77)) for _ in range(30)] + [(0, 0, 0)]
     got = run_crc(77, 80, script)
     assert got == reference_values(script, 80)
 
@@ -109,13 +116,23 @@ def test_width77_padded_to_80_random_words_clear_and_enable():
 def test_en_low_holds_and_clear_restarts():
     rng = random.Random(5)
     w = [rng.getrandbits(72) for _ in range(3)]
-    script = [(0, 1, w[0]), (0, 0, w[1]), (0, 0, w[2]), (0, 1, w[1]),
-              (1, 1, w[2]), (0, 1, w[2])]
+    script = [(0, 1, w[0]), (0, 0, w[1]), (0, 0, w[2]), (0, 1, w[1]), (0, 0, w[0]),
+              (1, 1, w[2]), (0, 1, w[2]), (0, 0, w[0])]
     got = run_crc(72, None, script)
     one = zlib.crc32(padded_bytes(w[:1], 72))
-    assert got[0] == 0  # ~0xFFFFFFFF: CRC of nothing
-    assert got[1] == one
-    assert got[2] == got[3] == one, "en low must hold the CRC whatever data is"
-    assert got[4] == zlib.crc32(padded_bytes([w[0], w[1]], 72))
-    assert got[5] == 0, "clear must take priority over en and restart"
-    assert got[6] == zlib.crc32(padded_bytes([w[2]], 72))
+    assert got[0] == got[1] == 0  # ~0xFFFFFFFF: CRC of nothing, w[0] still on its way
+    assert got[2] == got[3] == got[4] == one, "en low must hold the CRC whatever data is"
+    assert got[5] == zlib.crc32(padded_bytes([w[0], w[1]], 72))
+    assert got[6] == 0, "clear must take priority over en and restart"
+    assert got[7] == 0 and got[8] == zlib.crc32(padded_bytes([w[2]], 72))
+
+
+def test_a_word_taken_just_before_a_clear_does_not_leak():
+    rng = random.Random(6)
+    w = [rng.getrandbits(77) for _ in range(3)]
+    # w[1] is taken in the cycle before the clear, still on its way into the state
+    script = [(0, 1, w[0]), (0, 1, w[1]), (1, 0, 0), (0, 1, w[2]), (0, 0, 0), (0, 0, 0)]
+    got = run_crc(77, 80, script)
+    assert got[2] == zlib.crc32(padded_bytes(w[:1], 80))
+    assert got[3] == got[4] == 0
+    assert got[5] == got[6] == zlib.crc32(padded_bytes(w[2:], 80))

@@ -295,3 +295,28 @@ def test_the_last_row_ends_the_writes_at_one_two_and_max_rows(wait_level):
                      lanes=CFG.lanes)
             for r in (CFG.max_rows, 1, 2, CFG.max_rows - 1, CFG.max_rows, 1)]
     _check_all(jobs, run_jobs(CFG, jobs, wait_level=wait_level))
+
+
+
+@pytest.mark.parametrize("wait_level", [0, 200])
+def test_the_crcs_checked_at_finish_include_the_last_word_and_row(wait_level):
+    """``Crc32`` includes a word two cycles after the reader receives it; FINISH compares
+    later. The last row's parameters are the latest to arrive: with many rows the
+    parameter FIFO holds them back until the rows before are joined, and wait states
+    can delay them further. A flipped bit in the last stream word or the last row's bias
+    (``sim.job.corrupt``) is reported, for a one-word, one-row layer and a layer of
+    ``max_rows`` one-word rows, each intact layer passing before and after."""
+    rng = np.random.default_rng(41 + wait_level)
+    one = make_job(rng, rows=1, cols=1, sparsity=0.0, encoding=Encoding.INT4,
+                   lanes=CFG.lanes)
+    tall = make_job(rng, rows=CFG.max_rows, cols=3, sparsity=0.0, encoding=Encoding.INT4,
+                    lanes=CFG.lanes)
+    assert one.header.n_words == 1 and tall.header.n_words == CFG.max_rows
+    jobs = []
+    for job in (one, tall):
+        bad = [corrupt(job, kind, CFG) for kind in ("crc_stream", "crc_params")]
+        # the last word only, the last row only
+        assert bad[0].words[:-1] == job.words[:-1] and bad[0].words[-1] != job.words[-1]
+        assert bad[1].params[:-1] == job.params[:-1] and bad[1].params[-1] != job.params[-1]
+        jobs += [job, bad[0], job, bad[1], job]
+    _check_all(jobs, run_jobs(CFG, jobs, wait_level=wait_level))

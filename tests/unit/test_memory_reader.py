@@ -2,6 +2,7 @@
 """MemoryReader (``hw/memory_reader.py``) in the Amaranth simulator, driven by a Python
 memory model with wait states, in-order responses after 1-3 cycles and output back-pressure."""
 
+import math
 import random
 import zlib
 
@@ -62,9 +63,10 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
         popped = 0
         t = 0
         idle_after_done = 0
-        # zlib CRC after each response delivered so far; the reader folds a response as
-        # it arrives, so its crc lags by one cycle
-        crc_after = [(-1, 0)]  # (cycle the response was driven, CRC including it)
+        # zlib CRC after each response delivered so far, as (cycle the response was driven,
+        # CRC including it), the CRC of nothing from the start; the reader takes a response
+        # into its CRC as it arrives, which includes it two cycles later
+        crc_after = [(-math.inf, 0)]
         nbytes = (width if pad_to is None else pad_to) // 8
         while t < max_cycles and idle_after_done < tail:
             en = enable(t)
@@ -73,9 +75,9 @@ def run_reader(mem, count, *, width, addr_bits, depth=4, pad_to=None, seed=0,
             ctx.set(dut.enable, en)
             ctx.set(dut.req_ready, req_ready)
             ctx.set(dut.out_ready, out_ready)
-            lagged = [c for when, c in crc_after if when <= t - 1][-1]
+            lagged = [c for when, c in crc_after if when <= t - 2][-1]
             assert ctx.get(dut.crc) == lagged, \
-                f"cycle {t}: crc is not that of the words received a cycle ago"
+                f"cycle {t}: crc is not that of the words received two cycles ago"
             if pending and pending[0][0] == t:
                 _, addr = pending.pop(0)
                 word = mem[(addr - base) % space]
