@@ -312,9 +312,8 @@ class Processor(wiring.Component):
         # Each block RAM read port's data is captured by one reset-less register with
         # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a
         # synchronous port's (port B's also by ``cell_c`` and ``row_index``, below).
-        # ``hw.bram_outreg`` takes ``rd_a`` and ``desc_q`` (36-bit mode RAMs: both ports
-        # at once) into their RAMs; ``word`` and ``rd_b`` stay in the fabric
-        # (``no_outreg``, below).
+        # ``hw.bram_outreg`` takes ``rd_a`` into its RAM; ``word``, ``desc_q`` and
+        # ``rd_b`` stay in the fabric (``no_outreg``, below).
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
         # Constants are checked in the decode cycle: an asynchronous (LUT RAM) read.
@@ -410,7 +409,12 @@ class Processor(wiring.Component):
         # item 6); reading the index after FETCH instead would cost a cycle per MATVEC
         # and LSTM. From DESC on the index is the latched p.
         # ``desc_q`` is also the host's descriptor read register: one capture per bit.
-        desc_q = Signal(512, reset_less=True)
+        # It stays in the fabric (``no_outreg``): inside its 15 RAMs (36-bit mode, which
+        # ``hw.bram_outreg`` can take) the fields' loads across the die, the DESC checks,
+        # the engine, the cell and the constant's address, started at the RAMs' column
+        # and missed by up to 3.36 ns (run m36: 83.56 / 74.85 / 88.78 MHz against 91.73 /
+        # 81.93 / 92.60 with the RAMs' 5.8 ns clock-to-out into ``desc_q``, m35).
+        desc_q = Signal(512, reset_less=True, attrs={NO_OUTREG: 1})
         m.d.sync += desc_q.eq(desc_rd.data)
         df = {name: desc_q[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
