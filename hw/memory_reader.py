@@ -34,8 +34,9 @@ class MemoryReader(wiring.Component):
     base : In(addr_bits)
         Address of word 0, taken when ``load`` is high.
     load : In(1)
-        Set the address register to ``base`` and ``done`` to ``count == 0``. Both
-        registers are reset-less, so the restart's reset does not undo the load; pulse it
+        Set the address register to ``base`` and ``done`` to ``count == 0``, and clear
+        the CRC. These registers are reset-less, so the restart's reset does not undo the
+        load (and is not what clears the CRC); pulse it
         with that reset, before ``enable`` rises (a load while requests are being issued
         would restart the addresses, not the count).
     enable : In(1)
@@ -121,6 +122,7 @@ class MemoryReader(wiring.Component):
             self.req_valid.eq(can_issue),
             q.w_data.eq(self.resp_data),
             q.w_en.eq(self.resp_valid),
+            crc.clear.eq(self.load),  # the CRC's registers ignore the restart's reset
             crc.en.eq(self.resp_valid),
             crc.data.eq(self.resp_data),
             self.crc.eq(crc.value),
