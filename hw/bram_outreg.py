@@ -36,7 +36,8 @@ ports are absorbed or neither, with one reason for both. Which port's register s
 govern which half of the 36 bits in silicon is not documented (Lattice's PDPW16KD has
 one ``REGMODE`` and one ``OCER``), so both ports get the same register: the RAM is
 absorbed when both ports pass the first condition above, ``CLKA`` and ``CLKB`` are the
-same net, ``CEA`` and ``CEB`` are the same net or the same constant, and the second and
+same net, ``CEA`` and ``CEB`` are the same net or the same constant (through the same
+``CExMUX`` setting), and the second and
 third conditions hold for the DO bits of both ports together, with that one clock.
 Absorbing sets both ``REGMODE_A`` and ``REGMODE_B`` to ``OUTREG`` and ties both ``OCEA``
 and ``OCEB`` to the flip-flops' enable.
@@ -197,7 +198,12 @@ def _check_wide(module: dict, sinks, ram: dict, marked: set[int]):
     conn = ram["connections"]
     if conn.get("CLKA") != conn.get("CLKB"):
         return "36-bit RAM: ports clocked by different nets"
-    if conn.get("CEA", ["1"]) != conn.get("CEB", ["1"]):
+
+    def ce_mux(port):  # the pin as is, or what CExMUX puts in its place ("INV", "0", "1")
+        mux = _string(ram["parameters"].get(f"CE{port}MUX", f"CE{port}"))
+        return "pin" if mux == f"CE{port}" else mux
+
+    if conn.get("CEA", ["1"]) != conn.get("CEB", ["1"]) or ce_mux("A") != ce_mux("B"):
         return "36-bit RAM: ports' clock enables (CEA, CEB) differ"
     return _check_flip_flops(module, sinks, ram, _do_pins(ram, "A") + _do_pins(ram, "B"),
                              conn.get("CLKA"), marked)

@@ -37,8 +37,8 @@ class MemoryReader(wiring.Component):
         Set the address register to ``base`` and ``done`` to ``count == 0``, and clear
         the CRC. These registers are reset-less, so the restart's reset does not undo the
         load (and is not what clears the CRC); pulse it
-        with that reset, before ``enable`` rises (a load while requests are being issued
-        would restart the addresses, not the count).
+        with that reset, before ``enable`` rises (a load without it would restart the
+        addresses and the count's flag, not the count).
     enable : In(1)
         Issue requests while high.
     count : In(count_bits)

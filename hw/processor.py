@@ -316,7 +316,8 @@ class Processor(wiring.Component):
         # ``rd_b`` stay in the fabric (``no_outreg``, below).
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
-        # Constants are checked in the decode cycle: an asynchronous (LUT RAM) read.
+        # The constants: an asynchronous (LUT RAM) read, into ``k_mult`` / ``k_shift`` a
+        # cycle ahead of their use (FETCH, DESC; below).
         const_rd = self.const_mem.read_port(domain="comb")
         sc_a, sc_b = self.scratch_reads
         m.submodules.sc_a, m.submodules.sc_b = sc_a, sc_b
@@ -507,9 +508,10 @@ class Processor(wiring.Component):
         # operands and the activation load are read a cycle ahead (below), so they
         # arrive when they did; VCOPY and LOADROW take ``rd_a`` directly, ARGMAX a
         # register of its own from it (read ahead too). The cell's c and LOADROW's
-        # index take port B's data into registers of their own (below). ``rd_b`` stays in the fabric (``no_outreg``): it fed LOADROW's row
-        # multiply, which from inside the RAM started with the route from the RAM's
-        # column to the DSP (run m26: -2.38 ns).
+        # index take port B's data into registers of their own (below). ``rd_b`` stays
+        # in the fabric (``no_outreg``): it fed LOADROW's row multiply, which from inside
+        # the RAM started with the route from the RAM's column to the DSP (run m26:
+        # -2.38 ns).
         rd_a = Signal(16, reset_less=True)
         rd_b = Signal(16, reset_less=True, attrs={NO_OUTREG: 1})
         m.d.sync += [rd_a.eq(sc_a.data), rd_b.eq(sc_b.data)]
@@ -684,8 +686,8 @@ class Processor(wiring.Component):
         # read before it is written; MATVEC/LSTM load their input before the engine
         # starts; the cell reads each c before it writes c'). An instruction's last write
         # lands in the next one's FETCH, before its first read (DECODE: LOADROW's index,
-        # the ALU's or lookup unit's element 0; DESC: a MATVEC's entry 0), except FETCH's
-        # early read of LOADROW's index, which forwards it (below).
+        # the ALU's, lookup unit's or ARGMAX's element 0; DESC: a MATVEC's entry 0),
+        # except FETCH's early read of LOADROW's index, which forwards it (below).
         w_en, w_addr, w_data = Signal(), Signal(aw), Signal(16)
         with m.Switch(state):
             with m.Case(_State.MV_RUN, _State.LSTM_TAIL):

@@ -271,6 +271,10 @@ def _wide_ce_differ(cells):
     cells["ram"]["connections"]["CEA"] = [OTHER]
 
 
+def _wide_ce_b_inverted(cells):
+    cells["ram"]["parameters"]["CEBMUX"] = "INV"
+
+
 def _wide_ce_constant_and_net(cells):
     cells["ram"]["connections"]["CEB"] = [CE]
 
@@ -307,6 +311,7 @@ def _wide_no_data(cells):
     (_wide_b_bit_two_sinks, "a DO bit has more than one sink"),
     (_wide_ce_differ, "36-bit RAM: ports' clock enables (CEA, CEB) differ"),
     (_wide_ce_constant_and_net, "36-bit RAM: ports' clock enables (CEA, CEB) differ"),
+    (_wide_ce_b_inverted, "36-bit RAM: ports' clock enables (CEA, CEB) differ"),
     (_wide_enables_differ_across_ports, "flip-flops' clock enables differ"),
     (_wide_a_ff_other_clock, "flip-flop clocked by another net"),
     (_wide_reset_a, "read port reset in use (RST not constant 0)"),
