@@ -841,7 +841,7 @@ class Processor(wiring.Component):
         m.d.sync += [op_class["halt"].eq(fop == Op.HALT), op_class["sync"].eq(fop == Op.SYNC),
                      op_class["setvl"].eq(fop == Op.SETVL),
                      op_class["desc"].eq(fop.matches(Op.MATVEC, Op.LSTM)),
-                     op_class["loadrow"].eq(fop == Op.LOADROW)]
+                     op_class["loadrow"].eq(is_loadrow_w)]
 
         with m.Switch(state):
             with m.Case(_State.START):
@@ -996,22 +996,20 @@ class Processor(wiring.Component):
         # from a run's FETCH on, at least two cycles after a start, and a read returns
         # the memory's word, not its flag.
         new_m, new_s = self.host_wdata[:32].as_signed(), self.host_wdata[32:64].as_signed()
-        const_w, const_w_ok = Signal(), Signal()
-        const_w_index = Signal(const_aw)
-        m.d.sync += [const_w.eq(host_we[HostMem.CONSTANTS]),
-                     const_w_index.eq(self.host_addr[:const_aw]),
-                     const_w_ok.eq(((new_m == 0) | (new_m[30:32] == 0b01))
-                                   & (new_s >= -MAX_RIGHT_SHIFT) & (new_s <= MAX_LEFT_SHIFT))]
-        with m.If(const_w):
-            m.d.sync += const_ok.bit_select(const_w_index, 1).eq(const_w_ok)
-        desc_w, desc_w_reserved = Signal(), Signal()
-        desc_w_index = Signal(desc_aw)
-        m.d.sync += [desc_w.eq(host_we[HostMem.DESCRIPTORS]),
-                     desc_w_index.eq(desc_wr.addr),
-                     desc_w_reserved.eq(
-                         Cat(self.host_wdata[lo:lo + w] for lo, w in reserved_fields).any())]
-        with m.If(desc_w):
-            m.d.sync += reserved_set.bit_select(desc_w_index, 1).eq(desc_w_reserved)
+
+        def flag_after_write(flags, mem, index, value):
+            """``flags[index] = value`` a cycle after the host's write to ``mem``, from
+            registered enable, index and value."""
+            we, at_index, new = Signal(), Signal(len(index)), Signal()
+            m.d.sync += [we.eq(host_we[mem]), at_index.eq(index), new.eq(value)]
+            with m.If(we):
+                m.d.sync += flags.bit_select(at_index, 1).eq(new)
+
+        flag_after_write(const_ok, HostMem.CONSTANTS, self.host_addr[:const_aw],
+                         ((new_m == 0) | (new_m[30:32] == 0b01))
+                         & (new_s >= -MAX_RIGHT_SHIFT) & (new_s <= MAX_LEFT_SHIFT))
+        flag_after_write(reserved_set, HostMem.DESCRIPTORS, desc_wr.addr,
+                         Cat(self.host_wdata[lo:lo + w] for lo, w in reserved_fields).any())
         host_const = Signal(64)  # the constant port reads asynchronously: register it
         host_mem_q = Signal(HostMem)
         with m.If(host):
