@@ -250,9 +250,10 @@ def _bad(addr):
 
 def test_inside_port_contract():
     """The inside port as documented: requests held until ``ready``, read data any number
-    of cycles after acceptance, ``err`` to ``SLVERR``, stray ``rvalid`` ignored, and a
+    of cycles after acceptance, ``err`` to ``SLVERR``, stray ``rvalid`` ignored, a
     request's address shown from the cycle before it (``HostInterface`` registers its
-    window decode)."""
+    window decode) and a read's address held until its ``rvalid`` while writes queue
+    behind it (``HostInterface`` decodes a window read's data from it)."""
     rng = random.Random(8)
     dut = Axi4LiteSlave(addr_width=10)
     assert len(dut.addr) == 8  # a word address
@@ -262,6 +263,7 @@ def test_inside_port_contract():
         held = None  # request seen without ready last cycle: must be repeated unchanged
         wait = None  # cycles until the accepted read's data
         last_addr, last_req = None, False
+        pending = None  # the accepted read's address, until its rvalid
         while True:
             we, re = ctx.get(dut.we), ctx.get(dut.re)
             req = (we, re, ctx.get(dut.addr), ctx.get(dut.wdata) if we else 0,
@@ -269,6 +271,7 @@ def test_inside_port_contract():
             assert not (we and re) and (held is None or req == held), (held, req)
             assert not (re and wait is not None), "new read before the data of the last"
             addr = req[2]
+            assert pending is None or addr == pending, "the address moved before rvalid"
             assert last_req or not (we or re) or addr == last_addr, \
                 "the address did not show the cycle before the request"
             last_addr, last_req = addr, bool(we or re)
@@ -276,7 +279,7 @@ def test_inside_port_contract():
             ctx.set(dut.ready, ready)
             ctx.set(dut.err, _bad(addr))
             if re and ready:
-                wait = rng.choice([0, 0, 1, 3])
+                wait, pending = rng.choice([0, 0, 1, 3]), addr
             rvalid = wait == 0
             stray = wait is None and not re and rng.random() < 0.3
             ctx.set(dut.rvalid, rvalid or stray)
@@ -284,25 +287,30 @@ def test_inside_port_contract():
             if we and ready:
                 writes.append(req[2:])
             held = req if (we or re) and not ready else None
+            if rvalid:
+                pending = None
             wait = None if rvalid else (wait - 1 if wait is not None else None)
             await ctx.tick()
 
-    async def tb(ctx):
-        mgr = Manager(ctx, dut.axi, rng)
-        want = []
-        for _ in range(400):
-            addr = rng.randrange(1 << 8)
-            if rng.random() < 0.5:
-                data, strb = rng.getrandbits(32), rng.randrange(16)
-                want.append((addr, data, strb))
-                assert await mgr.write(4 * addr + rng.randrange(4), data, strb) == \
-                    (SLVERR if _bad(addr) else OKAY)
-            else:
-                assert await mgr.read(4 * addr) == \
-                    ((0, SLVERR) if _bad(addr) else (_value(addr), OKAY))
-        assert writes == want
+    want = []
 
-    simulate(dut, tb, background=[inside])
+    async def writer(ctx):  # at once with the reader, so writes wait behind reads
+        mgr, wrng = Manager(ctx, dut.axi, random.Random(9)), random.Random(10)
+        for _ in range(200):
+            addr, data, strb = wrng.randrange(1 << 8), wrng.getrandbits(32), wrng.randrange(16)
+            want.append((addr, data, strb))
+            assert await mgr.write(4 * addr + wrng.randrange(4), data, strb) == \
+                (SLVERR if _bad(addr) else OKAY)
+
+    async def reader(ctx):
+        mgr, rrng = Manager(ctx, dut.axi, random.Random(11)), random.Random(12)
+        for _ in range(200):
+            addr = rrng.randrange(1 << 8)
+            assert await mgr.read(4 * addr) == \
+                ((0, SLVERR) if _bad(addr) else (_value(addr), OKAY))
+
+    simulate(dut, writer, reader, background=[inside])
+    assert writes == want
 
 
 def test_signature():
