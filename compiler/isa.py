@@ -291,8 +291,9 @@ ISSUE_CYCLES = 2
 #: Descriptor read and range checks before the activation load of MATVEC/LSTM.
 MATVEC_SETUP_CYCLES = 2
 #: Cell pipeline drain after the engine's ``done`` (LSTM only; ``hw.processor``'s
-#: ``CELL_TAIL_CYCLES``: the 4-cycle lookups and the cell's 8-stage requantizer).
-LSTM_TAIL_CYCLES = 17
+#: ``CELL_TAIL_CYCLES``: o's 4-cycle lookup, the cell's 5-cycle tanh lookup and its
+#: 8-stage requantizer).
+LSTM_TAIL_CYCLES = 18
 #: Cycles from a request to the weight or parameter memory to its data, for every part
 #: (``hw.banked_ram.BankedRam``): the block RAM, its bank's output register and the bank
 #: multiplexer's register (an unbanked memory's data is registered twice to match).

@@ -8,8 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.lstm import GATE_FRAC_BITS, OUT_FRAC_BITS
 
-from .activation_lut import LATENCY as LUT_LATENCY
-from .activation_lut import ActivationLut
+from .activation_lut import SLOPE_REGISTER_LATENCY, ActivationLut
 from .fixed_point import rounding_parts, saturate
 from .requantizer import INT16_MAX, INT16_MIN, MODE_INT8, PIPELINED_LATENCY, Requantizer
 
@@ -19,13 +18,15 @@ __all__ = ["H_LATENCY", "LstmCell"]
 _RQ_LATENCY = PIPELINED_LATENCY
 #: Pipeline stages of the cell update, from the i*g product to the tanh lookup's input.
 _UPDATE_STAGES = 4
+#: Cycles of the cell's own tanh lookup: ``ActivationLut(slope_register=True)``.
+_TANH_LATENCY = SLOPE_REGISTER_LATENCY
 #: Cycles from ``o``, directly after its ``g``, to its ``h'`` write: the cell update (4),
-#: the tanh lookup (4), the requantizer (8). A later ``o`` is written sooner after it.
-H_LATENCY = _UPDATE_STAGES + LUT_LATENCY + _RQ_LATENCY
+#: the tanh lookup (5), the requantizer (8). A later ``o`` is written sooner after it.
+H_LATENCY = _UPDATE_STAGES + _TANH_LATENCY + _RQ_LATENCY
 #: Cycles ``o`` is delayed before it may join its ``t``: a unit's ``t`` comes
-#: ``_UPDATE_STAGES + 1 + LUT_LATENCY`` cycles after its ``g``, the next unit's ``o`` at
+#: ``_UPDATE_STAGES + 1 + _TANH_LATENCY`` cycles after its ``g``, the next unit's ``o`` at
 #: least 5 after that ``g``, so a shorter wait could bring the next ``o`` with this ``t``.
-_O_WAIT = LUT_LATENCY + 1
+_O_WAIT = _TANH_LATENCY + 1
 
 
 def _saturating_left_shift(x, left):
@@ -51,7 +52,7 @@ class LstmCell(wiring.Component):
     Pipeline: ``f c`` is multiplied when ``f`` arrives, ``i g`` when ``g`` arrives; the
     next four cycles round (quotient and round-up bit), saturate, add and convert ``c'``
     to Q3.12 (shifted, and a round-up bit the lookup's address adds) into its own tanh
-    lookup (``hw.activation_lut.LATENCY``, 4 cycles); the
+    lookup (``hw.activation_lut.SLOPE_REGISTER_LATENCY``, 5 cycles); the
     product ``o t`` enters a ``Requantizer`` as soon as both ``t`` and ``o`` are there.
     ``c'[j]`` is written the cycle before ``h'[j]``: units are at least 4 cycles apart, so
     the two writes of one unit never meet another unit's on the single write port. From
@@ -92,8 +93,10 @@ class LstmCell(wiring.Component):
         m = Module()
         # The lookup's input is ``t_shifted + t_up``, registers and a 1-bit add: its own
         # input register is left out, for a multiply and an add in separate stages at
-        # the same latency.
-        m.submodules.tanh = lut = ActivationLut(input_register=False)
+        # the same latency. Its entry is registered twice (``slope_register``), a cycle
+        # more: the slope's block RAM into the register by the multiplier missed the ECP5
+        # clock (issue 6).
+        m.submodules.tanh = lut = ActivationLut(input_register=False, slope_register=True)
         m.submodules.requantizer = rq = Requantizer(pipelined=True)
         n = self.cell_frac_bits
 
@@ -176,12 +179,15 @@ class LstmCell(wiring.Component):
         m.d.sync += [v4.eq(v3), t_up.eq(round_up),
                      t_shifted.eq(Mux(narrow, _saturating_left_shift(c_new, left), quotient))]
         m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_shifted + t_up), lut.func.eq(1)]
-        # c' is held for its write from the lookup's input cycle: c_new keeps it for three
-        # cycles (the next unit's f, 3 cycles after this g at the soonest, reaches c_new 4
-        # cycles later), and the next unit's c' comes here only after this unit's t and o
-        # have met, even with the 4-cycle lookup.
+        # c' is held for its write from the cycle after the lookup's input (v5): c_new
+        # keeps it until then (the next unit's g, 4 cycles after this g at the soonest,
+        # reaches c_new 4 cycles later), and the next unit's c' comes here only after this
+        # unit's t (the 5-cycle lookup's, G + 10 for this g at G) and o have met: taken in
+        # the lookup's input cycle, it came in the cycle of this unit's t.
+        v5 = Signal()
         c_held = Signal(signed(16))
-        with m.If(v4):
+        m.d.sync += v5.eq(v4)
+        with m.If(v5):
             m.d.sync += c_held.eq(c_new)
 
         # Join t and o (either may come first), then MBQM(o t) to int8. The product's

@@ -10,15 +10,17 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.lstm import sigmoid_q15, tanh_q15
-from hw.activation_lut import LATENCY, ActivationLut
+from hw.activation_lut import LATENCY, SLOPE_REGISTER_LATENCY, ActivationLut
 from hw.bram_outreg import ABSORBED, absorb_output_registers
 from hw.synth import tool
 
 
-def run_lut(zs, funcs, gaps, *, input_register=True):
+def run_lut(zs, funcs, gaps, *, input_register=True, slope_register=False,
+            latency=LATENCY):
     """Feed ``zs`` with ``gaps[k]`` idle cycles before input ``k``; return the results in
-    order, each checked to leave exactly ``LATENCY`` cycles after its input."""
-    dut = ActivationLut(input_register=input_register)
+    order, each checked to leave exactly ``latency`` cycles after its input."""
+    dut = ActivationLut(input_register=input_register, slope_register=slope_register)
+    assert dut.latency == latency
     got = []
     sent_at = []  # the cycle each input was presented
 
@@ -44,7 +46,7 @@ def run_lut(zs, funcs, gaps, *, input_register=True):
             cycle += 1
             if ctx.get(dut.out_valid):
                 assert len(got) < sent, f"result {len(got)} before its input"
-                assert cycle - sent_at[len(got)] == LATENCY, (
+                assert cycle - sent_at[len(got)] == latency, (
                     f"result {len(got)}: {cycle - sent_at[len(got)]} cycles after its input")
                 got.append(ctx.get(dut.y))
             elif got:  # the LSTM cell takes a waiting t from the held y
@@ -100,25 +102,50 @@ def test_without_the_input_register_same_results_and_latency():
     np.testing.assert_array_equal(run_lut(z, f, gaps, input_register=False), want)
 
 
-def test_input_register_must_be_a_bool():
-    with pytest.raises(TypeError, match="input_register must be a bool, got 0"):
-        ActivationLut(input_register=0)
+def test_slope_register_same_results_a_cycle_later():
+    """The entry registered twice (the LSTM cell's lookup, without the input register):
+    every input of both functions at ``SLOPE_REGISTER_LATENCY``, then a mixed stream with
+    bubbles both with and without the input register (``y`` held)."""
+    assert SLOPE_REGISTER_LATENCY == LATENCY + 1
+    z = np.arange(-32768, 32768)
+    for func, ref in ((0, sigmoid_q15), (1, tanh_q15)):
+        got = run_lut(z, [func] * len(z), [0] * len(z), input_register=False,
+                      slope_register=True, latency=SLOPE_REGISTER_LATENCY)
+        np.testing.assert_array_equal(got, ref(z), err_msg=f"func {func}")
+    rng = np.random.default_rng(5)
+    z = rng.integers(-32768, 32768, 300)
+    f = rng.integers(0, 2, 300)
+    gaps = rng.choice([0, 0, 1, 4, 7], 300)
+    want = np.where(f == 0, sigmoid_q15(z), tanh_q15(z))
+    for input_register in (True, False):
+        np.testing.assert_array_equal(
+            run_lut(z, f, gaps, input_register=input_register, slope_register=True,
+                    latency=SLOPE_REGISTER_LATENCY), want)
 
 
-@pytest.mark.parametrize("input_register", (True, False))
-def test_table_reads_move_into_the_block_rams(input_register, tmp_path):
+@pytest.mark.parametrize("name", ("input_register", "slope_register"))
+def test_options_must_be_bools(name):
+    with pytest.raises(TypeError, match=f"{name} must be a bool, got 0"):
+        ActivationLut(**{name: 0})
+
+
+@pytest.mark.parametrize("input_register, slope_register",
+                         ((True, False), (False, False), (False, True)))
+def test_table_reads_move_into_the_block_rams(input_register, slope_register, tmp_path):
     """Through Yosys's ``synth_ecp5`` (as ``hw.synth``), each ROM's read data is captured
     plainly (one reset-less register, no other load), 18-bit ports (a 33-bit ROM word was
     a 36-bit one): ``hw.bram_outreg`` moves the value's capture into its DP16KD and keeps
     the slope's, the multiplier's operand, in the fabric by its ``no_outreg`` attribute
-    (which therefore survives Yosys)."""
-    (tmp_path / "top.il").write_text(
-        rtlil.convert(ActivationLut(input_register=input_register), name="top"))
+    (which therefore survives Yosys); with ``slope_register`` the slope's first capture
+    moves into its DP16KD too, the second one being the multiplier's operand."""
+    (tmp_path / "top.il").write_text(rtlil.convert(
+        ActivationLut(input_register=input_register, slope_register=slope_register),
+        name="top"))
     subprocess.run([tool("yosys"), "-q", "-p",
                     "read_rtlil top.il; synth_ecp5 -no-rw-check -json top.json"],
                    cwd=tmp_path, check=True)
     netlist = json.loads((tmp_path / "top.json").read_text())
     rams = absorb_output_registers(netlist)["rams"]
+    slope = ABSORBED if slope_register else "register marked no_outreg (kept in the fabric)"
     assert rams == {"value_rom.0.0": {"A": ABSORBED, "B": "no read data used"},
-                    "slope_rom.0.0": {"A": "register marked no_outreg (kept in the fabric)",
-                                      "B": "no read data used"}}
+                    "slope_rom.0.0": {"A": slope, "B": "no read data used"}}

@@ -1122,6 +1122,14 @@ def test_verilog_top_is_processor_with_named_units():
     assert {n for n in names if n.endswith(".requantizer")} == {
         "processor.engine.requantizer", "processor.lstm_cell.requantizer"}
     assert all(n == "processor" or n.startswith("processor.") for n in names)
+    # The LSTM cell's tanh lookup registers its table entry twice (slope2b, a cycle of
+    # LSTM_TAIL_CYCLES); the shared lookup unit, SIGMOID/TANH's and the gates', once
+    # (LUT_LATENCY).
+    bodies = {chunk.split("(")[0].strip().lstrip("\\"): chunk
+              for chunk in text.split("\nmodule ")[1:]}
+    assert "reg [16:0] slope2b " in bodies["processor.lstm_cell.tanh"]
+    assert "reg [16:0] slope2 " in bodies["processor.activation_lut"]
+    assert "slope2b" not in bodies["processor.activation_lut"]
     # The engine's requantizer has 8 stages and its memories answer in
     # STREAM_READ_LATENCY cycles, as the ISS's engine latency counts; its readers' FIFOs
     # keep one word per cycle at that latency.
@@ -1142,7 +1150,8 @@ def test_alu_latency_matches_the_cycle_model():
 
 
 def test_lut_latency_matches_the_cycle_model():
-    """The ISS's SIGMOID/TANH latency is the lookup unit's (input registered)."""
+    """The ISS's SIGMOID/TANH latency is the shared lookup unit's: ``LATENCY``, without the
+    slope register (the LSTM cell's own lookup has it, in ``LSTM_TAIL_CYCLES``)."""
     assert LUT_LATENCY == ACTIVATION_LUT_LATENCY == 4
 
 
