@@ -288,8 +288,10 @@ def constant_ok(multiplier: int, shift: int) -> bool:
 RUN_START_CYCLES = 1
 #: Fetch and decode/check of every instruction.
 ISSUE_CYCLES = 2
-#: Descriptor read and range checks before the activation load of MATVEC/LSTM.
-MATVEC_SETUP_CYCLES = 2
+#: Descriptor read and range checks before the activation load of MATVEC/LSTM. One of
+#: them (``hw.processor``'s DESC_COPY) copies the descriptor word from its block RAMs'
+#: output register to the fabric register the checks and the engine read (issue 6).
+MATVEC_SETUP_CYCLES = 3
 #: Cell pipeline drain after the engine's ``done`` (LSTM only; ``hw.processor``'s
 #: ``CELL_TAIL_CYCLES``: o's 4-cycle lookup, the cell's 5-cycle tanh lookup and its
 #: 8-stage requantizer).

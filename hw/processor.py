@@ -131,7 +131,7 @@ class _State(enum.Enum, shape=4):
     IDLE = 0
     FETCH = 1
     DECODE = 2
-    DESC = 3  # descriptor read, its checks registered; activation entry 0 read
+    DESC = 3  # descriptor checks registered from ``df``; activation entry 0 read
     MV_CHECK = 4  # fault on the checks or start: activation entry 1 read
     MV_LOAD = 5  # activation load, one entry per cycle
     MV_RUN = 6  # engine running, rows written to scratch (LSTM: to the cell unit)
@@ -142,6 +142,7 @@ class _State(enum.Enum, shape=4):
     AM_WRITE = 11  # ARGMAX: index to RESULT and scratch
     LSTM_TAIL = 12  # the cell unit drains
     START = 13  # a run's first instruction word read, for its descriptor index
+    DESC_COPY = 14  # the descriptor word from its RAMs' output register into ``desc_f``
 
 
 def host_members(config: ProcessorConfig) -> dict:
@@ -312,7 +313,7 @@ class Processor(wiring.Component):
         # Each block RAM read port's data is captured by one reset-less register with
         # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a
         # synchronous port's (port B's also by ``cell_c`` and ``row_index``, below).
-        # ``hw.bram_outreg`` takes ``rd_a`` into its RAM; ``word``, ``desc_q`` and
+        # ``hw.bram_outreg`` takes ``rd_a`` and ``desc_q`` into their RAMs; ``word`` and
         # ``rd_b`` stay in the fabric (``no_outreg``, below).
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
@@ -378,7 +379,7 @@ class Processor(wiring.Component):
             m.d.comb += prog_rd.addr.eq(pc)
         m.d.sync += word.eq(prog_rd.data)
         # The current instruction, latched at decode. The opcode is kept only as the
-        # flags below; p is the descriptor index from DESC on.
+        # flags below; p is the descriptor index from DESC_COPY on.
         p = Signal(8)
         d, a, b = Signal(16), Signal(16), Signal(16)
         f = {name: word[lo:lo + w] for name, (lo, w) in FIELDS.items()}
@@ -403,21 +404,26 @@ class Processor(wiring.Component):
             return (dst != src) & _sum_exceeds(src, n, dst) & _sum_exceeds(dst, n, src)
 
         # Descriptor fields. The descriptor is read ahead like the instruction, from FETCH,
-        # so that ``df``, the block RAM's output registered, holds it from DESC on: the
-        # checks in DESC, the engine, the address adders and the LSTM cell all start from
-        # flip-flops. Its index in FETCH and DECODE is ``word``'s p field, so the 15
-        # block RAMs' address does not hang off the program block RAM's output (issue 6,
-        # item 6); reading the index after FETCH instead would cost a cycle per MATVEC
-        # and LSTM. From DESC on the index is the latched p.
-        # ``desc_q`` is also the host's descriptor read register: one capture per bit.
-        # It stays in the fabric (``no_outreg``): inside its 15 RAMs (36-bit mode, which
-        # ``hw.bram_outreg`` can take) the fields' loads across the die, the DESC checks,
-        # the engine, the cell and the constant's address, started at the RAMs' column
-        # and missed by up to 3.36 ns (run m36: 83.56 / 74.85 / 88.78 MHz against 91.73 /
-        # 81.93 / 92.60 with the RAMs' 5.8 ns clock-to-out into ``desc_q``, m35).
-        desc_q = Signal(512, reset_less=True, attrs={NO_OUTREG: 1})
-        m.d.sync += desc_q.eq(desc_rd.data)
-        df = {name: desc_q[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()
+        # so that ``desc_q``, the block RAM's output registered, holds it from DESC_COPY
+        # on and ``df`` from DESC on: the checks in DESC, the engine, the address adders
+        # and the LSTM cell all start from flip-flops. Its index in FETCH and DECODE is
+        # ``word``'s p field, so the 15 block RAMs' address does not hang off the program
+        # block RAM's output (issue 6, item 6); reading the index after FETCH instead
+        # would cost a cycle per MATVEC and LSTM. From DESC_COPY on the index is the
+        # latched p.
+        # ``desc_q`` is also the host's descriptor read register: one capture per bit,
+        # which ``hw.bram_outreg`` moves into the 15 RAMs (36-bit mode), so their 5.8 ns
+        # clock-to-out meets no fabric register (into ``desc_q`` in the fabric: -0.48 /
+        # -0.50 ns on seeds 1 and 2). ``df`` is taken from ``desc_f``, a fabric
+        # copy of it a cycle later (``no_outreg``, where the placer can put it near the
+        # fields' loads): from ``desc_q`` inside the RAMs the loads across the die (the
+        # DESC checks, the engine, the cell, the constant's address) started at the
+        # RAMs' column and missed by up to 3.36 ns (run m36). DESC_COPY waits for the
+        # copy: one cycle more per MATVEC and LSTM (issue 6).
+        desc_q = Signal(512, reset_less=True)
+        desc_f = Signal(512, reset_less=True, attrs={NO_OUTREG: 1})
+        m.d.sync += [desc_q.eq(desc_rd.data), desc_f.eq(desc_q)]
+        df = {name: desc_f[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
         # A reserved bit set: found when the host writes the descriptor and kept in
         # ``reserved_set``, one flag per descriptor (all-zero ones, the initial contents,
@@ -463,21 +469,21 @@ class Processor(wiring.Component):
         lstm_const_bad = Signal()
         m.d.sync += lstm_const_bad.eq(const_bad(df["const_index"]))
         desc_bad, range_bad = Signal(), Signal()  # MATVEC/LSTM checks, found in DESC
-        # The scratch room after each operand, from the instruction word, registered
-        # every cycle (``word`` holds this instruction in DECODE, so these hold its room
-        # in DESC, their only reader): DESC's range checks are then one compare each
+        # The scratch room after each operand, from the operands latched in DECODE,
+        # registered every cycle (so they hold this instruction's room from DESC on,
+        # DESC being their only reader): DESC's range checks are then one compare each
         # against the descriptor's fields (issue 6), where ``addr + n > depth`` is an add
         # and a compare and b's ``cols - split`` a subtract more. Instruction-side rather
-        # than ``cols - split`` registered with ``df``: that subtract would follow the descriptor
-        # block RAM's 5.8 ns clock-to-out. a's and d's room is signed: an address past
+        # than ``cols - split`` registered with ``df``: that would be a subtract after the
+        # descriptor and a cycle more. a's and d's room is signed: an address past
         # the end has negative room, which every count exceeds. b's is biased by
         # 0xFFFF so that ``b + cols - split > depth`` is ``cols + ~split > b_room``,
         # unsigned, for every 16-bit value.
         room_a = Signal(range(depth - 0xFFFF, depth + 1))
         room_d = Signal(range(depth - 0xFFFF, depth + 1))
         b_room = Signal(range(depth, depth + 0x10000))
-        m.d.sync += [room_a.eq(depth - f["a"]), room_d.eq(depth - f["d"]),
-                     b_room.eq(depth + 0xFFFF - f["b"])]
+        m.d.sync += [room_a.eq(depth - a), room_d.eq(depth - d),
+                     b_room.eq(depth + 0xFFFF - b)]
         short_load = Signal()  # cols <= 1, found in DESC: MV_CHECK starts the engine
 
         # Element pipeline: read counter, data-valid flag, write/arrival counter.
@@ -488,7 +494,7 @@ class Processor(wiring.Component):
         # The opcode's decodes, registered in DECODE from the word's fields (below) where
         # the opcode was latched: the units' control and the scratch address and
         # write muxes start at flip-flops, not at a latched opcode through its compares
-        # (issue 6). Each holds the current instruction's value from DESC / VEC_RUN /
+        # (issue 6). Each holds the current instruction's value from DESC_COPY / VEC_RUN /
         # LR_INDEX until the next DECODE, as the opcode did; no cycle is added.
         is_alu, is_lut, is_copy, is_argmax = Signal(), Signal(), Signal(), Signal()
         is_lstm = Signal()  # LSTM: H = rows / 4, gate rows to the lookup unit
@@ -875,11 +881,14 @@ class Processor(wiring.Component):
                                      vn_zero.eq(fb == 0)]
                         complete()
                     with m.Elif(op_class["desc"]):
-                        m.d.sync += goto(_State.DESC)
+                        m.d.sync += goto(_State.DESC_COPY)
                     with m.Elif(op_class["loadrow"]):
                         m.d.sync += goto(_State.LR_INDEX)
                     with m.Else():  # element-wise and ARGMAX
                         m.d.sync += goto(_State.VEC_RUN)
+
+            with m.Case(_State.DESC_COPY):  # ``desc_f`` takes the word (above)
+                m.d.sync += goto(_State.DESC)
 
             with m.Case(_State.DESC):
                 rows, cols, split = df["rows"], df["cols"], df["split"]
@@ -1023,10 +1032,10 @@ class Processor(wiring.Component):
         # registers, so the RAMs' 5.8 ns clock-to-out meets a flip-flop, not the mux and
         # the route across the die to the host block's read word (issue 6); the word
         # shows 2 cycles after ``host_re``. The program memory's register is the
-        # sequencer's ``word``, the descriptors' ``desc_q`` (``df``'s) and the scratch's
-        # ``rd_a``, each taking its RAM's output every cycle: the host adds no register
-        # of its own but ``host_const``, the constants' (an asynchronous read), loaded
-        # with the read.
+        # sequencer's ``word``, the descriptors' ``desc_q`` (``desc_f``'s source) and
+        # the scratch's ``rd_a``, each taking its RAM's output every cycle: the host adds
+        # no register of its own but ``host_const``, the constants' (an asynchronous
+        # read), loaded with the read.
         with m.Switch(host_mem_q):
             for mem, data in ((HostMem.PROGRAM, word), (HostMem.DESCRIPTORS, desc_q),
                               (HostMem.CONSTANTS, host_const), (HostMem.SCRATCH, rd_a)):
