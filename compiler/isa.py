@@ -282,10 +282,11 @@ def constant_ok(multiplier: int, shift: int) -> bool:
 
 # ---------------------------------------------------------------------------- cycles
 
-#: Once per run, before the first fetch: the first instruction word read for its
-#: descriptor index (``hw.processor``: every later word is read during the instruction
-#: before it).
-RUN_START_CYCLES = 1
+#: Once per run, before the first fetch: the first instruction word read, then through
+#: the program block RAM's output register into the instruction register, for its
+#: descriptor index and checks (``hw.processor``: every later word is read ahead, in
+#: the last cycle of the instruction two before it).
+RUN_START_CYCLES = 2
 #: Fetch and decode/check of every instruction.
 ISSUE_CYCLES = 2
 #: Descriptor read and range checks before the activation load of MATVEC/LSTM. One of

@@ -141,8 +141,9 @@ class _State(enum.Enum, shape=4):
     VEC_DRAIN = 10  # unit pipeline drains
     AM_WRITE = 11  # ARGMAX: index to RESULT and scratch
     LSTM_TAIL = 12  # the cell unit drains
-    START = 13  # a run's first instruction word read, for its descriptor index
+    START = 13  # a run's first instruction word into ``next_word``
     DESC_COPY = 14  # the descriptor word from its RAMs' output register into ``desc_f``
+    START_WORD = 15  # a run's first word on into ``word``, for FETCH's checks and p
 
 
 def host_members(config: ProcessorConfig) -> dict:
@@ -223,7 +224,8 @@ class Processor(wiring.Component):
     host_mem : In(HostMem) ; host_addr : In(16)
         Host port: the memory and word the next access addresses.
     host_wdata : In(512) ; host_we : In(1)
-        Write the low bits of ``host_wdata`` (the memory's width) to the word.
+        Write the low bits of ``host_wdata`` (the memory's width) to the word. A run
+        started in the same cycle may read its first instruction as either word.
     host_re : In(1) ; host_rdata : Out(512)
         Read the word: ``host_rdata`` shows it, zero-extended, 2 cycles later (the
         block RAM, then a register beside it), and keeps it while ``host_addr`` holds
@@ -262,14 +264,17 @@ class Processor(wiring.Component):
         # ``no_rw_check`` (Yosys's ``-no-rw-check`` for one memory): a read and a write of
         # one word in one cycle may return either word. The host writes while idle, where
         # a read's word is used only if the host asked for it in that cycle, one access
-        # at a time (``hw.host_interface``); a start's read ahead is repeated in START.
-        # The program and descriptor memories take no other writes. The scratch is also
-        # written while busy: its ports read every cycle, and a read meets the
-        # write of its word only where its data is not used (``sc_b`` at an idle LSTM
-        # cell's c address, a port left at address 0, LOADROW's ``rb``); every read a
-        # result takes precedes the write of its word (the write pipeline comment in
-        # ``elaborate``). tests/unit/test_processor.py returns a wrong word on each such
-        # collision of a program of every instruction kind and still matches the ISS.
+        # at a time (``hw.host_interface``), or if a start is in that cycle: its read of
+        # the first instruction is the run's, so a write of that word in the start's own
+        # cycle may go unseen (``host_we``; the host block's start and writes each follow
+        # a bus write of their own, so never share a cycle). The program and descriptor
+        # memories take no other writes. The scratch is also written while busy: its
+        # ports read every cycle, and a read meets the write of its word only where its
+        # data is not used (``sc_b`` at an idle LSTM cell's c address, a port left at
+        # address 0, LOADROW's ``rb``); every read a result takes precedes the write of
+        # its word (the write pipeline comment in ``elaborate``).
+        # tests/unit/test_processor.py returns a wrong word on each such collision of a
+        # program of every instruction kind and still matches the ISS.
         rw_either = {"no_rw_check": 1}
         self.program_mem = Memory(shape=64, depth=config.program_depth, init=[],
                                   attrs=rw_either)
@@ -311,10 +316,10 @@ class Processor(wiring.Component):
         m.submodules.const_mem = self.const_mem
         m.submodules.scratch_mem = self.scratch_mem
         # Each block RAM read port's data is captured by one reset-less register with
-        # nothing in front (``word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a
-        # synchronous port's (port B's also by ``cell_c`` and ``row_index``, below).
-        # ``hw.bram_outreg`` takes ``rd_a`` and ``desc_q`` into their RAMs; ``word`` and
-        # ``rd_b`` stay in the fabric (``no_outreg``, below).
+        # nothing in front (``next_word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle
+        # as a synchronous port's (port B's also by ``cell_c`` and ``row_index``, below).
+        # ``hw.bram_outreg`` takes ``next_word``, ``desc_q`` and ``rd_a`` into their RAMs;
+        # ``rd_b`` stays in the fabric (``no_outreg``, below).
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
         # The constants: an asynchronous (LUT RAM) read, into ``k_mult`` / ``k_shift`` a
@@ -328,19 +333,22 @@ class Processor(wiring.Component):
         state = Signal(_State)
         # State flags registered with ``state`` (``goto`` sets both), one per group of
         # states that a select or an enable depends on (the scratch ports' and the
-        # constant's addresses, the lookup unit's input, the constant's and DECODE's
-        # registers, the fetch checks): the RAMs' address pins and those registers then
-        # see flip-flops, not ``state``'s compares fanned out to every bit (issue 6).
-        # Each equals ``state`` in its group, always.
+        # constant's addresses, the lookup unit's input, the constant's, DECODE's and the
+        # instruction words' registers, the fetch checks): the RAMs' address pins and
+        # those registers then see flip-flops, not ``state``'s compares fanned out to
+        # every bit (issue 6). Each equals ``state`` in its group, always (from reset:
+        # IDLE's are set).
         groups = {
-            "start": (_State.START,), "fetch": (_State.FETCH,),
+            "start": (_State.START, _State.START_WORD), "fetch": (_State.FETCH,),
+            "next": (_State.IDLE, _State.START, _State.FETCH),
             "word": (_State.FETCH, _State.DECODE), "decode": (_State.DECODE,),
             "desc": (_State.DESC,), "const": (_State.FETCH, _State.DESC),
             "load": (_State.MV_CHECK, _State.MV_LOAD),
             "run": (_State.MV_RUN, _State.LSTM_TAIL), "mv_run": (_State.MV_RUN,),
             "vec": (_State.VEC_RUN,),
         }
-        at = {name: Signal(name=f"at_{name}") for name in groups}
+        at = {name: Signal(name=f"at_{name}", init=_State.IDLE in members)
+              for name, members in groups.items()}
 
         def goto(next_state):
             return [state.eq(next_state),
@@ -360,24 +368,32 @@ class Processor(wiring.Component):
         ]
         m.d.sync += cycles.eq(cycles + busy)
 
-        # The instruction word. The ISA has no branches, so the next instruction is
-        # always at pc + 1 (or start_pc at a start): the program memory reads it ahead,
-        # its output holding the next instruction's word for the whole of the current
-        # one, and ``word`` registers that output every cycle, so it holds the current
-        # instruction in FETCH and in DECODE. FETCH finds DECODE's checks from it and
-        # DECODE acts on their registered outcome, never on the block RAM's output (5.6
-        # ns clock-to-out on the ECP5) nor on a carry chain (issue 6). The cycles are
-        # unchanged. Only a run's first word has no instruction before it: START reads
-        # start_pc again (the start cycle read it first), one cycle per run
-        # (``compiler.isa.RUN_START_CYCLES``), so that ``word`` has it in FETCH.
-        # ``word`` stays in the fabric (``no_outreg``): its decodes fan out across the
-        # sequencer, and from inside the RAM they started at the RAM's column (run m25:
-        # -1.4 ns into the ALU's shift, -0.79 into ``decode_bad``).
-        word = Signal(64, reset_less=True, attrs={NO_OUTREG: 1})
-        m.d.comb += prog_rd.addr.eq(pc + 1)
-        with m.If(at["start"]):
-            m.d.comb += prog_rd.addr.eq(pc)
-        m.d.sync += word.eq(prog_rd.data)
+        # The instruction word, two registers after the program block RAM (issue 6): its
+        # output register ``next_word`` (a plain capture, which ``hw.bram_outreg`` moves
+        # into the RAM: about 1 ns clock-to-out, not 5.83) and ``word``, in the fabric
+        # near its decodes, which fan out across the sequencer (from inside the RAM they
+        # started at the RAM's column, run m25: -1.4 ns; straight from the RAM's output
+        # ``word``'s inputs missed by 1.09 ns, 8 lanes, seed 1).
+        # FETCH finds DECODE's checks from ``word`` and DECODE acts on their registered
+        # outcome. The ISA has no branches, so the next instruction is always at pc + 1
+        # and is read ahead: every cycle of an instruction reads pc + 2, and ``next_word``
+        # takes the RAM's word only in FETCH, where it is the read of the cycle before,
+        # the last of the instruction before: this one's pc + 1. ``word`` takes
+        # ``next_word`` in every cycle but FETCH, so it holds an instruction in its FETCH
+        # and DECODE whichever cycle the one before completes in: the RAM's address
+        # needs no completion condition, and no cycle per instruction is added. A run's
+        # first word has no instruction before it: the start cycle reads start_pc, START
+        # takes it into ``next_word`` and START_WORD into ``word``, both reading pc + 1
+        # for FETCH: two cycles per run (``compiler.isa.RUN_START_CYCLES``). While idle
+        # ``next_word`` takes the host's reads (the host port below).
+        next_word = Signal(64, reset_less=True)
+        word = Signal(64, reset_less=True)
+        step = Mux(at["start"], 1, 2)  # how far ahead of pc the RAM reads
+        m.d.comb += prog_rd.addr.eq(pc + step)
+        with m.If(at["next"]):
+            m.d.sync += next_word.eq(prog_rd.data)
+        with m.If(~at["fetch"]):
+            m.d.sync += word.eq(next_word)
         # The current instruction, latched at decode. The opcode is kept only as the
         # flags below; p is the descriptor index from DESC_COPY on.
         p = Signal(8)
@@ -827,11 +843,11 @@ class Processor(wiring.Component):
 
         # FETCH's checks, found in the cycle before it and registered: FETCH's fault
         # starts at a flip-flop, not at the compares' carry chains (issue 6). That cycle
-        # is START (PC and the count as the start set them) or one that completes an
-        # instruction (FETCH's are each one more), so ``x + step > limit`` is FETCH's
-        # ``x >= limit`` either way. PROG_LEN and WATCHDOG are taken as they are in that
-        # cycle (``docs/register-map.md``).
-        step = Mux(at["start"], 1, 2)
+        # is START_WORD (PC and the count as the start set them) or one that completes an
+        # instruction (FETCH's are each one more), so ``x + step > limit`` (``step``, the
+        # read ahead's: 1 in the start states, 2 after) is FETCH's ``x >= limit`` either
+        # way. PROG_LEN and WATCHDOG are taken as they are in that cycle
+        # (``docs/register-map.md``).
         pc_over, count_over = Signal(), Signal()
         m.d.sync += [pc_over.eq(_sum_exceeds(pc, step, self.prog_len)
                                 | _sum_exceeds(pc, step, cfg.program_depth)),
@@ -851,6 +867,9 @@ class Processor(wiring.Component):
 
         with m.Switch(state):
             with m.Case(_State.START):
+                m.d.sync += goto(_State.START_WORD)
+
+            with m.Case(_State.START_WORD):
                 m.d.sync += goto(_State.FETCH)
 
             with m.Case(_State.FETCH):
@@ -1032,19 +1051,19 @@ class Processor(wiring.Component):
         # registers, so the RAMs' 5.8 ns clock-to-out meets a flip-flop, not the mux and
         # the route across the die to the host block's read word (issue 6); the word
         # shows 2 cycles after ``host_re``. The program memory's register is the
-        # sequencer's ``word``, the descriptors' ``desc_q`` (``desc_f``'s source) and
-        # the scratch's ``rd_a``, each taking its RAM's output every cycle: the host adds
-        # no register of its own but ``host_const``, the constants' (an asynchronous
-        # read), loaded with the read.
+        # sequencer's ``next_word``, the descriptors' ``desc_q`` (``desc_f``'s source)
+        # and the scratch's ``rd_a``, each taking its RAM's output in every idle cycle:
+        # the host adds no register of its own but ``host_const``, the constants' (an
+        # asynchronous read), loaded with the read.
         with m.Switch(host_mem_q):
-            for mem, data in ((HostMem.PROGRAM, word), (HostMem.DESCRIPTORS, desc_q),
+            for mem, data in ((HostMem.PROGRAM, next_word), (HostMem.DESCRIPTORS, desc_q),
                               (HostMem.CONSTANTS, host_const), (HostMem.SCRATCH, rd_a)):
                 with m.Case(mem):
                     m.d.comb += self.host_rdata.eq(data)
 
         # Host control last: it overrides whatever the sequencer was doing. A start reads
-        # the first instruction ahead, as the sequencer does every next one; START reads
-        # it again while ``word`` takes it.
+        # the first instruction ahead, as the sequencer does every next one; START takes
+        # it into ``next_word``.
         with m.If(self.start & ~self.soft_reset):
             m.d.comb += prog_rd.addr.eq(self.start_pc)
         with m.If(self.soft_reset):

@@ -404,7 +404,7 @@ def test_recovery_after_an_error_and_sync():
     assert m.run(0).error == ErrorCode.ILLEGAL_OPCODE
     r = m.run(1)
     assert r.error == ErrorCode.OK and m.sync_count == 1 and m.vl == 3
-    assert r.cycles == 1 + 3 * 2  # the run's start, then fetch and decode each
+    assert r.cycles == RUN_START_CYCLES + 3 * 2  # the run's start, then fetch and decode each
 
 
 # ---------------------------------------------------------------------------- steps

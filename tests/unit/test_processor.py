@@ -121,6 +121,11 @@ class Rig:
         self.iss.write_descriptor(index, raw)
         await self._host_write(HostMem.DESCRIPTORS, index, int.from_bytes(raw, "little"))
 
+    async def program_word(self, index, word):
+        """One program word through the host port."""
+        self.iss.write_program(index, [word])
+        await self._host_write(HostMem.PROGRAM, index, word)
+
     async def constant(self, index, word):
         """Through the host port: the core records each constant's validity as it is written."""
         self.iss.write_constant(index, word)
@@ -951,11 +956,11 @@ def test_lstm_units_take_their_own_c_with_rows_back_to_back():
 
 
 def test_each_matvec_reads_its_own_descriptor_ahead():
-    """The descriptor index comes from the program word read during the instruction before
-    (after SETVL's two cycles, after a MATVEC) or, for a run's first instruction, in the
-    start cycle, even when a host read has just left another word on the memories'
-    ports: the checks see the right descriptor (descriptor 3 has a reserved bit set) and
-    the engine runs it (three layers of different shapes)."""
+    """The descriptor index comes from the program word read ahead, in the last cycle of
+    the instruction two before (SETVL's two cycles, a MATVEC) or the start cycles, even
+    when a host read has just left another word on the memories' ports: the checks see
+    the right descriptor (descriptor 3 has a reserved bit set) and the engine runs it
+    (three layers of different shapes)."""
     rng = np.random.default_rng(11)
     jobs = [make_job(rng, rows=rows, cols=cols, sparsity=0.5, encoding=Encoding.INT4,
                      lanes=8) for rows, cols in ((12, 40), (9, 33), (6, 20))]
@@ -1287,6 +1292,28 @@ def test_a_constants_validity_lands_before_a_run_started_with_its_write():
                 assert ctx.get(cpu.cycles) == iss.cycles, label
                 rtl = rig.read_scratch()
                 assert np.array_equal(rtl[200:214], rig.iss.scratch[200:214]), label
+
+
+def test_a_run_started_right_after_a_host_write_of_its_first_words_runs_them():
+    """A run reads its first word in the start cycle and takes it through the program
+    RAM's output register in START, and its second in the start cycles: a word the host
+    writes in the cycle before the start is the one the run executes, as the ISS. Each
+    of words 0, 1 and 2 in turn holds a HALT in the memory and is rewritten through the
+    host port to its instruction in the cycle before the start; a run that read the old
+    word would halt early (other VL, VN, SYNC_COUNT and instruction count)."""
+    prog = [encode(i) for i in (I(Op.SETVL, a=3, b=4), I(Op.SYNC), I(Op.SETVL, a=5, b=6),
+                                I(Op.SYNC), I(Op.HALT))]
+
+    async def body(rig):
+        rig.registers(prog_len=CFG.program_depth, desc_count=0, const_count=0,
+                      watchdog=CFG.program_depth)
+        for k in range(3):
+            rig.program(0, prog[:k] + [encode(I(Op.HALT))] + prog[k + 1:])
+            await rig.program_word(k, prog[k])
+            iss = await rig.run(0, f"word {k} written right before the start")
+            assert iss.error == ErrorCode.OK and iss.instructions == len(prog)
+
+    simulate(body)
 
 
 def test_lstm_with_one_and_two_units_back_to_back_then_read():
