@@ -304,7 +304,7 @@ STREAM_READ_LATENCY = 3
 #: Engine pipeline, CHECK to FINISH beyond n_words: ``sim.perf_model.PIPELINE_LATENCY``
 #: (a 1-cycle memory) plus the 2 stages of the processor's 8-stage requantizer and the
 #: stream memories' 2 cycles beyond one.
-ENGINE_LATENCY = 21 + 2 + (STREAM_READ_LATENCY - 1)
+ENGINE_LATENCY = 22 + 2 + (STREAM_READ_LATENCY - 1)
 #: Latency of the vector ALU (``hw.vector_alu.LATENCY``, the engine's 8-stage requantizer
 #: behind an operand register) and the activation lookup unit (``hw.activation_lut.LATENCY``,
 #: its input registered before the table), behind one scratch read cycle.
@@ -327,7 +327,7 @@ def instruction_cycles(op: Op, *, vl: int = 0, desc: Descriptor | None = None) -
     """Cycles of one instruction that completes, without memory wait states.
 
     ``MATVEC``: issue + setup + activation load (one entry per cycle, ``cols``) + the
-    engine's ``n_words + 25``; ``LSTM`` adds the cell-pipeline drain. Vector
+    engine's ``n_words + 26``; ``LSTM`` adds the cell-pipeline drain. Vector
     instructions: issue + ``VL`` + their pipeline latency. ``HALT``, ``SYNC``,
     ``SETVL``: issue only.
     """

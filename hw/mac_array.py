@@ -32,9 +32,10 @@ class MacArray(wiring.Component):
     16-read-port memory (which crashes Yosys 0.70's ``memory_libmap``); a nonzero weight
     meeting a zero activation is counted; lanes without a nonzero weight multiply by 0.
 
-    Pipeline: activation read, activation register (block RAM output off the multiplier
-    path), multiply, adder trees but their last level, that level with the accumulate
-    (5 stages, all held while ``ce`` is low).
+    Pipeline: activation read, the block RAM's output register, an activation register in
+    the fabric (the route from the RAM off the multiplier path), multiply, adder trees but
+    their last level, that level with the accumulate (6 stages, all held while ``ce`` is
+    low).
 
     Interface
     ---------
@@ -77,9 +78,9 @@ class MacArray(wiring.Component):
         L, ce = self.cfg.lanes, self.ce
         # Stage 1: read the activations, each a ``RegisteredRead`` held while ce is low:
         # Yosys takes its register into the block RAM (with its clock enable), so
-        # ``s2_x`` alone captures the RAM's output. A synchronous port would keep
-        # Amaranth's "the old word" on a collision, which Yosys emulates with a LUT in
-        # front of ``s2_x`` (issue 6).
+        # ``s2_x`` alone captures the RAM's output (and ``hw.bram_outreg`` can move it into
+        # the RAM). A synchronous port would keep Amaranth's "the old word" on a
+        # collision, which Yosys emulates with a LUT in front of ``s2_x`` (issue 6).
         x = []
         for j, copy in enumerate(self.acts):
             m.submodules[f"acts{j}"] = copy
@@ -96,13 +97,11 @@ class MacArray(wiring.Component):
                          s1_nz.eq(self.in_nz), s1_first.eq(self.in_first)]
             m.d.sync += [s1_w[j].eq(self.in_weight[j]) for j in range(L)]
 
-        # Stage 2: register the activations. ``s2_x`` stays in the fabric (``no_outreg``):
-        # it feeds the multipliers and the zero counts, which from inside the RAM
-        # started with the route from the RAM's column (run m26: -0.9 to -1.5 ns).
+        # Stage 2: the activations' capture register, which ``hw.bram_outreg`` moves into
+        # the block RAM (its output register: about 1 ns clock-to-out instead of 5.83).
         s2_valid, s2_end = Signal(), Signal()
         s2_w = [Signal(signed(8), name=f"s2_w{j}") for j in range(L)]
-        s2_x = [Signal(signed(8), name=f"s2_x{j}", reset_less=True, attrs={NO_OUTREG: 1})
-                for j in range(L)]
+        s2_x = [Signal(signed(8), name=f"s2_x{j}", reset_less=True) for j in range(L)]
         s2_nz, s2_first = Signal(L), Signal(L)
         with m.If(ce):
             m.d.sync += [s2_valid.eq(s1_valid), s2_end.eq(s1_end), s2_nz.eq(s1_nz),
@@ -110,44 +109,61 @@ class MacArray(wiring.Component):
             m.d.sync += [s2_w[j].eq(Mux(s1_nz[j], s1_w[j], 0)) for j in range(L)]
             m.d.sync += [s2_x[j].eq(x[j]) for j in range(L)]
 
-        # Stage 3: multiply; a zero weight or activation contributes nothing.
+        # Stage 3: the activations again, in the fabric (``no_outreg``, placed near the
+        # multipliers and the zero counts they feed), so that the route from the RAM's
+        # column has a cycle of its own (issue 6). It shared one with the RAM's 5.83 ns
+        # clock-to-out when ``s2_x`` was in the fabric (-0.63 ns, 8 lanes, seed 1), and
+        # with the multiply when ``s2_x`` was in the RAM without this stage (run m26: -0.9
+        # to -1.5 ns).
         s3_valid, s3_end = Signal(), Signal()
-        s3_p = [Signal(signed(16), name=f"s3_p{j}") for j in range(L)]
-        s3_first = Signal(L)
-        act_nz = Cat(*[s2_x[j] != 0 for j in range(L)])
+        s3_w = [Signal(signed(8), name=f"s3_w{j}") for j in range(L)]
+        s3_x = [Signal(signed(8), name=f"s3_x{j}", reset_less=True, attrs={NO_OUTREG: 1})
+                for j in range(L)]
+        s3_nz, s3_first = Signal(L), Signal(L)
         with m.If(ce):
-            m.d.sync += [s3_valid.eq(s2_valid), s3_end.eq(s2_end), s3_first.eq(s2_first)]
-            m.d.sync += [s3_p[j].eq(s2_w[j] * s2_x[j]) for j in range(L)]
+            m.d.sync += [s3_valid.eq(s2_valid), s3_end.eq(s2_end), s3_nz.eq(s2_nz),
+                         s3_first.eq(s2_first)]
+            m.d.sync += [s3_w[j].eq(s2_w[j]) for j in range(L)]
+            m.d.sync += [s3_x[j].eq(s2_x[j]) for j in range(L)]
+
+        # Stage 4: multiply; a zero weight or activation contributes nothing.
+        s4_valid, s4_end = Signal(), Signal()
+        s4_p = [Signal(signed(16), name=f"s4_p{j}") for j in range(L)]
+        s4_first = Signal(L)
+        act_nz = Cat(*[s3_x[j] != 0 for j in range(L)])
+        with m.If(ce):
+            m.d.sync += [s4_valid.eq(s3_valid), s4_end.eq(s3_end), s4_first.eq(s3_first)]
+            m.d.sync += [s4_p[j].eq(s3_w[j] * s3_x[j]) for j in range(L)]
         macs, zero_acts = Signal.like(self.macs), Signal.like(self.zero_acts)
         m.d.sync += [
-            macs.eq(Mux(ce & s2_valid, popcount(s2_nz & act_nz), 0)),
-            zero_acts.eq(Mux(ce & s2_valid, popcount(s2_nz & ~act_nz), 0)),
+            macs.eq(Mux(ce & s3_valid, popcount(s3_nz & act_nz), 0)),
+            zero_acts.eq(Mux(ce & s3_valid, popcount(s3_nz & ~act_nz), 0)),
         ]
         m.d.comb += [self.macs.eq(macs), self.zero_acts.eq(zero_acts)]
 
-        # Stage 4: one tree for the row that ends here, one for the row that starts, each
-        # registered as two halves: their last add joins stage 5's, so the masks and the
+        # Stage 5: one tree for the row that ends here, one for the row that starts, each
+        # registered as two halves: their last add joins stage 6's, so the masks and the
         # tree's levels before it fit in a cycle (the tree was the deepest stage).
         half = (L + 1) // 2
-        s4_valid, s4_end = Signal(), Signal()
-        s4_a = [Signal(signed(32), name=f"s4_a{k}") for k in range(2)]
-        s4_b = [Signal(signed(32), name=f"s4_b{k}") for k in range(2)]
-        ends_here = [Mux(s3_first[j], s3_p[j], 0) for j in range(L)]
-        starts_here = [Mux(s3_first[j], 0, s3_p[j]) for j in range(L)]
+        s5_valid, s5_end = Signal(), Signal()
+        s5_a = [Signal(signed(32), name=f"s5_a{k}") for k in range(2)]
+        s5_b = [Signal(signed(32), name=f"s5_b{k}") for k in range(2)]
+        ends_here = [Mux(s4_first[j], s4_p[j], 0) for j in range(L)]
+        starts_here = [Mux(s4_first[j], 0, s4_p[j]) for j in range(L)]
         with m.If(ce):
-            m.d.sync += [s4_valid.eq(s3_valid), s4_end.eq(s3_end)]
-            for regs, terms in ((s4_a, ends_here), (s4_b, starts_here)):
+            m.d.sync += [s5_valid.eq(s4_valid), s5_end.eq(s4_end)]
+            for regs, terms in ((s5_a, ends_here), (s5_b, starts_here)):
                 halves = (terms[:half], terms[half:] or [0])
                 m.d.sync += [r.eq(adder_tree(list(h))) for r, h in zip(regs, halves)]
 
-        # Stage 5: accumulate (32-bit wrap, as the golden model's wrap_int32).
+        # Stage 6: accumulate (32-bit wrap, as the golden model's wrap_int32).
         acc = Signal(signed(32))
         row_sum = Signal(signed(32))
         m.d.comb += [
-            row_sum.eq(acc + s4_a[0] + s4_a[1]),
-            self.row_valid.eq(ce & s4_valid & s4_end),
+            row_sum.eq(acc + s5_a[0] + s5_a[1]),
+            self.row_valid.eq(ce & s5_valid & s5_end),
             self.row_acc.eq(row_sum),
         ]
-        with m.If(ce & s4_valid):
-            m.d.sync += acc.eq(Mux(s4_end, s4_b[0] + s4_b[1], row_sum))
+        with m.If(ce & s5_valid):
+            m.d.sync += acc.eq(Mux(s5_end, s5_b[0] + s5_b[1], row_sum))
         return m

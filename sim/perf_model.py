@@ -21,16 +21,16 @@ from hw.decompressor import LATENCY as DECODER_LATENCY
 
 from .harness import PARAM_SALT, WEIGHT_SALT
 
-#: CHECK (1), memory request/response and buffered FIFO (3), decode (3), MAC array (5),
+#: CHECK (1), memory request/response and buffered FIFO (3), decode (3), MAC array (6),
 #: buffered row FIFO (2), requantizer (6), FINISH (1): ``EngineConfig()`` with the
 #: harness's 1-cycle memories. The pipelined requantizer
 #: (``EngineConfig.pipelined_requantizer``) adds its 2 stages. The processor's engine has
 #: it, and memories answering ``compiler.isa.STREAM_READ_LATENCY`` (3) cycles after a
 #: request, 2 more: ``compiler.isa.ENGINE_LATENCY`` = ``PIPELINE_LATENCY + 2 + 2``.
-PIPELINE_LATENCY = 21
+PIPELINE_LATENCY = 22
 FIFO_DEPTH = EngineConfig().fifo_depth
 DECODE_STAGES = DECODER_LATENCY  # registers from a FIFO pop to the decoder output
-MAC_STAGES = 4  # registers between the decoder output and the row FIFO write
+MAC_STAGES = 5  # registers between the decoder output and the row FIFO write
 
 
 def _step8(s: int) -> int:

@@ -172,8 +172,8 @@ def test_processor_config_is_validated():
 
 def test_cycle_table():
     d = Descriptor(0, 100, 0, 0, 0, 0, rows=4, cols=30, split=30, encoding=1, mode=0)
-    assert instruction_cycles(Op.MATVEC, desc=d) == 2 + 3 + 30 + 100 + 25
-    assert instruction_cycles(Op.LSTM, desc=d) == 2 + 3 + 30 + 100 + 25 + 18
+    assert instruction_cycles(Op.MATVEC, desc=d) == 2 + 3 + 30 + 100 + 26
+    assert instruction_cycles(Op.LSTM, desc=d) == 2 + 3 + 30 + 100 + 26 + 18
     assert instruction_cycles(Op.TANH, vl=64) == 2 + 64 + 1 + 4
     assert instruction_cycles(Op.VADD, vl=64) == 2 + 64 + 1 + 9
     assert instruction_cycles(Op.VCOPY, vl=64) == 2 + 64 + 1 + 1  # read, data register

@@ -183,7 +183,7 @@ def test_matvec_two_sources_and_modes(encoding, mode):
             Mode.Q3_12: np.clip(q, -32768, 32767)}[mode]
     assert np.array_equal(m.read_scratch(200, 12), want)
     desc = Descriptor.unpack(m.descriptors[0])
-    assert r.trace[0].cycles == 2 + 3 + 30 + desc.n_words + 25
+    assert r.trace[0].cycles == 2 + 3 + 30 + desc.n_words + 26
     assert r.macs == np.count_nonzero(w)
 
 

@@ -7,15 +7,20 @@ stalls and input bubbles, every ``row_valid`` must carry ``wrap32(W[r] . x)`` in
 and ``macs`` / ``zero_acts`` must count each word's nonzero lanes exactly once.
 """
 
+import json
 import random
+import subprocess
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.numerics import wrap_int32
+from hw.bram_outreg import ABSORBED, absorb_output_registers
 from hw.config import EngineConfig
 from hw.mac_array import MacArray
+from hw.synth import tool
 
 MAX_COLS = 64
 ADDR_BITS = (MAX_COLS - 1).bit_length()
@@ -152,10 +157,11 @@ async def drive(ctx, mac, rng, lanes, words, acts, n_rows, *, p_ce=0.7, p_valid=
         prev_ce = 1
         await ctx.tick()
     ce_obs.append((ctx.get(mac.macs), ctx.get(mac.zero_acts)))
-    # A word taken in ce-high cycle k is counted in its multiply stage, ce-high cycle k + 2;
-    # the registered counts show in the cycle after that one.
-    want = [(0, 0), (0, 0)] + [expected_counts(wd[1], acts) if wd else (0, 0)
-                               for wd in ce_inputs[:-2]]
+    # A word taken in ce-high cycle k is counted in its multiply stage, ce-high cycle k + 3
+    # (after the activation read and its two registers); the registered counts show in
+    # the cycle after that one.
+    want = [(0, 0)] * 3 + [expected_counts(wd[1], acts) if wd else (0, 0)
+                           for wd in ce_inputs[:-3]]
     assert ce_obs == want, "macs/zero_acts per ce cycle differ from the words' nonzero lanes"
     return rows_out
 
@@ -281,3 +287,23 @@ def test_a_words_activations_are_read_in_its_ce_cycle_and_held_while_ce_is_low()
         want = sum((j + 1) * acts[cols[j]] for j in range(lanes))
         assert want != sum((j + 1) * acts[other[j]] for j in range(lanes))
         assert got == [want], f"stall {stall}: rows {got}, expected [{want}]"
+
+
+def test_the_activation_captures_move_into_the_block_rams(tmp_path):
+    """Through Yosys's ``synth_ecp5`` (as ``hw.synth``), each activation RAM's read data
+    is captured plainly (``s2_x``, one reset-less register held by ``ce``), so
+    ``hw.bram_outreg`` moves it into the DP16KD's output register (issue 6); the
+    multipliers read the fabric copy behind it."""
+    cfg = EngineConfig(lanes=4, max_rows=64, max_cols=1024, weight_depth=256)  # block RAMs
+    (tmp_path / "top.il").write_text(rtlil.convert(MacArray(cfg), name="top"))
+    subprocess.run([tool("yosys"), "-q", "-p",
+                    "read_rtlil top.il; synth_ecp5 -no-rw-check -json top.json"],
+                   cwd=tmp_path, check=True)
+    netlist = json.loads((tmp_path / "top.json").read_text())
+    report = absorb_output_registers(netlist)
+    assert report["rams"] == {f"acts{j}.0.0": {"A": "no read data used", "B": ABSORBED}
+                              for j in range(4)}
+    assert report["flip_flops"] == 4 * 8
+    cells = netlist["modules"]["top"]["cells"]
+    assert all(cells[f"acts{j}.0.0"]["parameters"]["REGMODE_B"] == "OUTREG"
+               for j in range(4))
