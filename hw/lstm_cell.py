@@ -179,11 +179,12 @@ class LstmCell(wiring.Component):
         m.d.sync += [v4.eq(v3), t_up.eq(round_up),
                      t_shifted.eq(Mux(narrow, _saturating_left_shift(c_new, left), quotient))]
         m.d.comb += [lut.in_valid.eq(v4), lut.z.eq(t_shifted + t_up), lut.func.eq(1)]
-        # c' is held for its write from the cycle after the lookup's input (v5): c_new
-        # keeps it until then (the next unit's g, 4 cycles after this g at the soonest,
-        # reaches c_new 4 cycles later), and the next unit's c' comes here only after this
-        # unit's t (the 5-cycle lookup's, G + 10 for this g at G) and o have met: taken in
-        # the lookup's input cycle, it came in the cycle of this unit's t.
+        # c' is held for its write from the cycle after the lookup's input (v5, G + 6 for
+        # this g at G): the last cycle c_new keeps it (the next unit's f, 3 cycles after
+        # this g at the soonest, reaches c_new 4 cycles later, at G + 7), and the next
+        # unit's c' comes here only after this unit's t (the 5-cycle lookup's, G + 10)
+        # and o have met: taken in the lookup's input cycle, it came in the cycle of
+        # this unit's t.
         v5 = Signal()
         c_held = Signal(signed(16))
         m.d.sync += v5.eq(v4)

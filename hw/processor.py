@@ -316,8 +316,9 @@ class Processor(wiring.Component):
         m.submodules.const_mem = self.const_mem
         m.submodules.scratch_mem = self.scratch_mem
         # Each block RAM read port's data is captured by one reset-less register with
-        # nothing in front (``next_word``, ``desc_q``, ``rd_a``, ``rd_b``), the same cycle
-        # as a synchronous port's (port B's also by ``cell_c`` and ``row_index``, below).
+        # nothing in front (``next_word``, with its enable ``at_next``, which becomes the
+        # RAM's OCE; ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a synchronous
+        # port's (port B's also by ``cell_c`` and ``row_index``, below).
         # ``hw.bram_outreg`` takes ``next_word``, ``desc_q`` and ``rd_a`` into their RAMs;
         # ``rd_b`` stays in the fabric (``no_outreg``, below).
         m.submodules.prog_rd = prog_rd = self.prog_rd

@@ -800,6 +800,15 @@ def synthesize(design: Design, part: Part, workdir: Path, *,
     return rec
 
 
+def yosys_netlist(component, workdir: Path, *, part: str = "ecp5-85f") -> dict:
+    """``component`` (Amaranth) through ``part``'s Yosys script alone, as the flow maps it
+    before nextpnr: its JSON netlist, top module ``top`` (``workdir`` holds the files)."""
+    (workdir / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
+    _run([tool("yosys"), "-q", "-p", f"read_rtlil top.il; {PARTS[part].synth} -top top "
+          "-json top.json"], workdir, "yosys.out").check_returncode()
+    return json.loads((workdir / "top.json").read_text())
+
+
 def absorb_ram_output_registers(workdir: Path) -> dict:
     """Rewrite ``workdir/top.json`` with DP16KD output registers (``hw.bram_outreg``),
     keeping Yosys's netlist as ``top.yosys.json``; returns the pass's counts (``absorbed``

@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from hw.bram_outreg import ABSORBED, NO_OUTREG, absorb_output_registers
 from hw.endpoint_slack import endpoint_slacks, parse_sdf
 from hw.registered_read import RegisteredRead
-from hw.synth import PARTS, Design, _place_and_route, synthesize, tool
+from hw.synth import PARTS, Design, _place_and_route, synthesize, tool, yosys_netlist
 from sim import toolchain
 
 # --------------------------------------------------------------------------------------
@@ -675,11 +675,7 @@ def wide_synthesized(tmp_path_factory):
     """``WideCapturedRam`` through Yosys as ``hw.synth`` runs it for the ECP5-85F: (Yosys's
     netlist, the pass's report, the rewritten netlist, workdir)."""
     work = tmp_path_factory.mktemp("outreg36")
-    (work / "top.il").write_text(rtlil.convert(WideCapturedRam(), name="top", emit_src=False))
-    subprocess.run([tool("yosys"), "-q", "-p",
-                    f"read_rtlil top.il; {PARTS['ecp5-85f'].synth} -top top -json top.json"],
-                   cwd=work, check=True, capture_output=True)
-    pre = json.loads((work / "top.json").read_text())
+    pre = yosys_netlist(WideCapturedRam(), work)
     post = copy.deepcopy(pre)
     return pre, absorb_output_registers(post), post, work
 

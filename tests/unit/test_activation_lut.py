@@ -1,18 +1,15 @@
 # amaranth: UnusedElaboratable=no
 """ActivationLut against golden.lstm's sigmoid/tanh lookups, on every int16 input."""
 
-import json
-import subprocess
 
 import numpy as np
 import pytest
-from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.lstm import sigmoid_q15, tanh_q15
 from hw.activation_lut import LATENCY, SLOPE_REGISTER_LATENCY, ActivationLut
 from hw.bram_outreg import ABSORBED, absorb_output_registers
-from hw.synth import tool
+from hw.synth import yosys_netlist
 
 
 def run_lut(zs, funcs, gaps, *, input_register=True, slope_register=False,
@@ -138,13 +135,8 @@ def test_table_reads_move_into_the_block_rams(input_register, slope_register, tm
     the slope's, the multiplier's operand, in the fabric by its ``no_outreg`` attribute
     (which therefore survives Yosys); with ``slope_register`` the slope's first capture
     moves into its DP16KD too, the second one being the multiplier's operand."""
-    (tmp_path / "top.il").write_text(rtlil.convert(
-        ActivationLut(input_register=input_register, slope_register=slope_register),
-        name="top"))
-    subprocess.run([tool("yosys"), "-q", "-p",
-                    "read_rtlil top.il; synth_ecp5 -no-rw-check -json top.json"],
-                   cwd=tmp_path, check=True)
-    netlist = json.loads((tmp_path / "top.json").read_text())
+    netlist = yosys_netlist(
+        ActivationLut(input_register=input_register, slope_register=slope_register), tmp_path)
     rams = absorb_output_registers(netlist)["rams"]
     slope = ABSORBED if slope_register else "register marked no_outreg (kept in the fabric)"
     assert rams == {"value_rom.0.0": {"A": ABSORBED, "B": "no read data used"},

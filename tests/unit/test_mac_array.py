@@ -7,20 +7,17 @@ stalls and input bubbles, every ``row_valid`` must carry ``wrap32(W[r] . x)`` in
 and ``macs`` / ``zero_acts`` must count each word's nonzero lanes exactly once.
 """
 
-import json
 import random
-import subprocess
 
 import numpy as np
 import pytest
-from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.numerics import wrap_int32
 from hw.bram_outreg import ABSORBED, absorb_output_registers
 from hw.config import EngineConfig
 from hw.mac_array import MacArray
-from hw.synth import tool
+from hw.synth import yosys_netlist
 
 MAX_COLS = 64
 ADDR_BITS = (MAX_COLS - 1).bit_length()
@@ -295,11 +292,7 @@ def test_the_activation_captures_move_into_the_block_rams(tmp_path):
     ``hw.bram_outreg`` moves it into the DP16KD's output register (issue 6); the
     multipliers read the fabric copy behind it."""
     cfg = EngineConfig(lanes=4, max_rows=64, max_cols=1024, weight_depth=256)  # block RAMs
-    (tmp_path / "top.il").write_text(rtlil.convert(MacArray(cfg), name="top"))
-    subprocess.run([tool("yosys"), "-q", "-p",
-                    "read_rtlil top.il; synth_ecp5 -no-rw-check -json top.json"],
-                   cwd=tmp_path, check=True)
-    netlist = json.loads((tmp_path / "top.json").read_text())
+    netlist = yosys_netlist(MacArray(cfg), tmp_path)
     report = absorb_output_registers(netlist)
     assert report["rams"] == {f"acts{j}.0.0": {"A": "no read data used", "B": ABSORBED}
                               for j in range(4)}
