@@ -812,11 +812,12 @@ class Processor(wiring.Component):
         vl_zero, vn_zero = Signal(init=1), Signal(init=1)
         # The checks registered as flags, each a flat OR of one-hot terms (an opcode
         # class AND one check, a carry chain at most): no priority chain over the checks
-        # follows the carry chains into the registers (issue 6). ``decode_bad`` is any
-        # check, so the fault's fan-out in DECODE starts at one flip-flop; DECODE takes
-        # the code from the illegal, reserved and bad-operand flags in the priority of
-        # ``docs/isa.md`` 4.2 / 4.3 (an illegal opcode sets no other flag, a reserved
-        # field wins over the operand checks, a bad operand over a range).
+        # follows the carry chains into the registers (issue 6). DECODE faults on any of
+        # the four flags (one LUT before its fan-out: a fifth register, their OR found in
+        # FETCH, put the opcode decode, a carry chain and the OR of every check in one
+        # cycle, -0.82 ns on seed 2 of run m60) and takes the code from them in the
+        # priority of ``docs/isa.md`` 4.2 / 4.3 (an illegal opcode sets no other flag, a
+        # reserved field wins over the operand checks, a bad operand over a range).
         is_argmax_w, is_loadrow_w = fop == Op.ARGMAX, fop == Op.LOADROW
         is_elem_w = fop.matches(*ELEMENTWISE)
         operand_terms = [bad_left, (is_argmax_w | is_loadrow_w | is_elem_w) & vl_zero,
@@ -829,15 +830,14 @@ class Processor(wiring.Component):
             binary & ((fb > room_vl) | partial_overlap(fd, fb, vl)),
         ]
         # The outcome, in DECODE: any check failed, and which code's (a range if no
-        # other flag is set, so the range terms need no flag of their own).
-        decode_bad = Signal()
-        bad_illegal, bad_reserved, bad_operand = (
-            Signal(name=f"decode_{n}") for n in ("illegal", "reserved", "operand"))
+        # other flag is set).
+        bad_illegal, bad_reserved, bad_operand, bad_range = (
+            Signal(name=f"decode_{n}") for n in ("illegal", "reserved", "operand", "range"))
         m.d.sync += [
-            decode_bad.eq(Cat(~legal, reserved, *operand_terms, *range_terms).any()),
             bad_illegal.eq(~legal), bad_reserved.eq(reserved),
-            bad_operand.eq(Cat(*operand_terms).any()),
+            bad_operand.eq(Cat(*operand_terms).any()), bad_range.eq(Cat(*range_terms).any()),
         ]
+        decode_bad = bad_illegal | bad_reserved | bad_operand | bad_range
         decode_code = Mux(bad_illegal, ErrorCode.ILLEGAL_OPCODE,
                           Mux(bad_reserved, ErrorCode.RESERVED_FIELD,
                               Mux(bad_operand, ErrorCode.BAD_OPERAND, ErrorCode.SCRATCH_RANGE)))
