@@ -124,7 +124,7 @@ class ActivationLut(wiring.Component):
             v2b = Signal()
             t2b = Signal(SEGMENT_BITS)
             value2b = Signal(signed(16), reset_less=True)
-            slope2b = Signal(signed(17), reset_less=True, attrs={NO_OUTREG: 1})
+            slope2b = Signal(signed(17), reset_less=True)
             m.d.sync += [v2b.eq(v2), t2b.eq(t2), value2b.eq(value2), slope2b.eq(slope2)]
             v2, t2, value2, slope2 = v2b, t2b, value2b, slope2b
         # The value is kept scaled, with the rounding half below it: ``T[s] * 256 + 128``

@@ -7,7 +7,6 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .bram_outreg import NO_OUTREG
 from .config import EngineConfig
 from .decompressor import popcount
 from .registered_read import RegisteredRead
@@ -109,7 +108,7 @@ class MacArray(wiring.Component):
             m.d.sync += [s2_w[j].eq(Mux(s1_nz[j], s1_w[j], 0)) for j in range(L)]
             m.d.sync += [s2_x[j].eq(x[j]) for j in range(L)]
 
-        # Stage 3: the activations again, in the fabric (``no_outreg``, placed near the
+        # Stage 3: the activations again, in the fabric (placed near the
         # multipliers and the zero counts they feed), so that the route from the RAM's
         # column has a cycle of its own (issue 6). It shared one with the RAM's 5.83 ns
         # clock-to-out when ``s2_x`` was in the fabric (-0.63 ns, 8 lanes, seed 1), and
@@ -117,8 +116,7 @@ class MacArray(wiring.Component):
         # to -1.5 ns).
         s3_valid, s3_end = Signal(), Signal()
         s3_w = [Signal(signed(8), name=f"s3_w{j}") for j in range(L)]
-        s3_x = [Signal(signed(8), name=f"s3_x{j}", reset_less=True, attrs={NO_OUTREG: 1})
-                for j in range(L)]
+        s3_x = [Signal(signed(8), name=f"s3_x{j}", reset_less=True) for j in range(L)]
         s3_nz, s3_first = Signal(L), Signal(L)
         with m.If(ce):
             m.d.sync += [s3_valid.eq(s2_valid), s3_end.eq(s2_end), s3_nz.eq(s2_nz),

@@ -431,14 +431,14 @@ class Processor(wiring.Component):
         # ``desc_q`` is also the host's descriptor read register: one capture per bit,
         # which ``hw.bram_outreg`` moves into the 15 RAMs (36-bit mode), so their 5.8 ns
         # clock-to-out meets no fabric register (into ``desc_q`` in the fabric: -0.48 /
-        # -0.50 ns on seeds 1 and 2). ``df`` is taken from ``desc_f``, a fabric
-        # copy of it a cycle later (``no_outreg``, where the placer can put it near the
-        # fields' loads): from ``desc_q`` inside the RAMs the loads across the die (the
+        # -0.50 ns on seeds 1 and 2). ``df`` is taken from ``desc_f``, a fabric copy of
+        # it a cycle later, which the placer can put near the fields' loads: from
+        # ``desc_q`` inside the RAMs the loads across the die (the
         # DESC checks, the engine, the cell, the constant's address) started at the
         # RAMs' column and missed by up to 3.36 ns (run m36). DESC_COPY waits for the
         # copy: one cycle more per MATVEC and LSTM (issue 6).
         desc_q = Signal(512, reset_less=True)
-        desc_f = Signal(512, reset_less=True, attrs={NO_OUTREG: 1})
+        desc_f = Signal(512, reset_less=True)
         m.d.sync += [desc_q.eq(desc_rd.data), desc_f.eq(desc_q)]
         df = {name: desc_f[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
