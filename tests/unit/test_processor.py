@@ -884,10 +884,11 @@ def test_each_instruction_takes_its_own_constant_read_a_cycle_ahead():
 
 def test_pc_overrun_and_watchdog_end_a_run_after_each_kind_of_instruction():
     """FETCH's ``PROG_LEN`` and ``WATCHDOG`` checks are found in the cycle before it
-    (START_WORD, or the cycle that completes an instruction) and registered (``hw.processor``). Each
-    kind of instruction, after a SETVL at a nonzero start: cut by ``PROG_LEN`` right
-    after it (a HALT lies past the end), then by ``WATCHDOG``, then run to the HALT; and
-    at the entry: ``START_PC`` at, and one before, ``PROG_LEN``, ``WATCHDOG`` 0 and 1.
+    (START_WORD, or the cycle that completes an instruction) and registered
+    (``hw.processor``). Each kind of instruction, after a SETVL at a nonzero start: cut
+    by ``PROG_LEN`` right after it (a HALT lies past the end), then by ``WATCHDOG``, then
+    run to the HALT; and at the entry: ``START_PC`` at, and one before, ``PROG_LEN``,
+    ``WATCHDOG`` 0 and 1.
     Code, ``FAULT_PC`` and counts as the ISS's."""
     rng = np.random.default_rng(32)
     job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
