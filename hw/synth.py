@@ -14,7 +14,7 @@ reachable from them (nothing is optimized away):
   register block, core, weight and parameter memories) behind ``SerialPins``, which drives
   the 99 AXI input bits from a shift register and shifts the 42 output bits out.
 
-``python -m hw.synth [--design matvec_engine nep_top] [--part up5k|ecp5-85f|all]
+``python -m hw.synth [--design matvec_engine nep_top] [--part up5k|ecp5-85f|ecp5-25f|all]
 [--lanes 4 8 16] [--out build/reports/synth.json] [--update]``
 ``--plain-yosys`` also runs plain ``synth`` on each design's Verilog (the engine as
 ``make verilog`` writes it; NepTop) and lists its warnings; ``--blocks`` instead
@@ -97,6 +97,14 @@ PARTS = {
         target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156,
         read_latency=4, bank_depth=2048, max_read_ports=8),
+    # The smallest ULX3S: the 85F's fabric and flow on a die with 24288 LUT4, 56 DP16KD
+    # (1 Mbit) and 28 MULT18X18D, so its memories hold a smaller model (issue 6: the
+    # 8-lane processor does not fit the UP5K; this is the edge part it does fit).
+    "ecp5-25f": Part(
+        name="ecp5-25f", device="LFE5U-25F-6BG381C", board="ULX3S-25F", family="ecp5",
+        target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
+        nextpnr=("--25k", "--package", "CABGA381", "--speed", "6"), dsps=28,
+        read_latency=4, bank_depth=2048, max_read_ports=8),
 }
 
 #: Memory depths per (part, lanes). UP5K: the weight stream sits in the SPRAMs (its low 64
@@ -106,6 +114,7 @@ PARTS = {
 #: its memories answer in 4 cycles (``Part.read_latency``), so the readers' FIFOs hold 7
 #: words to keep one word per cycle (``EngineSynthTop``: latency + 3 credits), and the
 #: requantizer takes 8 stages (logic is plentiful there, the clock target is 100 MHz).
+#: ECP5-25F: the same with a quarter of the stream and half the layer width.
 CONFIGS = {
     ("up5k", 4): dict(max_rows=512, max_cols=1024, weight_depth=16384),
     ("up5k", 8): dict(max_rows=256, max_cols=512, weight_depth=4096),
@@ -116,6 +125,9 @@ CONFIGS = {
                              pipelined_requantizer=True),
     ("ecp5-85f", 16): dict(max_rows=1024, max_cols=1024, weight_depth=8192, fifo_depth=7,
                              pipelined_requantizer=True),
+    **{("ecp5-25f", lanes): dict(max_rows=1024, max_cols=512, weight_depth=4096,
+                                 fifo_depth=7, pipelined_requantizer=True)
+       for lanes in (4, 8, 16)},
 }
 
 #: Multiplies in the engine outside the MAC lanes: the requantizer's 32 x 32 product, which
@@ -499,6 +511,12 @@ PROCESSOR_CONFIGS = {
     **{("ecp5-85f", lanes): dict(program_depth=1024, param_depth=4096, scratch_depth=4096,
                                  desc_depth=64, const_depth=64, max_rows=1024, max_cols=1024,
                                  weight_depth=CONFIGS[("ecp5-85f", lanes)]["weight_depth"])
+       for lanes in (4, 8, 16)},
+    # The ECP5-25F's 56 block RAMs: the benchmark model's scratch, a quarter of its stream
+    # words (8 lanes) and about half its parameter rows; 16 descriptors and constants.
+    **{("ecp5-25f", lanes): dict(program_depth=256, param_depth=2048, scratch_depth=4096,
+                                 desc_depth=16, const_depth=16, max_rows=1024, max_cols=512,
+                                 weight_depth=CONFIGS[("ecp5-25f", lanes)]["weight_depth"])
        for lanes in (4, 8, 16)},
 }
 

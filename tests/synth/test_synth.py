@@ -20,6 +20,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from compiler.isa import ProcessorConfig
 from golden.weights import Encoding
 from hw.config import EngineConfig
 from hw.synth import (
@@ -27,6 +28,7 @@ from hw.synth import (
     Design,
     HEADER_FIELDS,
     PARTS,
+    PROCESSOR_CONFIGS,
     Cmd,
     EngineSynthTop,
     SerialPins,
@@ -107,20 +109,30 @@ def test_synthesize_rejects_bad_seeds(tmp_path, seeds):
     assert not (tmp_path / "top.il").exists()  # refused before anything is written
 
 
+def test_every_part_has_sizes_at_every_lane_count():
+    """``make synth --part all`` builds both designs on every part at 4, 8 and 16 lanes:
+    each needs the engine's and the processor's memory sizes, valid for their configs."""
+    for part in PARTS:
+        for lanes in (4, 8, 16):
+            assert EngineConfig(lanes=lanes, **CONFIGS[(part, lanes)]).lanes == lanes
+            cfg = ProcessorConfig(lanes=lanes, **PROCESSOR_CONFIGS[(part, lanes)])
+            assert cfg.weight_depth == CONFIGS[(part, lanes)]["weight_depth"]
+
+
 def test_engine_top_fifo_covers_read_latency():
-    """The ECP5 configurations' reader FIFOs keep one word per cycle from the part's
+    """The ECP5 parts' configurations' reader FIFOs keep one word per cycle from the part's
     memory latency (latency + 3 credits, ``tests/unit/test_memory_reader.py``); a
     shallower FIFO is refused rather than silently slowing the engine."""
-    part = PARTS["ecp5-85f"]
     # Built to be checked only (or refused half-built): collected here, so Amaranth's
     # never-elaborated warning is dropped in this test rather than reported under a
     # later one.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
-        for lanes in (4, 8, 16):
-            cfg = EngineConfig(lanes=lanes, **CONFIGS[(part.name, lanes)])
-            assert cfg.fifo_depth >= part.read_latency + 3
-            EngineSynthTop(cfg, read_latency=part.read_latency)
+        for part in (p for p in PARTS.values() if p.family == "ecp5"):
+            for lanes in (4, 8, 16):
+                cfg = EngineConfig(lanes=lanes, **CONFIGS[(part.name, lanes)])
+                assert cfg.fifo_depth >= part.read_latency + 3
+                EngineSynthTop(cfg, read_latency=part.read_latency)
         with pytest.raises(ValueError, match="fifo_depth 6 cannot keep one word per cycle"):
             EngineSynthTop(EngineConfig(lanes=4, fifo_depth=6), read_latency=4)
         with pytest.raises(ValueError, match="read_latency must be an int >= 1"):
