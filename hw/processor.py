@@ -445,12 +445,13 @@ class Processor(wiring.Component):
         # so that ``desc_q``, the block RAM's output registered, holds it from DESC_COPY
         # on and ``df`` from DESC on: the checks in DESC, the engine, the address adders
         # and the LSTM cell all start from flip-flops. Its index in FETCH and DECODE is
-        # ``word``'s p field, so the 15 block RAMs' address does not hang off the program
+        # ``word``'s p field, so the 16 block RAMs' address does not hang off the program
         # block RAM's output (issue 6, item 6); reading the index after FETCH instead
         # would cost a cycle per MATVEC and LSTM. From DESC_COPY on the index is the
         # latched p.
         # ``desc_q`` is also the host's descriptor read register: one capture per bit,
-        # which ``hw.bram_outreg`` moves into the 15 RAMs (36-bit mode), so their 5.8 ns
+        # which ``hw.bram_outreg`` moves into the 16 RAMs (36-bit mode, 32 bits used in
+        # each: the write port's 32-bit parts), so their 5.8 ns
         # clock-to-out meets no fabric register (into ``desc_q`` in the fabric: -0.48 /
         # -0.50 ns on seeds 1 and 2). ``df`` is taken from ``desc_f``, a fabric copy of
         # it a cycle later, which the placer can put near the fields' loads: from
