@@ -20,7 +20,7 @@ from compiler.isa import STREAM_READ_LATENCY, ProcessorConfig
 from golden.weights import PARAM_BYTES
 
 from .banked_ram import delayed
-from .processor import HostMem, host_members
+from .processor import HostMem, host_members, host_wdata_bits
 from .register_map import ADDR_WIDTH, REG_SPAN, Access, RegisterMap
 
 __all__ = ["CORE_CONTROL", "CORE_READ_LATENCY", "CORE_STATUS", "HOST_PORT",
@@ -33,19 +33,22 @@ CORE_CONTROL = ("start", "soft_reset", "start_pc", "prog_len", "desc_count", "co
 CORE_STATUS = ("busy", "done", "error", "fault_pc", "result", "vl", "vn", "sync_count",
                "cycles", "instructions", "macs", "zero_acts", "stalls")
 #: ``Processor``'s host memory port: driven by the block, except ``host_rdata``.
-HOST_PORT = ("host_mem", "host_addr", "host_wdata", "host_we", "host_re")
+HOST_PORT = ("host_mem", "host_addr", "host_part", "host_wdata", "host_we", "host_re")
 #: Cycles from ``Processor``'s ``host_re`` to its ``host_rdata``: the block RAM, then the
 #: register beside it.
 CORE_READ_LATENCY = 2
 
 #: Cycles from a window read's ``re`` to its ``rvalid``: the request register, the weight
-#: and parameter memories' latency, the read word register.
+#: and parameter memories' latency, the read part register.
 WINDOW_READ_LATENCY = 1 + STREAM_READ_LATENCY + 1
 #: Windows on the core's memories, through its host port.
 _CORE_WINDOWS = {"program": HostMem.PROGRAM, "descriptors": HostMem.DESCRIPTORS,
                  "constants": HostMem.CONSTANTS, "scratch": HostMem.SCRATCH}
 #: Windows on the memories outside the core: window name -> port prefix.
 _STREAM_WINDOWS = {"weights": "weight", "params": "param"}
+#: The window whose words are wider than the staging register: each part write goes
+#: straight to its part of the memory word (``Processor``'s ``host_part``).
+_PART_WINDOW = "descriptors"
 
 
 def _log2(n: int) -> int:
@@ -74,6 +77,11 @@ def _strobe_mask(wstrb):
     return Cat(*(wstrb[i].replicate(8) for i in range(4)))
 
 
+def _part(word, part):
+    """Part ``part`` (bits ``32 * part`` up) of ``word``, zero-extended to whole parts."""
+    return Cat(word, Const(0, -len(word) % 32)).word_select(part, 32)
+
+
 class HostInterface(wiring.Component):
     """The register map of ``docs/register-map.md`` for a ``Processor`` of ``config``.
 
@@ -84,11 +92,14 @@ class HostInterface(wiring.Component):
     memory ports, the ``CTRL`` pulses), so the bus slave's state and this decoder
     share no combinational path with the sequencer; a window read then takes the request
     register's cycle, the weight and parameter memories' ``STREAM_READ_LATENCY`` (their
-    words leave from registers) and one to register the read word; the core's memories
-    answer sooner (``CORE_READ_LATENCY``, their words also from registers), and their
-    words wait in that register. A window write merges its strobed bytes
-    into part ``k`` of the 512-bit staging register; a write to a word's last part also
-    commits the staging word to the memory, in the next cycle. The whole decode is
+    words leave from registers) and one to register the part read (32 bits, chosen
+    before the register); the core's memories answer sooner (``CORE_READ_LATENCY``,
+    their words also from registers), and their part waits in that register. A window write
+    merges its strobed bytes into part ``k`` of the staging register
+    (``host_wdata_bits``: the widest word written whole); a write to a word's last part
+    also commits the staging word to the memory, in the next cycle. A descriptor part's
+    write merges into the staging register's part 0 and writes that part to part ``k``
+    of the descriptor in the next cycle, whichever ``k``. The whole decode is
     registered (register selects, refusal flags, the read value; window selects): an
     access's ``addr`` must be valid from the cycle before ``we``/``re``
     (``Axi4LiteSlave``'s is). ``err`` (``SLVERR``) flags unmapped
@@ -113,8 +124,9 @@ class HostInterface(wiring.Component):
     busy, done : In(1) ; error : In(8) ; fault_pc, result, vl, vn : In(16)
     sync_count, cycles, instructions, macs, zero_acts, stalls : In(32)
         The core's state, read through ``STATUS`` .. ``STALLS``.
-    host_mem : Out(HostMem) ; host_addr : Out(16) ; host_wdata : Out(512)
-    host_we, host_re : Out(1) ; host_rdata : In(512)
+    host_mem : Out(HostMem) ; host_addr : Out(16) ; host_part : Out(4)
+    host_wdata : Out(host_wdata_bits(config)) ; host_we, host_re : Out(1)
+    host_rdata : In(512)
         To ``Processor``'s host port: program, descriptor, constant and scratch windows
         (registered: an access reaches the port the cycle after the bus takes it).
     weight_addr, weight_wdata, weight_we, weight_re : Out ; weight_rdata : In
@@ -214,7 +226,7 @@ class HostInterface(wiring.Component):
 
         # ---- windows, decoded a cycle ahead: the slave shows an access's address from
         # the cycle before ``we``/``re``, so the decode is registered and the bus state,
-        # the address compares and the 512-bit staging and memory port enables they
+        # the address compares and the staging register and memory port enables they
         # drive do not share a cycle.
         # The selects compare the whole address above each span. The fields below are used
         # only with a select set (a write's merge and commit, a read, ``win_ok``), so they
@@ -224,10 +236,14 @@ class HostInterface(wiring.Component):
         # chain and no hold enable between the address and these registers (issue 6). The
         # memory ports' addresses follow ``index`` between accesses; the slave holds a
         # read's address until its ``rvalid``, so they hold while the read is in flight.
-        index, part, last = Signal(20), Signal(4), Signal()
+        # ``stage_part`` is the staging register's part a write merges into: ``part``,
+        # but 0 for a descriptor, whose every part write commits (``last``).
+        staging = Signal(host_wdata_bits(self.config))
+        index, part, stage_part, last = (Signal(20), Signal(4),
+                                         Signal(range(len(staging) // 32)), Signal())
         win_hit, win_ok = Signal(), Signal()
         sel = {}
-        fields = [(index, []), (part, []), (last, []), (win_ok, [])]
+        fields = [(index, []), (part, []), (stage_part, []), (last, []), (win_ok, [])]
         picks = _window_picks(self.map.windows)
         for w in self.map.windows:
             span_bits = _log2(w.span) - 2
@@ -239,8 +255,12 @@ class HostInterface(wiring.Component):
             w_part = offset[:part_bits] if part_bits else Const(0, 1)
             bits = picks[w.name]
             pick = Cat(word[j] for j in bits) == Cat(Const(b, 1) for b in bits.values())
-            for (_, values), value in zip(fields, (w_index, w_part, w_part == w.parts - 1,
-                                                   (w_index < w.depth) & (w_part < w.parts))):
+            by_part = w.name == _PART_WINDOW
+            assert by_part or w.word_bits <= len(staging), w.name
+            for (_, values), value in zip(fields, (
+                    w_index, w_part, 0 if by_part else w_part,
+                    1 if by_part else w_part == w.parts - 1,
+                    (w_index < w.depth) & (w_part < w.parts))):
                 values.append(Mux(pick, value, 0))
         m.d.sync += [field.eq(reduce(operator.or_, values)) for field, values in fields]
         m.d.comb += win_hit.eq(Cat(*sel.values()).any())
@@ -251,11 +271,13 @@ class HostInterface(wiring.Component):
                 m.d.comb += core_sel.eq(1)
                 m.d.sync += self.host_mem.eq(mem)
 
-        # Staging: the strobed bytes into part ``part``; the last part commits the word.
-        staging, merged = Signal(512), Signal(512)
-        old = staging.word_select(part, 32)
+        # Staging: the strobed bytes into part ``stage_part``; the last part commits the
+        # word (a descriptor's part 0, to its part ``part``: ``host_part``).
+        merged = Signal(len(staging))
+        old = staging.word_select(stage_part, 32)
         m.d.comb += [merged.eq(staging),
-                     merged.word_select(part, 32).eq((old & ~mask) | (self.wdata & mask))]
+                     merged.word_select(stage_part, 32).eq((old & ~mask)
+                                                           | (self.wdata & mask))]
         write = self.we & win_go
         commit = write & last
         read = self.re & win_go
@@ -263,7 +285,7 @@ class HostInterface(wiring.Component):
             m.d.sync += staging.eq(merged)
         # The commit is registered, so the word it writes is the staging register's.
         m.d.comb += self.host_wdata.eq(staging)
-        m.d.sync += [self.host_addr.eq(index),
+        m.d.sync += [self.host_addr.eq(index), self.host_part.eq(part),
                      self.host_we.eq(commit & core_sel), self.host_re.eq(read & core_sel)]
         for name, prefix in _STREAM_WINDOWS.items():
             m.d.comb += getattr(self, f"{prefix}_wdata").eq(staging)
@@ -272,12 +294,15 @@ class HostInterface(wiring.Component):
                          getattr(self, f"{prefix}_re").eq(read & sel[name])]
 
         # ---- responses: register reads now, window reads WINDOW_READ_LATENCY cycles
-        # later, of which the last is the read word's register (part ``part`` answers).
+        # later, of which the last is the read part's register, ``rd_word``: 32 bits,
+        # part ``part`` of the word chosen before it, so ``rdata`` needs no 512-bit
+        # register and mux after it (issue 6: 512 FF + 729 LUT4, and 480 LUT4 of ``rdata``,
+        # on the UP5K).
         # A core memory's word arrives 1 + CORE_READ_LATENCY cycles after the read (the
-        # request register, the RAM, its register) and is caught then; a weight or
-        # parameter word arrives STREAM_READ_LATENCY cycles after its request, from the
-        # memory's output register, and is chosen into the same read word. Both come
-        # from flip-flops: no block RAM output reaches across the die to the read word.
+        # request register, the RAM, its register) and its part is caught then; a weight
+        # or parameter word arrives STREAM_READ_LATENCY cycles after its request, from the
+        # memory's output register, and its part is chosen into the same register. Both
+        # come from flip-flops: no block RAM output reaches across the die to ``rd_word``.
         # The address is held meanwhile and the read was checked when taken, so no error
         # is raised for it then.
         rd_part, rd_weight, rd_param = Signal(4), Signal(), Signal()
@@ -288,15 +313,16 @@ class HostInterface(wiring.Component):
         stream_arrives = delayed(m, core_arrives, STREAM_READ_LATENCY - CORE_READ_LATENCY,
                                  name="rd_stream")
         rd_pending = delayed(m, stream_arrives, 1, name="rd_pending")
-        rd_word = Signal(512)
+        rd_word = Signal(32)
         with m.If(core_arrives):
-            m.d.sync += rd_word.eq(self.host_rdata)
+            m.d.sync += rd_word.eq(_part(self.host_rdata, rd_part))
         with m.If(stream_arrives & (rd_weight | rd_param)):
-            m.d.sync += rd_word.eq(Mux(rd_weight, self.weight_rdata, self.param_rdata))
+            m.d.sync += rd_word.eq(_part(Mux(rd_weight, self.weight_rdata, self.param_rdata),
+                                         rd_part))
         decode_err = Mux(reg_sel, ~reg_hit | (self.we & reg_ro), ~win_go)
         m.d.comb += [
             self.err.eq(~rd_pending & decode_err),
             self.rvalid.eq((self.re & ~read) | rd_pending),
-            self.rdata.eq(Mux(rd_pending, rd_word.word_select(rd_part, 32), reg_rdata)),
+            self.rdata.eq(Mux(rd_pending, rd_word, reg_rdata)),
         ]
         return m

@@ -35,7 +35,8 @@ from .registered_read import RegisteredRead
 from .requantizer import MODE_INT16
 from .vector_alu import OP_ADD, OP_MUL_REQUANT, OP_MUL_RSHIFT, OP_SHIFT, VectorAlu
 
-__all__ = ["CELL_TAIL_CYCLES", "DESC_FIELDS", "HostMem", "Processor"]
+__all__ = ["CELL_TAIL_CYCLES", "DESC_FIELDS", "DESC_RESERVED_PARTS", "HostMem", "Processor",
+           "host_wdata_bits"]
 
 #: Descriptor fields as (low bit, width) of the 512-bit little-endian record
 #: (``compiler.isa.Descriptor``; ``tests/unit/test_processor.py`` checks them against it).
@@ -46,6 +47,14 @@ DESC_FIELDS = {
     "cell_frac_bits": (264, 8), "reserved16": (272, 16), "codebook": (288, 128),
     "reserved96": (416, 96),
 }
+
+#: Descriptor parts holding reserved bits: part k (bits 32k .. 32k+31) -> the mask of
+#: those bits in it. The host writes a descriptor a part at a time, and the core keeps a
+#: reserved-bit flag per descriptor and such part.
+_RESERVED_BITS = [lo + i for name, (lo, w) in DESC_FIELDS.items() if name.startswith("reserved")
+                  for i in range(w)]
+DESC_RESERVED_PARTS = {k: mask for k in range(512 // 32)
+                       if (mask := sum(1 << b % 32 for b in _RESERVED_BITS if b // 32 == k))}
 
 #: LOADROW's table size (VN * VL) as the DECODE checks keep it, saturated here: past
 #: the largest scratch depth (2**16) and any 16-bit address, so no check can tell.
@@ -146,6 +155,13 @@ class _State(enum.Enum, shape=4):
     START_WORD = 15  # a run's first word on into ``word``, for FETCH's checks and p
 
 
+def host_wdata_bits(config: ProcessorConfig) -> int:
+    """``host_wdata``'s width, the host block's staging register: the widest word it
+    commits whole (program and constants 64 bits, parameters 72, scratch 16, weights
+    ``word_bits``), in whole 32-bit parts. Descriptors are written a part at a time."""
+    return 32 * -(-max(64, 8 * PARAM_BYTES, config.word_bits) // 32)
+
+
 def host_members(config: ProcessorConfig) -> dict:
     """The core's host-facing ports (``isa.md`` 1.1), as the core sees them: run control
     and status registers, counters, and the host memory port. ``HostInterface`` drives
@@ -158,7 +174,8 @@ def host_members(config: ProcessorConfig) -> dict:
         "result": Out(16), "vl": Out(16), "vn": Out(16), "sync_count": Out(32),
         "cycles": Out(32), "instructions": Out(32), "macs": Out(32),
         "zero_acts": Out(32), "stalls": Out(32),
-        "host_mem": In(HostMem), "host_addr": In(16), "host_wdata": In(512),
+        "host_mem": In(HostMem), "host_addr": In(16), "host_part": In(4),
+        "host_wdata": In(host_wdata_bits(config)),
         "host_we": In(1), "host_re": In(1), "host_rdata": Out(512),
     }
 
@@ -189,8 +206,9 @@ class Processor(wiring.Component):
         64-bit instructions, 512-bit descriptors (one per word, ``DESC_FIELDS``),
         64-bit constants (multiplier bits 0..31, shift 32..63), 16-bit scratch entries.
         A testbench may load them directly, except ``const_mem`` and ``desc_mem``: a
-        constant's validity and whether a descriptor has a reserved bit set are recorded
-        as they come through the host port, which the bus uses for all four.
+        constant's validity and whether a descriptor part has a reserved bit set are
+        recorded as they come through the host port, which the bus uses for all four
+        (descriptors a 32-bit part at a time: ``desc_mem``'s write port has granularity 32).
     prog_rd, desc_rd : hw.registered_read.RegisteredRead
         The program and descriptor memories' read ports.
     scratch_reads : tuple of hw.registered_read.RegisteredRead
@@ -221,11 +239,14 @@ class Processor(wiring.Component):
         counts and the FIFOs keep one word per cycle at.
     p_req_addr, p_req_valid, p_req_ready, p_resp_data, p_resp_valid
         Parameter memory port (72-bit records), offset by ``param_base``.
-    host_mem : In(HostMem) ; host_addr : In(16)
-        Host port: the memory and word the next access addresses.
-    host_wdata : In(512) ; host_we : In(1)
-        Write the low bits of ``host_wdata`` (the memory's width) to the word. A run
-        started in the same cycle may read its first instruction as either word.
+    host_mem : In(HostMem) ; host_addr : In(16) ; host_part : In(4)
+        Host port: the memory and word the next access addresses; the descriptor part
+        (bits ``32 * host_part`` up) a descriptor write addresses.
+    host_wdata : In(host_wdata_bits(config)) ; host_we : In(1)
+        Write the low bits of ``host_wdata`` (the memory's width) to the word; to a
+        descriptor, its low 32 bits to part ``host_part`` of the word, the rest of the
+        word unchanged. A run started in the same cycle may read its first instruction
+        as either word.
     host_re : In(1) ; host_rdata : Out(512)
         Read the word: ``host_rdata`` shows it, zero-extended, 2 cycles later (the
         block RAM, then a register beside it), and keeps it while ``host_addr`` holds
@@ -424,12 +445,13 @@ class Processor(wiring.Component):
         # so that ``desc_q``, the block RAM's output registered, holds it from DESC_COPY
         # on and ``df`` from DESC on: the checks in DESC, the engine, the address adders
         # and the LSTM cell all start from flip-flops. Its index in FETCH and DECODE is
-        # ``word``'s p field, so the 15 block RAMs' address does not hang off the program
+        # ``word``'s p field, so the 16 block RAMs' address does not hang off the program
         # block RAM's output (issue 6, item 6); reading the index after FETCH instead
         # would cost a cycle per MATVEC and LSTM. From DESC_COPY on the index is the
         # latched p.
         # ``desc_q`` is also the host's descriptor read register: one capture per bit,
-        # which ``hw.bram_outreg`` moves into the 15 RAMs (36-bit mode), so their 5.8 ns
+        # which ``hw.bram_outreg`` moves into the 16 RAMs (36-bit mode, 32 bits used in
+        # each: the write port's 32-bit parts), so their 5.8 ns
         # clock-to-out meets no fabric register (into ``desc_q`` in the fabric: -0.48 /
         # -0.50 ns on seeds 1 and 2). ``df`` is taken from ``desc_f``, a fabric copy of
         # it a cycle later, which the placer can put near the fields' loads: from
@@ -442,19 +464,22 @@ class Processor(wiring.Component):
         m.d.sync += [desc_q.eq(desc_rd.data), desc_f.eq(desc_q)]
         df = {name: desc_f[lo:lo + w] for name, (lo, w) in DESC_FIELDS.items()
               if not name.startswith("reserved")}
-        # A reserved bit set: found when the host writes the descriptor and kept in
-        # ``reserved_set``, one flag per descriptor (all-zero ones, the initial contents,
-        # have none; like the memory it is not reset), so no OR of the 112 bits follows
-        # the block RAM's 5.8 ns clock-to-out (issue 6). Both index it by the address
-        # bits the memory takes (an index past the depth aliases as the memory read
-        # does). The flag of descriptor p is registered every cycle: p is latched in
-        # DECODE, so MV_CHECK sees its flag from DESC; the host writes only between runs.
+        # A reserved bit set: found when the host writes the descriptor, a part at a
+        # time, and kept in ``reserved_set``, one flag per descriptor for each part that
+        # holds reserved bits (``DESC_RESERVED_PARTS``; all-zero descriptors, the initial
+        # contents, have none; like the memory they are not reset), so no OR of the 112
+        # bits follows the block RAM's 5.8 ns clock-to-out (issue 6). A part's write sets
+        # or clears its own flag; the descriptor is bad if any of its flags is set. Both
+        # index them by the address bits the memory takes (an index past the depth
+        # aliases as the memory read does). Descriptor p's flags are ORed and registered
+        # every cycle: p is latched in DECODE, so MV_CHECK sees them from DESC; the host
+        # writes only between runs.
         desc_aw = len(desc_rd.addr)
-        reserved_fields = [(lo, w) for name, (lo, w) in DESC_FIELDS.items()
-                           if name.startswith("reserved")]
-        reserved_set = Signal(cfg.desc_depth, reset_less=True)
+        reserved_set = {k: Signal(cfg.desc_depth, reset_less=True, name=f"reserved_set_{k}")
+                        for k in DESC_RESERVED_PARTS}
         p_reserved = Signal()
-        m.d.sync += p_reserved.eq(reserved_set.bit_select(p[:desc_aw], 1))
+        m.d.sync += p_reserved.eq(Cat(flags.bit_select(p[:desc_aw], 1)
+                                      for flags in reserved_set.values()).any())
         m.d.comb += desc_rd.addr.eq(Mux(at["word"], f["p"], p))
 
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``).
@@ -1009,36 +1034,44 @@ class Processor(wiring.Component):
         # scratch write port (assigned last, so it wins); program, descriptor and constant
         # memories get their one write port here.
         host = ~busy
-        prog_wr, desc_wr = self.program_mem.write_port(), self.desc_mem.write_port()
-        const_wr = self.const_mem.write_port()
+        prog_wr, const_wr = self.program_mem.write_port(), self.const_mem.write_port()
         host_we = {mem: host & self.host_we & (self.host_mem == mem) for mem in HostMem}
-        for port, mem in ((prog_wr, HostMem.PROGRAM), (desc_wr, HostMem.DESCRIPTORS),
-                          (const_wr, HostMem.CONSTANTS)):
+        for port, mem in ((prog_wr, HostMem.PROGRAM), (const_wr, HostMem.CONSTANTS)):
             m.d.comb += [port.addr.eq(self.host_addr), port.data.eq(self.host_wdata),
                          port.en.eq(host_we[mem])]
+        # A descriptor is written a 32-bit part at a time, straight into the memory: the
+        # host block needs no 512-bit staging register (issue 6: 448 FF + 438 LUT4 on the
+        # UP5K).
+        desc_wr = self.desc_mem.write_port(granularity=32)
+        desc_part_we = [host_we[HostMem.DESCRIPTORS] & (self.host_part == k)
+                        for k in range(len(desc_wr.en))]
+        m.d.comb += [desc_wr.addr.eq(self.host_addr),
+                     desc_wr.data.eq(self.host_wdata[:32].replicate(len(desc_wr.en))),
+                     desc_wr.en.eq(Cat(desc_part_we))]
         # A constant's validity is checked from the written word into a register, with
         # its index and enable, and lands in ``const_ok`` a cycle after the memory write:
         # the port's 64 data bits, the checks' carry chains and the index decode into the
-        # flags' enables are two paths, not one (issue 6). A descriptor's reserved-bit
-        # flag likewise (the OR of 112 bits into ``reserved_set``'s enables missed 10 ns
-        # by 0.16 ns on seed 2 of run m34). The host cannot tell: the flags are read
-        # from a run's FETCH on, at least two cycles after a start, and a read returns
-        # the memory's word, not its flag.
+        # flags' enables are two paths, not one (issue 6). A descriptor part's
+        # reserved-bit flag likewise (the OR of 112 bits into one flag's enables missed
+        # 10 ns by 0.16 ns on seed 2 of run m34). The host cannot tell: the flags are
+        # read from a run's FETCH on, at least two cycles after a start, and a read
+        # returns the memory's word, not its flag.
         new_m, new_s = self.host_wdata[:32].as_signed(), self.host_wdata[32:64].as_signed()
 
-        def flag_after_write(flags, mem, index, value):
-            """``flags[index] = value`` a cycle after the host's write to ``mem``, from
+        def flag_after_write(flags, we, index, value):
+            """``flags[index] = value`` a cycle after a host write (enable ``we``), from
             registered enable, index and value."""
-            we, at_index, new = Signal(), Signal(len(index)), Signal()
-            m.d.sync += [we.eq(host_we[mem]), at_index.eq(index), new.eq(value)]
-            with m.If(we):
+            we_q, at_index, new = Signal(), Signal(len(index)), Signal()
+            m.d.sync += [we_q.eq(we), at_index.eq(index), new.eq(value)]
+            with m.If(we_q):
                 m.d.sync += flags.bit_select(at_index, 1).eq(new)
 
-        flag_after_write(const_ok, HostMem.CONSTANTS, self.host_addr[:const_aw],
+        flag_after_write(const_ok, host_we[HostMem.CONSTANTS], self.host_addr[:const_aw],
                          ((new_m == 0) | (new_m[30:32] == 0b01))
                          & (new_s >= -MAX_RIGHT_SHIFT) & (new_s <= MAX_LEFT_SHIFT))
-        flag_after_write(reserved_set, HostMem.DESCRIPTORS, desc_wr.addr,
-                         Cat(self.host_wdata[lo:lo + w] for lo, w in reserved_fields).any())
+        for k, flags in reserved_set.items():
+            flag_after_write(flags, desc_part_we[k], desc_wr.addr,
+                             (self.host_wdata[:32] & DESC_RESERVED_PARTS[k]).any())
         host_const = Signal(64)  # the constant port reads asynchronously: register it
         host_mem_q = Signal(HostMem)
         with m.If(host):

@@ -153,19 +153,33 @@ def test_registers_and_windows():
                 parts = [await bus.ok_read(MAP.address(w.name, index, k))
                          for k in range(w.parts)]
                 assert w.join(parts) == word and parts == w.split(word), (w.name, index)
-        # Nothing is written before the last part; the staging register keeps the lower
-        # parts, so writing the last part again commits them; strobes merge into it.
-        desc = MAP.window("descriptors")
-        await bus.ok_write(MAP.address("descriptors", 2, 0), 0xAABBCCDD)
-        assert await bus.ok_read(MAP.address("descriptors", 2, 0)) == 0
-        await bus.ok_write(MAP.address("descriptors", 2, 15), 0x11223344, strb=0b0101)
-        got = [await bus.ok_read(MAP.address("descriptors", 2, k)) for k in range(16)]
-        assert got[0] == 0xAABBCCDD and got[15] & 0x00FF00FF == 0x00220044
-        assert desc.join(got) >> 32 & ((1 << 448) - 1) != 0  # the last word's lower parts
-        # A one-part scratch entry: bytes not strobed come from the staging register.
+        # A word (not a descriptor) lands whole with its last part: nothing is written
+        # before; the staging register keeps the lower parts, so writing the last part of
+        # another word commits them too; bytes not strobed come from it.
+        prog = [MAP.address("program", i, k) for i in (2, 3) for k in range(2)]
+        await bus.ok_write(prog[0], 0xAABBCCDD)
+        assert [await bus.ok_read(a) for a in prog] == [0, 0, 0, 0]
+        await bus.ok_write(prog[1], 0x11223344)
+        await bus.ok_write(prog[3], 0x55667788, strb=0b0101)
+        assert [await bus.ok_read(a) for a in prog] == [0xAABBCCDD, 0x11223344,
+                                                        0xAABBCCDD, 0x11663388]
+        # A descriptor part lands alone, at once: a read between a descriptor's part
+        # writes shows the parts written so far and the old contents of the others.
+        desc = [MAP.address("descriptors", 2, k) for k in range(16)]
+        await bus.ok_write(desc[5], 0xCAFEF00D)
+        assert [await bus.ok_read(a) for a in desc] == [0] * 5 + [0xCAFEF00D] + [0] * 10
+        # A descriptor part's bytes not strobed come from the staging register's part 0,
+        # which every window's part 0 write and every descriptor part write leave.
+        await bus.ok_write(desc[15], 0x11223344, strb=0b0101)
         await bus.ok_write(MAP.address("scratch", 7), 0xBEEF)
-        await bus.ok_write(MAP.address("scratch", 8), 0x12, strb=0b0001)
-        assert await bus.ok_read(MAP.address("scratch", 8)) == 0xBE12
+        await bus.ok_write(desc[3], 0x1200, strb=0b0010)
+        assert [await bus.ok_read(a) for a in desc] == (
+            [0] * 3 + [0x12EF, 0, 0xCAFEF00D] + [0] * 9 + [0xCA22F044])
+        # A one-part scratch entry: bytes not strobed come from the staging register.
+        await bus.ok_write(MAP.address("scratch", 8), 0x34, strb=0b0001)
+        assert await bus.ok_read(MAP.address("scratch", 8)) == 0x1234
+        await bus.ok_write(MAP.address("scratch", 8), 0xBE00, strb=0b0010)
+        assert await bus.ok_read(MAP.address("scratch", 8)) == 0xBE34
 
     simulate(body)
 

@@ -44,7 +44,13 @@ from hw.activation_lut import LATENCY as ACTIVATION_LUT_LATENCY
 import hw.processor
 from hw.banked_ram import BankedRam
 from hw.lstm_cell import LstmCell
-from hw.processor import CELL_TAIL_CYCLES, DESC_FIELDS, HostMem, Processor
+from hw.processor import (
+    CELL_TAIL_CYCLES,
+    DESC_FIELDS,
+    DESC_RESERVED_PARTS,
+    HostMem,
+    Processor,
+)
 from hw.vector_alu import LATENCY as VECTOR_ALU_LATENCY
 from sim import toolchain
 from sim.harness import PARAM_SALT, WEIGHT_SALT, serve_with_wait_states
@@ -105,21 +111,31 @@ class Rig:
         self.iss.write_program(addr, words)
         self._mem(self.cpu.program_mem, addr, words)
 
-    async def _host_write(self, mem, index, word):
+    async def _host_write(self, mem, index, word, part=0):
         ctx, cpu = self.ctx, self.cpu
         ctx.set(cpu.host_mem, mem)
         ctx.set(cpu.host_addr, index)
+        ctx.set(cpu.host_part, part)
         ctx.set(cpu.host_wdata, word)
         ctx.set(cpu.host_we, 1)
         await ctx.tick()
         ctx.set(cpu.host_we, 0)
 
     async def descriptor(self, index, desc):
-        """Through the host port: the core records whether a reserved bit is set as the
-        descriptor is written."""
+        """Through the host port, as the host block writes it, a 32-bit part at a time:
+        the core records whether each part has a reserved bit set."""
         raw = desc.pack() if isinstance(desc, Descriptor) else bytes(desc)
-        self.iss.write_descriptor(index, raw)
-        await self._host_write(HostMem.DESCRIPTORS, index, int.from_bytes(raw, "little"))
+        for k in range(len(raw) // 4):
+            await self.descriptor_part(index, k, raw[4 * k:4 * k + 4])
+
+    async def descriptor_part(self, index, k, raw):
+        """Part ``k`` (4 bytes) of descriptor ``index``, the rest of it unchanged. The
+        port's bits above the part's 32 are ones, which the core must ignore."""
+        old = self.iss.descriptors[index]
+        self.iss.write_descriptor(index, old[:4 * k] + bytes(raw) + old[4 * k + 4:])
+        ones = ((1 << len(self.cpu.host_wdata)) - 1) & ~0xFFFF_FFFF
+        await self._host_write(HostMem.DESCRIPTORS, index,
+                               int.from_bytes(raw, "little") | ones, part=k)
 
     async def program_word(self, index, word):
         """One program word through the host port."""
@@ -1052,7 +1068,7 @@ def test_back_to_back_matvecs_request_from_their_own_bases(wait_level):
 
 def test_a_reserved_descriptor_bit_is_found_as_the_host_writes_each_descriptor():
     """Each of the 112 reserved descriptor bits faults the MATVEC with BAD_DESCRIPTOR: the
-    core records the bit as the host writes the descriptor, one flag per descriptor. One bit
+    core records the bit as the host writes the descriptor, a flag per part. One bit
     of every group of 4, at a different place in its group, written over descriptor 1 in
     turn, between rewrites of it clean: each program runs descriptor 0 (clean), then 1,
     and faults at the second MATVEC (its PC) exactly while 1 holds a reserved bit. So a
@@ -1084,6 +1100,51 @@ def test_a_reserved_descriptor_bit_is_found_as_the_host_writes_each_descriptor()
             iss = await rig.run(0, f"rewritten clean after reserved bit {bit}")
             assert iss.error == ErrorCode.OK, bit
             assert np.array_equal(rig.read_scratch()[310:316], job.expected), bit
+
+    simulate(body)
+
+
+def test_each_descriptor_part_write_sets_or_clears_its_own_reserved_flag():
+    """The host writes a descriptor a part at a time and each write sets or clears that
+    part's reserved-bit flag alone. After clean descriptors 0 and 1, single parts are
+    rewritten: a reserved bit in part 8 of descriptor 1 faults the second MATVEC
+    (BAD_DESCRIPTOR, PC 2); a write of part 9 (no reserved bits) keeps the fault; a
+    second bit in part 13 and then part 8 rewritten clean keep it too, and part 13
+    rewritten clean ends it (the run completes, its output right); a bit in part 15 of
+    descriptor 0 faults the first MATVEC (PC 1) until that part is rewritten. So one
+    flag per descriptor (cleared by any part's write), a part's write reaching another
+    part's or descriptor's flag, or parts merged into the wrong place in the word fail."""
+    assert set(DESC_RESERVED_PARTS) == {8, 13, 14, 15}
+    rng = np.random.default_rng(14)
+    job = make_job(rng, rows=6, cols=20, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+
+    async def body(rig):
+        clean = bytes(Descriptor(**await layer(rig, job)).pack())
+        await rig.descriptor(1, clean)
+        rig.scratch(0, job.x)
+        rig.registers(desc_count=2, prog_len=CFG.program_depth)
+        rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=0, d=300, a=0, b=0),
+                        I(Op.MATVEC, p=1, d=310, a=0, b=0), I(Op.HALT)])
+
+        def part(k, bit=None):
+            raw = bytearray(clean[4 * k:4 * k + 4])
+            if bit is not None:
+                assert DESC_RESERVED_PARTS[k] >> bit & 1, (k, bit)
+                raw[bit // 8] |= 1 << bit % 8
+            return raw
+
+        for index, k, bit, fault_pc in ((1, 8, 20, 2), (1, 9, None, 2), (1, 13, 7, 2),
+                                        (1, 8, None, 2), (1, 13, None, None),
+                                        (0, 15, 31, 1), (0, 15, None, None)):
+            label = f"descriptor {index} part {k} bit {bit}"
+            await rig.descriptor_part(index, k, part(k, bit))
+            rig.scratch(300, np.zeros(16))  # the clean run's outputs, written afresh
+            iss = await rig.run(0, label)
+            if fault_pc is None:
+                assert iss.error == ErrorCode.OK, label
+                assert np.array_equal(rig.read_scratch()[310:316], job.expected), label
+            else:
+                assert (iss.error, iss.fault_pc) == (ErrorCode.BAD_DESCRIPTOR, fault_pc), label
 
     simulate(body)
 
