@@ -53,6 +53,11 @@ ABSORBED = "absorbed"
 #: The signal attribute that keeps a register out of the RAM: one that feeds a multiplier
 #: or a wide fan-out is better placed near its loads than inside the block RAM.
 NO_OUTREG = "no_outreg"
+#: The memory attribute that keeps a memory out of the ECP5's block RAM: ``hw.synth``'s
+#: ECP5 script turns it into Yosys's ``ram_style "distributed"`` (LUT RAM), which the
+#: iCE40 (no LUT RAM: Yosys fails the memory) must not see, so one Yosys attribute on the
+#: memory cannot serve both.
+ECP5_LUT_RAM = "ecp5_lut_ram"
 
 
 def _width(value) -> int:

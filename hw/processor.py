@@ -27,7 +27,7 @@ from golden.weights import PARAM_BYTES
 
 from .activation_lut import LATENCY as LUT_LATENCY
 from .activation_lut import ActivationLut
-from .bram_outreg import NO_OUTREG
+from .bram_outreg import ECP5_LUT_RAM, NO_OUTREG
 from .config import EngineConfig
 from .lstm_cell import H_LATENCY, LstmCell
 from .matvec_engine import MatVecEngine
@@ -209,8 +209,9 @@ class Processor(wiring.Component):
         constant's validity and whether a descriptor part has a reserved bit set are
         recorded as they come through the host port, which the bus uses for all four
         (descriptors a 32-bit part at a time: ``desc_mem``'s write port has granularity 32).
-    prog_rd, desc_rd : hw.registered_read.RegisteredRead
-        The program and descriptor memories' read ports.
+    prog_rd, desc_rd, const_rd : hw.registered_read.RegisteredRead
+        The program, descriptor and constant memories' read ports (``const_rd`` with an
+        enable).
     scratch_reads : tuple of hw.registered_read.RegisteredRead
         The scratch's two read ports (``sc_a``: the ALU's a, loads, the host; ``sc_b``).
     engine_config : hw.config.EngineConfig
@@ -288,23 +289,31 @@ class Processor(wiring.Component):
         # at a time (``hw.host_interface``), or if a start is in that cycle: its read of
         # the first instruction is the run's, so a write of that word in the start's own
         # cycle may go unseen (``host_we``; the host block's start and writes each follow
-        # a bus write of their own, so never share a cycle). The program and descriptor
-        # memories take no other writes. The scratch is also written while busy: its
-        # ports read every cycle, and a read meets the write of its word only where its
-        # data is not used (``sc_b`` at an idle LSTM cell's c address, a port left at
-        # address 0, LOADROW's ``rb``); every read a result takes precedes the write of
-        # its word (the write pipeline comment in ``elaborate``).
+        # a bus write of their own, so never share a cycle); the constants' register
+        # takes a word while idle only in a host read's cycle (its enable). The program,
+        # descriptor and constant memories take no other writes. The scratch is also
+        # written while busy: its ports read every cycle, and a read meets the write of
+        # its word only where its data is not used (``sc_b`` at an idle LSTM cell's c
+        # address, a port left at address 0, LOADROW's ``rb``); every read a result
+        # takes precedes the write of its word (the write pipeline comment in
+        # ``elaborate``).
         # tests/unit/test_processor.py returns a wrong word on each such collision of a
         # program of every instruction kind and still matches the ISS.
         rw_either = {"no_rw_check": 1}
         self.program_mem = Memory(shape=64, depth=config.program_depth, init=[],
                                   attrs=rw_either)
         self.desc_mem = Memory(shape=512, depth=config.desc_depth, init=[], attrs=rw_either)
-        self.const_mem = Memory(shape=64, depth=config.const_depth, init=[])
+        # The constants: a block RAM on the iCE40 (its 64-bit words were 1024 flip-flops
+        # and a 716-LUT4 read multiplexer there, issue 6), LUT RAM on the ECP5
+        # (``ECP5_LUT_RAM``): as a block RAM its 5.8 ns clock-to-out and the route from
+        # the RAM's column would come before ``k_mult``'s multipliers.
+        self.const_mem = Memory(shape=64, depth=config.const_depth, init=[],
+                                attrs={**rw_either, ECP5_LUT_RAM: 1})
         self.scratch_mem = Memory(shape=16, depth=config.scratch_depth, init=[],
                                   attrs=rw_either)
         self.prog_rd = RegisteredRead(memory=self.program_mem)
         self.desc_rd = RegisteredRead(memory=self.desc_mem)
+        self.const_rd = RegisteredRead(memory=self.const_mem, enable=True)
         self.scratch_reads = (RegisteredRead(memory=self.scratch_mem),
                               RegisteredRead(memory=self.scratch_mem))
 
@@ -341,12 +350,12 @@ class Processor(wiring.Component):
         # RAM's OCE; ``desc_q``, ``rd_a``, ``rd_b``), the same cycle as a synchronous
         # port's (port B's also by ``cell_c`` and ``row_index``, below).
         # ``hw.bram_outreg`` takes ``next_word``, ``desc_q`` and ``rd_a`` into their RAMs;
-        # ``rd_b`` stays in the fabric (``no_outreg``, below).
+        # ``rd_b`` stays in the fabric (``no_outreg``, below). The constants' port has no
+        # register after it: its own (``const_rd.data``, with an enable) is ``k_mult``,
+        # ``k_shift`` and the host's read word (below).
         m.submodules.prog_rd = prog_rd = self.prog_rd
         m.submodules.desc_rd = desc_rd = self.desc_rd
-        # The constants: an asynchronous (LUT RAM) read, into ``k_mult`` / ``k_shift`` a
-        # cycle ahead of their use (FETCH, DESC; below).
-        const_rd = self.const_mem.read_port(domain="comb")
+        m.submodules.const_rd = const_rd = self.const_rd
         sc_a, sc_b = self.scratch_reads
         m.submodules.sc_a, m.submodules.sc_b = sc_a, sc_b
         sc_w = self.scratch_mem.write_port()
@@ -483,25 +492,27 @@ class Processor(wiring.Component):
         m.d.comb += desc_rd.addr.eq(Mux(at["word"], f["p"], p))
 
         # Constant (multiplier, shift) and its validity (``compiler.isa.constant_ok``).
-        # The constant is read a cycle ahead into ``k_mult``/``k_shift``: by the
-        # instruction's p from ``word`` in FETCH (VREQ8/VMULQ8: DECODE takes the ALU's
-        # shift from ``k_shift``), by the descriptor's const_index from ``df`` in DESC
-        # (LSTM: the cell uses them from the engine's first row on, long after
-        # MV_CHECK). The LUT RAM's read then goes straight into registers, its address
-        # chosen by flags, and not through a state compare and on into the ALU's shift
-        # (issue 6). The read data also feeds ``host_const`` (below), a register with
-        # another enable, so Yosys's ``memory_dff`` cannot take either into the memory
-        # as a synchronous port, which would make it a block RAM
+        # The constant is read a cycle ahead into the port's register, whose fields are
+        # ``k_mult``/``k_shift``: by the instruction's p from ``word`` in FETCH
+        # (VREQ8/VMULQ8: DECODE takes the ALU's shift from ``k_shift``), by the
+        # descriptor's const_index from ``df`` in DESC (LSTM: the cell uses them from the
+        # engine's first row on, long after MV_CHECK). The RAM's read then goes straight
+        # into the register, its address chosen by flags, and not through a state compare
+        # and on into the ALU's shift (issue 6). The register also takes the host's reads
+        # while idle (below): a run reads ``k_mult``/``k_shift`` only after its FETCH has
+        # loaded them, and nothing else between, so neither sees the other's word; its
+        # reset-less value after a reset is never used either. One register with one
+        # enable is what Yosys's ``memory_dff`` takes into the memory as a synchronous
+        # port, so the iCE40 maps the constants to block RAM
         # (tests/synth/test_read_ports.py).
         # Each entry's validity is found when the host writes it and kept in ``const_ok``
         # (all-zero entries, the initial contents, are valid; like the memory it is not
-        # reset), so the decode cycle checks one bit, not the LUT RAM's 64.
+        # reset), so the decode cycle checks one bit, not the RAM's 64.
         const_aw = max(1, (cfg.const_depth - 1).bit_length())
         const_ok = Signal(cfg.const_depth, init=(1 << cfg.const_depth) - 1, reset_less=True)
-        k_mult, k_shift = Signal(signed(32)), Signal(signed(8))
-        m.d.comb += const_rd.addr.eq(Mux(at["desc"], df["const_index"], f["p"]))
-        with m.If(at["const"]):
-            m.d.sync += [k_mult.eq(const_rd.data[:32]), k_shift.eq(const_rd.data[32:40])]
+        m.d.comb += [const_rd.addr.eq(Mux(at["desc"], df["const_index"], f["p"])),
+                     const_rd.en.eq(at["const"])]
+        k_mult, k_shift = const_rd.data[:32].as_signed(), const_rd.data[32:40].as_signed()
         # Both checks a cycle ahead of their use too, with the same indices: the
         # instruction's p in FETCH, with DECODE's other checks, the descriptor's
         # const_index in DESC for MV_CHECK: the compare's carry chain and the fault's
@@ -1072,26 +1083,26 @@ class Processor(wiring.Component):
         for k, flags in reserved_set.items():
             flag_after_write(flags, desc_part_we[k], desc_wr.addr,
                              (self.host_wdata[:32] & DESC_RESERVED_PARTS[k]).any())
-        host_const = Signal(64)  # the constant port reads asynchronously: register it
         host_mem_q = Signal(HostMem)
         with m.If(host):
             m.d.comb += [prog_rd.addr.eq(self.host_addr), desc_rd.addr.eq(self.host_addr),
                          const_rd.addr.eq(self.host_addr), sc_a.addr.eq(self.host_addr),
                          sc_w.addr.eq(self.host_addr), sc_w.data.eq(self.host_wdata),
                          sc_w.en.eq(host_we[HostMem.SCRATCH])]
-            with m.If(self.host_re):
-                m.d.sync += [host_const.eq(const_rd.data), host_mem_q.eq(self.host_mem)]
+            with m.If(self.host_re):  # the constants' enable: ``at["const"]`` is low here
+                m.d.comb += const_rd.en.eq(1)
+                m.d.sync += host_mem_q.eq(self.host_mem)
         # Each block RAM's word is registered beside it and the memory chosen after the
         # registers, so the RAMs' 5.8 ns clock-to-out meets a flip-flop, not the mux and
         # the route across the die to the host block's read word (issue 6); the word
         # shows 2 cycles after ``host_re``. The program memory's register is the
         # sequencer's ``next_word``, the descriptors' ``desc_q`` (``desc_f``'s source)
-        # and the scratch's ``rd_a``, each taking its RAM's output in every idle cycle:
-        # the host adds no register of its own but ``host_const``, the constants' (an
-        # asynchronous read), loaded with the read.
+        # and the scratch's ``rd_a``, each taking its RAM's output in every idle cycle,
+        # and the constants' is their port's, loaded with the read (above): the host
+        # adds no register of its own.
         with m.Switch(host_mem_q):
             for mem, data in ((HostMem.PROGRAM, next_word), (HostMem.DESCRIPTORS, desc_q),
-                              (HostMem.CONSTANTS, host_const), (HostMem.SCRATCH, rd_a)):
+                              (HostMem.CONSTANTS, const_rd.data), (HostMem.SCRATCH, rd_a)):
                 with m.Case(mem):
                     m.d.comb += self.host_rdata.eq(data)
 

@@ -44,7 +44,7 @@ from amaranth.lib.wiring import In, Out
 from compiler.isa import STREAM_READ_LATENCY, ProcessorConfig
 
 from .banked_ram import BankedRam, delayed
-from .bram_outreg import absorb_output_registers
+from .bram_outreg import ECP5_LUT_RAM, absorb_output_registers
 from .config import EngineConfig
 from .endpoint_slack import by_signal, endpoint_slacks, parse_sdf
 from .matvec_engine import MatVecEngine
@@ -66,7 +66,7 @@ class Part:
     board: str
     family: str  # "ice40" | "ecp5"
     target_mhz: float
-    synth: str  # the Yosys synthesis command
+    synth: str  # the Yosys synthesis script; its last command is synth_*, which callers extend
     nextpnr: tuple[str, ...]  # arguments after the nextpnr executable
     dsps: int  # DSP blocks on the part (a budget for multiplier mapping)
     spram_bits: int | None = None  # width of the SPRAM bank (iCE40 UP: 4 x 16 bits)
@@ -85,7 +85,10 @@ class Part:
 #: ``synth_ice40`` maps for the HX family's delays unless told ``-device u``; flip-flops
 #: whose clock enable is shared by fewer than 4 stay plain (``-dffe_min_ce_use 4``): an
 #: iCE40 logic block's 8 cells share one enable, so rare enables strand cells. Together
-#: they took the 4-lane engine from 5282 to 5250 logic cells (docs/synthesis.md).
+#: they took the 4-lane engine from 5282 to 5250 logic cells (docs/synthesis.md). On the
+#: ECP5, memories marked ``ECP5_LUT_RAM`` go to LUT RAM (``hw.bram_outreg``); the rest as
+#: Yosys's cost model picks.
+_SYNTH_ECP5 = f'setattr -set ram_style "distributed" a:{ECP5_LUT_RAM}; synth_ecp5 -no-rw-check'
 PARTS = {
     "up5k": Part(
         name="up5k", device="iCE40UP5K-SG48", board="iCEBreaker", family="ice40",
@@ -94,7 +97,7 @@ PARTS = {
         nextpnr=("--up5k", "--package", "sg48"), dsps=8, spram_bits=64),
     "ecp5-85f": Part(
         name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
-        target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
+        target_mhz=100.0, synth=_SYNTH_ECP5,
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156,
         read_latency=4, bank_depth=2048, max_read_ports=8),
     # The smallest ULX3S: the 85F's fabric and flow on a die with 24288 LUT4, 56 DP16KD
@@ -102,7 +105,7 @@ PARTS = {
     # 8-lane processor does not fit the UP5K; this is the edge part it does fit).
     "ecp5-25f": Part(
         name="ecp5-25f", device="LFE5U-25F-6BG381C", board="ULX3S-25F", family="ecp5",
-        target_mhz=100.0, synth="synth_ecp5 -no-rw-check",
+        target_mhz=100.0, synth=_SYNTH_ECP5,
         nextpnr=("--25k", "--package", "CABGA381", "--speed", "6"), dsps=28,
         read_latency=4, bank_depth=2048, max_read_ports=8),
 }

@@ -4,12 +4,13 @@ Yosys 0.70's ``memory_libmap`` crashed on the processor at 16 lanes: the activat
 was one memory with 16 read ports. The MAC array now has one memory per lane, and
 ``hw.synth.synthesize`` refuses a design with too many read ports on a part with a limit
 (``Part.max_read_ports``) with a clear reason, rather than a Yosys crash a minute later.
-These tests elaborate to RTLIL only, except the last: Yosys's memory passes (a few
-seconds), for where the processor's memories go.
+These tests elaborate to RTLIL only, except the last: Yosys's memory passes (10 to 15
+seconds per part), for where the processor's memories go.
 """
 
-import re
 import subprocess
+
+import pytest
 
 from amaranth import Module
 from amaranth.back import rtlil
@@ -19,8 +20,8 @@ from amaranth.lib.wiring import In, Out
 
 from compiler.isa import ProcessorConfig
 from hw.processor import Processor
-from hw.synth import (PARTS, PROCESSOR_CONFIGS, Design, memory_read_ports, processor_design,
-                      synthesize, tool)
+from hw.synth import (PARTS, PROCESSOR_CONFIGS, Design, memory_mapping, memory_read_ports,
+                      processor_design, synthesize, tool)
 
 
 class ManyReaders(wiring.Component):
@@ -63,20 +64,33 @@ def test_too_many_read_ports_stop_before_yosys(tmp_path):
     assert not (tmp_path / "yosys.log").exists()
 
 
-def test_processor_memories_map_to_block_ram_and_the_constants_to_lut_ram(tmp_path):
-    """The 8-lane ECP5 processor through ``synth_ecp5`` up to ``memory_libmap``. The
-    constants are read asynchronously into registers (``hw.processor``): if Yosys's
-    ``memory_dff`` took one into the port, the synchronous port would go to block RAM
-    instead of 64 LUT RAMs. The program, descriptor and scratch memories' registers go
+#: Where the 8-lane processor's own memories go, per part (Yosys's ``memory_libmap``).
+PROCESSOR_MEMORIES = {
+    "ecp5-85f": {"const_mem": "$__TRELLIS_DPR16X4_", "desc_mem": "$__PDPW16KD_",
+                 "program_mem": "$__DP16KD_", "scratch_mem": "$__DP16KD_"},
+    "up5k": {name: "$__ICE40_RAM4K_"
+             for name in ("const_mem", "desc_mem", "program_mem", "scratch_mem")},
+}
+
+
+@pytest.mark.parametrize("part", sorted(PROCESSOR_MEMORIES))
+def test_processor_memories_map_to_block_ram_and_the_constants_to_lut_ram_on_the_ecp5(
+        tmp_path, part):
+    """The 8-lane processor through the part's Yosys script (``Part.synth``) up to
+    ``memory_libmap``. The constants' read register (``hw.processor``) is one that
+    Yosys's ``memory_dff`` takes into the port: the synchronous port goes to block RAM on
+    the iCE40 (not 1024 flip-flops and their read multiplexer) and, marked
+    ``ECP5_LUT_RAM``, to 64 LUT RAMs on the ECP5 (not a block RAM's clock-to-out before
+    ``k_mult``'s multipliers). The program, descriptor and scratch memories' registers go
     into their block RAMs, as meant."""
-    cfg = ProcessorConfig(lanes=8, **PROCESSOR_CONFIGS[("ecp5-85f", 8)])
+    cfg = ProcessorConfig(lanes=8, **PROCESSOR_CONFIGS[(part, 8)])
     (tmp_path / "top.il").write_text(
         rtlil.convert(Processor(config=cfg), name="top", emit_src=False))
-    proc = subprocess.run([tool("yosys"), "-p", "read_rtlil top.il; synth_ecp5 -top top "
-                           "-run :map_ffram"], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run([tool("yosys"), "-l", "yosys.log", "-p",
+                           f"read_rtlil top.il; {PARTS[part].synth} -top top -run :map_ffram"],
+                          cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    mapped = dict(re.findall(r"mapping memory top\.(\S+) via (\S+)", proc.stdout))
-    assert mapped["const_mem"] == "$__TRELLIS_DPR16X4_", mapped
-    for name in ("program_mem", "scratch_mem"):
-        assert mapped[name] == "$__DP16KD_", mapped
-    assert mapped["desc_mem"] == "$__PDPW16KD_", mapped
+    mapped = {name.removeprefix("top."): cell
+              for name, cell in memory_mapping(tmp_path / "yosys.log").items()}
+    assert {name: mapped.get(name) for name in PROCESSOR_MEMORIES[part]} \
+        == PROCESSOR_MEMORIES[part], mapped

@@ -306,7 +306,7 @@ def test_core_window_reads_among_other_accesses_take_each_word_in_its_cycle():
             elif rvalid and start is not None:
                 latencies.append(cycle - start)
                 start = None
-            if host_re:  # the RAMs (and host_const) have just taken it: change the word
+            if host_re:  # the RAMs (the constants' register too) have just taken it
                 mem = HostMem(mem)
                 word = memories[mem].data[addr]
                 ctx.set(word, ctx.get(word) ^ mask[mem.name.lower()])

@@ -121,6 +121,18 @@ class Rig:
         await ctx.tick()
         ctx.set(cpu.host_we, 0)
 
+    async def host_read(self, mem, index):
+        """Word ``index`` of ``mem`` through the host port (``host_rdata`` two cycles after
+        ``host_re``)."""
+        ctx, cpu = self.ctx, self.cpu
+        ctx.set(cpu.host_mem, mem)
+        ctx.set(cpu.host_addr, index)
+        ctx.set(cpu.host_re, 1)
+        await ctx.tick()
+        ctx.set(cpu.host_re, 0)
+        await ctx.tick()
+        return ctx.get(cpu.host_rdata)
+
     async def descriptor(self, index, desc):
         """Through the host port, as the host block writes it, a 32-bit part at a time:
         the core records whether each part has a reserved bit set."""
@@ -898,6 +910,34 @@ def test_each_instruction_takes_its_own_constant_read_a_cycle_ahead():
     simulate(body)
 
 
+def test_host_reads_of_constants_share_the_register_with_the_runs_constants():
+    """The constants' read register is ``k_mult``/``k_shift`` and the host's read word
+    (``hw.processor``). Each constant read by the host right before and right after a run
+    whose ``VREQ8``, ``LSTM`` (const_index 2) and ``VMULQ8`` each use another one: the
+    host gets the word written, the run its own constants (bit-exact with the ISS,
+    cycles exact), whatever the host read last."""
+    rng = np.random.default_rng(33)
+    job = make_job(rng, rows=12, cols=40, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
+    consts = [pack_constant(int(rng.integers(1 << 30, 1 << 31)), s) for s in (-4, 0, -24, -1)]
+
+    async def body(rig):
+        await _matvec_and_lstm_layers(rig, job, consts)
+        # VREQ8's constant: not the one read (nor 2, which scales x to 0).
+        for k, other in enumerate((1, 3, 0, 1)):
+            rig.program(0, [I(Op.SETVL, a=3), I(Op.VREQ8, p=other, d=440, a=300),
+                            I(Op.LSTM, p=1, d=420, a=0),
+                            I(Op.VMULQ8, p=3 - k, d=444, a=420, b=20), I(Op.HALT)])
+            rig.scratch(0, rng.integers(-128, 128, 100))
+            rig.scratch(300, rng.integers(-60, 60, 3))
+            rig.scratch(420, rng.integers(-300, 300, 6))  # LSTM state: h (3), c (3)
+            assert await rig.host_read(HostMem.CONSTANTS, k) == consts[k], k
+            await rig.run(0, f"after a host read of constant {k}")
+            assert np.any(rig.iss.scratch[440:443] != 0), k
+            assert await rig.host_read(HostMem.CONSTANTS, k) == consts[k], k
+
+    simulate(body)
+
+
 def test_pc_overrun_and_watchdog_end_a_run_after_each_kind_of_instruction():
     """FETCH's ``PROG_LEN`` and ``WATCHDOG`` checks are found in the cycle before it
     (START_WORD, or the cycle that completes an instruction) and registered
@@ -986,16 +1026,6 @@ def test_each_matvec_reads_its_own_descriptor_ahead():
             I(Op.HALT), I(Op.MATVEC, p=3, d=300, a=0, b=0)]
     outputs = (300, 330, 360)
 
-    async def host_read(rig, mem, addr):
-        ctx, cpu = rig.ctx, rig.cpu
-        ctx.set(cpu.host_mem, mem)
-        ctx.set(cpu.host_addr, addr)
-        ctx.set(cpu.host_re, 1)
-        await ctx.tick()
-        ctx.set(cpu.host_re, 0)
-        await ctx.tick()
-        return ctx.get(cpu.host_rdata)
-
     async def body(rig):
         rig.registers(desc_count=len(jobs) + 1, prog_len=len(prog))
         descs = []
@@ -1011,7 +1041,7 @@ def test_each_matvec_reads_its_own_descriptor_ahead():
                                     (2, HostMem.PROGRAM, 5, ErrorCode.OK),
                                     (5, HostMem.PROGRAM, 2, ErrorCode.BAD_DESCRIPTOR),
                                     (3, HostMem.DESCRIPTORS, 3, ErrorCode.OK)):
-            assert await host_read(rig, mem, addr) != 0
+            assert await rig.host_read(mem, addr) != 0
             iss = await rig.run(pc, f"start at {pc} after a host read")
             assert iss.error == code
             if code == ErrorCode.OK:
