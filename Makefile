@@ -6,7 +6,7 @@
 #   make bench    matrix-vector benchmarks -> build/reports/matvec.json
 #   make regress  the long RTL regression (more shapes and seeds)
 #   make golden-bench  real-time factor of the golden pipeline
-#   make synth    processor + engine: synthesis, place-and-route on iCE40 UP5K, ECP5-85F -> build/reports/synth.json
+#   make synth    processor + engine: synthesis, place-and-route on iCE40 UP5K, ECP5-85F, ECP5-25F -> build/reports/synth.json
 #   make dataset  regenerate the synthesized-speech data set (needs espeak-ng, sox) -> build/dataset
 #   make train    train the demo model (PyTorch, CPU) from build/dataset -> models/
 #   make accuracy WER table of the shipped models on data/testset -> docs/accuracy.md

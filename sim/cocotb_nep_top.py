@@ -65,7 +65,7 @@ def small_image(seed: int = 3, *, encoding: str = "int4", sparsity: float = 0.5)
 
 def word_writes(window: str, index: int, word: int) -> list[tuple[int, int]]:
     """``(address, data)`` of the part writes storing ``word`` at ``window[index]``,
-    in order (the last part commits)."""
+    in order (the last part commits; a descriptor's parts each land as written)."""
     w = MAP.window(window)
     return [(MAP.address(window, index, k), part) for k, part in enumerate(w.split(word))]
 

@@ -53,7 +53,7 @@ class Dev:
 
     def queue_words(self, window: str, words) -> None:
         """Queue every word of ``window`` (its parts as one multi-beat write, part 0 first,
-        so the last part commits)."""
+        so the last part commits; a descriptor's parts each land as written)."""
         w = self.map.window(window)
         nbytes = 4 * w.parts
         for i, word in enumerate(words):

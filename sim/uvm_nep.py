@@ -264,8 +264,8 @@ def _signed16(v: int) -> int:
 class MemDriver(uvm_driver):
     """Translates each :class:`MemItem` into :class:`BusItem` s on the AXI agent's
     sequencer (``bus_seqr``, set by the env): every word split into its 32-bit parts
-    (``Window.split``, part 0 first, the last one commits) at ``MAP.address``; reads
-    joined back (``Window.join``)."""
+    (``Window.split``, part 0 first, the last one commits; a descriptor's parts land one
+    by one) at ``MAP.address``; reads joined back (``Window.join``)."""
 
     bus_seqr = None
 
@@ -295,9 +295,9 @@ class MemDriver(uvm_driver):
 
 class MemMonitor(uvm_component):
     """Passive: rebuilds memory accesses from the AXI agent's completed bus items
-    (``MAP.decode``; a word completes with its last part) and publishes each as a
-    one-word :class:`MemItem` on ``ap`` (writes: the value written; reads: the value
-    read)."""
+    (``MAP.decode``; a word completes with its last part, by when a descriptor's other
+    parts have landed too) and publishes each as a one-word :class:`MemItem` on ``ap``
+    (writes: the value written; reads: the value read)."""
 
     def build_phase(self):
         self.ap = uvm_analysis_port("ap", self)

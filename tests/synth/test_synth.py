@@ -111,12 +111,12 @@ def test_synthesize_rejects_bad_seeds(tmp_path, seeds):
 
 def test_every_part_has_sizes_at_every_lane_count():
     """``make synth --part all`` builds both designs on every part at 4, 8 and 16 lanes:
-    each needs the engine's and the processor's memory sizes, valid for their configs."""
+    each needs the engine's and the processor's memory sizes (a KeyError otherwise), and
+    they must be valid configurations (their constructors raise otherwise)."""
     for part in PARTS:
         for lanes in (4, 8, 16):
-            assert EngineConfig(lanes=lanes, **CONFIGS[(part, lanes)]).lanes == lanes
-            cfg = ProcessorConfig(lanes=lanes, **PROCESSOR_CONFIGS[(part, lanes)])
-            assert cfg.weight_depth == CONFIGS[(part, lanes)]["weight_depth"]
+            EngineConfig(lanes=lanes, **CONFIGS[(part, lanes)])
+            ProcessorConfig(lanes=lanes, **PROCESSOR_CONFIGS[(part, lanes)])
 
 
 def test_engine_top_fifo_covers_read_latency():
