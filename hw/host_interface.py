@@ -299,12 +299,16 @@ class HostInterface(wiring.Component):
         # register and mux after it (issue 6: 512 FF + 729 LUT4, and 480 LUT4 of ``rdata``,
         # on the UP5K).
         # A core memory's word arrives 1 + CORE_READ_LATENCY cycles after the read (the
-        # request register, the RAM, its register) and its part is caught then; a weight
-        # or parameter word arrives STREAM_READ_LATENCY cycles after its request, from the
-        # memory's output register, and its part is chosen into the same register. Both
-        # come from flip-flops: no block RAM output reaches across the die to ``rd_word``.
-        # The address is held meanwhile and the read was checked when taken, so no error
-        # is raised for it then.
+        # request register, the RAM, its register) and its part is chosen in two steps,
+        # each a 4:1 choice into a register: then, in each group of four parts (``rd_quad``),
+        # and a cycle later the group. A descriptor's 16 parts come from 16 block RAMs
+        # across the die; the one 16:1 choice into ``rd_word`` missed 10 ns by up to 0.36
+        # ns, 8.2 ns of it routing (issue 6, run m72). A weight or parameter word arrives
+        # STREAM_READ_LATENCY cycles after its request, one cycle after a core word, from
+        # the memory's output register, and its part is chosen into ``rd_word`` then too.
+        # Both come from flip-flops: no block RAM output reaches across the die to
+        # ``rd_word``. The address is held meanwhile and the read was checked when taken,
+        # so no error is raised for it then.
         rd_part, rd_weight, rd_param = Signal(4), Signal(), Signal()
         with m.If(read):
             m.d.sync += [rd_part.eq(part), rd_weight.eq(sel["weights"]),
@@ -313,12 +317,14 @@ class HostInterface(wiring.Component):
         stream_arrives = delayed(m, core_arrives, STREAM_READ_LATENCY - CORE_READ_LATENCY,
                                  name="rd_stream")
         rd_pending = delayed(m, stream_arrives, 1, name="rd_pending")
-        rd_word = Signal(32)
+        rd_quad, rd_word = Signal(128), Signal(32)
         with m.If(core_arrives):
-            m.d.sync += rd_word.eq(_part(self.host_rdata, rd_part))
-        with m.If(stream_arrives & (rd_weight | rd_param)):
-            m.d.sync += rd_word.eq(_part(Mux(rd_weight, self.weight_rdata, self.param_rdata),
-                                         rd_part))
+            m.d.sync += rd_quad.eq(Cat(_part(self.host_rdata[128 * g:128 * (g + 1)],
+                                             rd_part[:2]) for g in range(4)))
+        with m.If(stream_arrives):
+            stream_word = Mux(rd_weight, self.weight_rdata, self.param_rdata)
+            m.d.sync += rd_word.eq(Mux(rd_weight | rd_param, _part(stream_word, rd_part),
+                                       rd_quad.word_select(rd_part[2:], 32)))
         decode_err = Mux(reg_sel, ~reg_hit | (self.we & reg_ro), ~win_go)
         m.d.comb += [
             self.err.eq(~rd_pending & decode_err),
