@@ -3,7 +3,7 @@ and parameter memories (``docs/register-map.md`` section 5)."""
 
 from __future__ import annotations
 
-from amaranth import Module, Mux
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,12 +26,16 @@ _INSIDE_ANSWER = ("ready", "rdata", "rvalid", "err")
 class NepTop(wiring.Component):
     """``Axi4LiteSlave`` + ``HostInterface`` + ``Processor`` + weight and param memories.
 
-    The weight and parameter memories (``BankedRam``) have one read port and one write
-    port each; a read answers ``compiler.isa.STREAM_READ_LATENCY`` cycles after its
-    request, the latency the cycle model counts, however the memory is built. During a
-    run the core's requests own the read port (always ready); while idle the host's
-    window reads and writes do (the register block refuses windows while busy, so the
-    two never meet).
+    The weight and parameter memories (``BankedRam``) have a core read port and a host
+    port (write, and read at the write's address) each; a read answers
+    ``compiler.isa.STREAM_READ_LATENCY`` cycles after its request, the latency the cycle
+    model counts, however the memory is built. The core's requests (always ready) go to
+    the read port, the host's window reads and writes to the host port: nothing chooses
+    between them in front of the core's read address (issue 6: the ``busy`` select was a
+    failing path into the block RAMs). The core's responses count only while busy and
+    the register block refuses windows while busy, so the two never meet (without banks
+    the memory has one read port, which ``BankedRam`` gives the host's read when it
+    asks).
 
     Parameters
     ----------
@@ -95,13 +99,13 @@ class NepTop(wiring.Component):
             valid = delayed(m, cpu.busy & req_valid, STREAM_READ_LATENCY,
                             name=f"{core}_resp_valid")
             m.d.comb += [
-                ram.raddr.eq(Mux(cpu.busy, getattr(cpu, f"{core}_req_addr"),
-                                 getattr(host, f"{name}_addr"))),
-                ram.ren.eq(Mux(cpu.busy, req_valid, getattr(host, f"{name}_re"))),
+                ram.raddr.eq(getattr(cpu, f"{core}_req_addr")),
+                ram.ren.eq(req_valid),
                 getattr(cpu, f"{core}_req_ready").eq(1),
                 getattr(cpu, f"{core}_resp_data").eq(ram.rdata),
                 getattr(cpu, f"{core}_resp_valid").eq(valid),
-                getattr(host, f"{name}_rdata").eq(ram.rdata),
+                ram.hren.eq(getattr(host, f"{name}_re")),
+                getattr(host, f"{name}_rdata").eq(ram.hrdata),
                 ram.waddr.eq(getattr(host, f"{name}_addr")),
                 ram.wdata.eq(getattr(host, f"{name}_wdata")),
                 ram.we.eq(getattr(host, f"{name}_we")),

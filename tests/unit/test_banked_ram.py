@@ -18,9 +18,12 @@ from hw.synth import PARTS, memory_read_ports, processor_design
 from sim import toolchain
 
 
-def _run(ram: BankedRam, seed: int) -> int:
+def _run(ram: BankedRam, seed: int, host_reads: bool = False) -> int:
     """Random traffic, then reads across every bank boundary and of every word; returns
-    the number of reads checked."""
+    the number of reads checked. With ``host_reads``, host reads (``hren``, at ``waddr``)
+    too: in the random traffic, in cycles without a write, and then every word, each
+    in the same cycle as a core read of another word (another bank's across a
+    boundary) when the memory has banks (without banks, one read port: never both)."""
     rng = np.random.default_rng(seed)
     model: dict[int, int] = {}
     checked = []
@@ -30,39 +33,53 @@ def _run(ram: BankedRam, seed: int) -> int:
 
     bank = ram.bank_depth or ram.depth
     boundaries = [a for b in range(bank, ram.depth, bank) for a in (b - 1, b, b - 1)]
+    both = ram.bank_depth is not None
 
     async def testbench(ctx):
-        # The read whose word shows after each edge: none for the first LATENCY - 1.
-        expected = [None] * (STREAM_READ_LATENCY - 1)
+        # The reads whose words show after each edge (core, host): none for the first
+        # LATENCY - 1.
+        expected = [(None, None)] * (STREAM_READ_LATENCY - 1)
         # Fill every word first, so each read has a defined word.
         plan = [("w", a, word()) for a in rng.permutation(ram.depth).tolist()]
         for _ in range(4 * ram.depth):
-            plan.append(("wr", int(rng.integers(ram.depth)), word(),
-                         int(rng.integers(ram.depth)), bool(rng.integers(2))))
+            if host_reads and rng.integers(3) == 0:
+                plan.append(("h", int(rng.integers(ram.depth)), int(rng.integers(ram.depth)),
+                             both and bool(rng.integers(2))))
+            else:
+                plan.append(("wr", int(rng.integers(ram.depth)), word(),
+                             int(rng.integers(ram.depth)), bool(rng.integers(2))))
         plan += [("r", a) for a in boundaries + list(range(ram.depth))]
+        if host_reads:
+            plan += [("h", a, b, both) for a, b in zip(boundaries, boundaries[1:])]
+            plan += [("h", a, ram.depth - 1 - a, both and a % 2 == 0)
+                     for a in range(ram.depth)]
         plan += [("idle",)] * STREAM_READ_LATENCY
         for item in plan:
             kind = item[0]
             we = kind == "w" or (kind == "wr" and item[4])
-            re = kind in ("r", "wr")
-            raddr = item[1] if kind == "r" else item[3] if kind == "wr" else 0
+            hre = kind == "h"
+            re = kind == "r" or (kind == "wr") or (kind == "h" and item[3])
+            raddr = {"r": 1, "wr": 3, "h": 2}.get(kind)
+            raddr = item[raddr] if raddr is not None else 0
             if we and re and item[1] == raddr:
                 re = False  # the same word read and written: old or new, by part
             ctx.set(ram.we, we)
             ctx.set(ram.ren, re)
-            if we:
+            ctx.set(ram.hren, hre)
+            if we or hre:
                 ctx.set(ram.waddr, item[1])
+            if we:
                 ctx.set(ram.wdata, item[2])
             if re:
                 ctx.set(ram.raddr, raddr)
-            expected.append(model[raddr] if re else None)
+            expected.append((model[raddr] if re else None, model[item[1]] if hre else None))
             if we:
                 model[item[1]] = item[2]
             await ctx.tick()
-            want = expected.pop(0)
-            if want is not None:
-                assert ctx.get(ram.rdata) == want, f"read {len(checked)}"
-                checked.append(want)
+            for port, want in zip((ram.rdata, ram.hrdata), expected.pop(0)):
+                if want is not None:
+                    assert ctx.get(port) == want, f"read {len(checked)} on {port.name}"
+                    checked.append(want)
         for a, v in model.items():
             assert ctx.get(ram.cell(a)) == v, a
 
@@ -86,6 +103,19 @@ def test_reads_answer_exactly_three_cycles_later(width, depth, bank_depth, banks
     assert all(b.depth == (bank_depth if banks > 1 else depth) for b in ram.banks)
     n = _run(ram, seed=depth)
     assert n > 2 * depth  # boundaries, the sweep and the random reads were all checked
+
+
+@pytest.mark.parametrize("width, depth, bank_depth", [
+    (77, 256, 32),  # 8 banks: host and core reads in one cycle, across banks
+    (72, 100, 16),  # the last bank only partly used
+    (77, 64, None),  # one block: one read port, the host's at ``waddr``
+])
+def test_host_reads_answer_exactly_three_cycles_later(width, depth, bank_depth):
+    """The host's read (``hren`` at ``waddr``, ``hrdata``) answers with the core's
+    latency, from the right bank, beside the core's reads and between writes."""
+    ram = BankedRam(width=width, depth=depth, bank_depth=bank_depth)
+    n = _run(ram, seed=depth + 1, host_reads=True)
+    assert n > 4 * depth  # the core's and the host's sweeps, and random reads of both
 
 
 def test_sim_ram_is_the_behavioural_ram_behind_two_registers():
@@ -130,15 +160,16 @@ def test_delayed_registers_are_plain_whatever_the_value():
 
 def test_processor_flow_banks_the_ecp5_memories_only():
     """``hw.synth``'s processor flow: on the ECP5 the 8-lane weight memory (16384 words)
-    is 8 banks of 2048 and the parameter memory (4096) 2, one read port each; on the UP5K
-    both stay ``nep_sim_ram`` instances (single-port SPRAM takes no banks)."""
+    is 8 banks of 2048 and the parameter memory (4096) 2, two read ports each (the
+    core's, and the host's at the write's address); on the UP5K both stay ``nep_sim_ram``
+    instances (single-port SPRAM takes no banks)."""
     banks = {}
     for part in ("ecp5-85f", "up5k"):
         ports = memory_read_ports(processor_design(PARTS[part], 8).rtlil)
         banks[part] = {k.split("/")[-1] + "@" + k.split(".")[-1].split("/")[0]: n
                        for k, n in ports.items() if "_mem/" in k and ".cpu" not in k}
-    assert banks["ecp5-85f"] == {**{f"b{i}@weight_mem": 1 for i in range(8)},
-                                 "b0@param_mem": 1, "b1@param_mem": 1}
+    assert banks["ecp5-85f"] == {**{f"b{i}@weight_mem": 2 for i in range(8)},
+                                 "b0@param_mem": 2, "b1@param_mem": 2}
     assert banks["up5k"] == {}
 
 
@@ -157,7 +188,8 @@ def _rtlil_cells(text: str) -> dict[str, dict[str, tuple[str, dict[str, str]]]]:
 
 
 def test_banks_read_asynchronously_into_reset_less_registers_without_rw_check():
-    """Each bank is an asynchronous read port and two reset-less registers, the memory
+    """Each bank has two reads (the core's, the host's), each an asynchronous read port
+    and two reset-less registers, the memory
     marked ``no_rw_check``: Yosys (``memory_dff``) takes the first register into the
     block RAM with "a read and a write of one word may return either", so it adds no
     write delay, address compare or multiplexer in front of the bank register, which
@@ -168,7 +200,7 @@ def test_banks_read_asynchronously_into_reset_less_registers_without_rw_check():
     assert all(b.attrs == {"no_rw_check": 1} for b in ram.banks)
     text = rtlil.convert(ram, name="ram")
     reads = text.split("cell $memrd_v2")[1:]
-    assert len(reads) == 3
+    assert len(reads) == 6
     assert all("parameter \\CLK_ENABLE 0" in r.split("end")[0] for r in reads)
     assert text.count("attribute \\no_rw_check 1") == 3
     # The bank registers are plain flip-flops: the first (each bank's ``RegisteredRead``)
@@ -179,8 +211,9 @@ def test_banks_read_asynchronously_into_reset_less_registers_without_rw_check():
     ram_data = {c["\\DATA"] for kind, c in top.values() if kind == "$memrd_v2"}
     d_of = {c["\\Q"]: c["\\D"] for kind, c in top.values() if kind == "$dff"}
     for i in range(3):
-        kind, read = top[f"\\b{i}_read"]
-        assert list(modules[kind].values()) == [
-            ("$dff", {"\\D": "\\ram__data", "\\CLK": "\\clk", "\\Q": "\\data"})], i
-        assert d_of[f"\\b{i}_q"] == read["\\data"], (i, d_of)
-        assert read["\\ram__data"] in ram_data, (i, read, ram_data)
+        for bank in (f"b{i}", f"b{i}_h"):
+            kind, read = top[f"\\{bank}_read"]
+            assert list(modules[kind].values()) == [
+                ("$dff", {"\\D": "\\ram__data", "\\CLK": "\\clk", "\\Q": "\\data"})], bank
+            assert d_of[f"\\{bank}_q"] == read["\\data"], (bank, d_of)
+            assert read["\\ram__data"] in ram_data, (bank, read, ram_data)
