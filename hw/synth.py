@@ -102,7 +102,8 @@ PARTS = {
         read_latency=4, bank_depth=2048, max_read_ports=8),
     # The smallest ULX3S: the 85F's fabric and flow on a die with 24288 LUT4, 56 DP16KD
     # (1 Mbit) and 28 MULT18X18D, so its memories hold a smaller model (issue 6: the
-    # 8-lane processor does not fit the UP5K; this is the edge part it does fit).
+    # 8-lane processor does not fit the UP5K; it fits this part at 4 and 8 lanes, and at
+    # 16 needs more block RAMs and multipliers than it has).
     "ecp5-25f": Part(
         name="ecp5-25f", device="LFE5U-25F-6BG381C", board="ULX3S-25F", family="ecp5",
         target_mhz=100.0, synth=_SYNTH_ECP5,
@@ -515,8 +516,9 @@ PROCESSOR_CONFIGS = {
                                  desc_depth=64, const_depth=64, max_rows=1024, max_cols=1024,
                                  weight_depth=CONFIGS[("ecp5-85f", lanes)]["weight_depth"])
        for lanes in (4, 8, 16)},
-    # The ECP5-25F's 56 block RAMs: the benchmark model's scratch, a quarter of its stream
-    # words (8 lanes) and about half its parameter rows; 16 descriptors and constants.
+    # The ECP5-25F's 56 block RAMs: the benchmark model's scratch, 4096 stream words (a
+    # quarter of its words at 8 lanes) and about half its parameter rows; 16 descriptors
+    # and constants (LUT RAM).
     **{("ecp5-25f", lanes): dict(program_depth=256, param_depth=2048, scratch_depth=4096,
                                  desc_depth=16, const_depth=16, max_rows=1024, max_cols=512,
                                  weight_depth=CONFIGS[("ecp5-25f", lanes)]["weight_depth"])
