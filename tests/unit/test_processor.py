@@ -1096,6 +1096,18 @@ def test_back_to_back_matvecs_request_from_their_own_bases(wait_level):
                           for a in range(pb, pb + len(jobs[j].expected))]
 
 
+async def _two_matvecs(rig, job):
+    """Load ``job`` as descriptors 0 and 1 (clean; returns descriptor 1's 64 bytes) and a
+    program of two MATVECs, over descriptor 0 into scratch 300 and 1 into 310, then HALT."""
+    clean = bytes(Descriptor(**await layer(rig, job)).pack())
+    await rig.descriptor(1, clean)
+    rig.scratch(0, job.x)
+    rig.registers(desc_count=2, prog_len=CFG.program_depth)
+    rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=0, d=300, a=0, b=0),
+                    I(Op.MATVEC, p=1, d=310, a=0, b=0), I(Op.HALT)])
+    return clean
+
+
 def test_a_reserved_descriptor_bit_is_found_as_the_host_writes_each_descriptor():
     """Each of the 112 reserved descriptor bits faults the MATVEC with BAD_DESCRIPTOR: the
     core records the bit as the host writes the descriptor, a flag per part. One bit
@@ -1112,12 +1124,7 @@ def test_a_reserved_descriptor_bit_is_found_as_the_host_writes_each_descriptor()
     assert len(bits) == 28
 
     async def body(rig):
-        clean = bytes(Descriptor(**await layer(rig, job)).pack())
-        await rig.descriptor(1, clean)
-        rig.scratch(0, job.x)
-        rig.registers(desc_count=2, prog_len=CFG.program_depth)
-        rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=0, d=300, a=0, b=0),
-                        I(Op.MATVEC, p=1, d=310, a=0, b=0), I(Op.HALT)])
+        clean = await _two_matvecs(rig, job)
         for bit in (None, *bits):
             if bit is not None:
                 bad = bytearray(clean)
@@ -1149,12 +1156,7 @@ def test_each_descriptor_part_write_sets_or_clears_its_own_reserved_flag():
     job = make_job(rng, rows=6, cols=20, sparsity=0.5, encoding=Encoding.INT4, lanes=8)
 
     async def body(rig):
-        clean = bytes(Descriptor(**await layer(rig, job)).pack())
-        await rig.descriptor(1, clean)
-        rig.scratch(0, job.x)
-        rig.registers(desc_count=2, prog_len=CFG.program_depth)
-        rig.program(0, [I(Op.SETVL, a=2), I(Op.MATVEC, p=0, d=300, a=0, b=0),
-                        I(Op.MATVEC, p=1, d=310, a=0, b=0), I(Op.HALT)])
+        clean = await _two_matvecs(rig, job)
 
         def part(k, bit=None):
             raw = bytearray(clean[4 * k:4 * k + 4])
