@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from amaranth import Cat, Module, Mux, Signal, Value, signed
@@ -88,27 +88,26 @@ class Part:
 #: they took the 4-lane engine from 5282 to 5250 logic cells (docs/synthesis.md). On the
 #: ECP5, memories marked ``ECP5_LUT_RAM`` go to LUT RAM (``hw.bram_outreg``); the rest as
 #: Yosys's cost model picks.
-_SYNTH_ECP5 = f'setattr -set ram_style "distributed" a:{ECP5_LUT_RAM}; synth_ecp5 -no-rw-check'
+_ECP5_85F = Part(
+    name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
+    target_mhz=100.0,
+    synth=f'setattr -set ram_style "distributed" a:{ECP5_LUT_RAM}; synth_ecp5 -no-rw-check',
+    nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156,
+    read_latency=4, bank_depth=2048, max_read_ports=8)
 PARTS = {
     "up5k": Part(
         name="up5k", device="iCE40UP5K-SG48", board="iCEBreaker", family="ice40",
         target_mhz=48.0,
         synth="synth_ice40 -device u -dffe_min_ce_use 4 -dsp -spram -no-rw-check",
         nextpnr=("--up5k", "--package", "sg48"), dsps=8, spram_bits=64),
-    "ecp5-85f": Part(
-        name="ecp5-85f", device="LFE5U-85F-6BG381C", board="ULX3S-85F", family="ecp5",
-        target_mhz=100.0, synth=_SYNTH_ECP5,
-        nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), dsps=156,
-        read_latency=4, bank_depth=2048, max_read_ports=8),
+    "ecp5-85f": _ECP5_85F,
     # The smallest ULX3S: the 85F's fabric and flow on a die with 24288 LUT4, 56 DP16KD
     # (1 Mbit) and 28 MULT18X18D, so its memories hold a smaller model (issue 6: the
     # 8-lane processor does not fit the UP5K; it fits this part at 4 and 8 lanes, and at
     # 16 needs more block RAMs and multipliers than it has).
-    "ecp5-25f": Part(
-        name="ecp5-25f", device="LFE5U-25F-6BG381C", board="ULX3S-25F", family="ecp5",
-        target_mhz=100.0, synth=_SYNTH_ECP5,
-        nextpnr=("--25k", "--package", "CABGA381", "--speed", "6"), dsps=28,
-        read_latency=4, bank_depth=2048, max_read_ports=8),
+    "ecp5-25f": replace(_ECP5_85F, name="ecp5-25f", device="LFE5U-25F-6BG381C",
+                        board="ULX3S-25F", nextpnr=("--25k", *_ECP5_85F.nextpnr[1:]),
+                        dsps=28),
 }
 
 #: Memory depths per (part, lanes). UP5K: the weight stream sits in the SPRAMs (its low 64
@@ -118,7 +117,7 @@ PARTS = {
 #: its memories answer in 4 cycles (``Part.read_latency``), so the readers' FIFOs hold 7
 #: words to keep one word per cycle (``EngineSynthTop``: latency + 3 credits), and the
 #: requantizer takes 8 stages (logic is plentiful there, the clock target is 100 MHz).
-#: ECP5-25F: the same with a quarter of the stream and half the layer width.
+#: ECP5-25F: the same with 4096 stream words and half the layer width.
 CONFIGS = {
     ("up5k", 4): dict(max_rows=512, max_cols=1024, weight_depth=16384),
     ("up5k", 8): dict(max_rows=256, max_cols=512, weight_depth=4096),
